@@ -1,0 +1,73 @@
+"""Face crops: from a face's box to the square the network sees, and back.
+
+Training and prediction share these functions, so the crop a model learnt on
+is the crop it is asked about. Coordinates put pixel centres on integers
+(OpenCV's convention); a crop transform is (scale, x_offset, y_offset) with
+  image_xy = crop_xy * scale + offset.
+"""
+import cv2
+import numpy as np
+
+# The network's square is CROP_SCALE times the longer side of the face's
+# tight landmark box, centred on the box.
+CROP_SCALE = 1.3
+# Records store a wider square (STORE_FACTOR times the network's) so that
+# rotation, scaling and translation during training never run out of pixels.
+STORE_FACTOR = 1.5
+MODEL_SIZE = 128
+STORE_SIZE = int(round(MODEL_SIZE * STORE_FACTOR))  # 192
+
+
+def landmark_box(marks):
+    """Tight box (x0, y0, x1, y1) around a face's marks."""
+    marks = np.asarray(marks, np.float64)
+    return np.array([*marks.min(axis=0), *marks.max(axis=0)])
+
+
+def crop_square(box, scale=CROP_SCALE):
+    """Centre and side of the square the network sees for a face `box`."""
+    x0, y0, x1, y1 = np.asarray(box, np.float64)
+    side = max(x1 - x0, y1 - y0, 1.0) * scale
+    return np.array([(x0 + x1) / 2, (y0 + y1) / 2]), side
+
+
+def crop(image, center, side, out_size):
+    """Resample the square (`center`, `side`) of `image` to out_size².
+
+    Pixels outside the image are zero. Returns (crop, transform) where
+    transform maps crop pixels back to image pixels.
+    """
+    scale = side / out_size
+    # Crop pixel u covers [edge + u*scale, edge + (u+1)*scale) in the image,
+    # so its centre sits at u*scale + edge + scale/2.
+    offset = np.asarray(center, np.float64) - side / 2 + scale / 2 - 0.5
+    transform = np.array([scale, offset[0], offset[1]])
+    source = image
+    if scale > 1.5:
+        # Bilinear sampling aliases when shrinking; blur away what the crop
+        # cannot represent first.
+        sigma = 0.5 * np.sqrt(scale ** 2 - 1)
+        source = cv2.GaussianBlur(image, (0, 0), sigma)
+    matrix = np.array([[scale, 0, offset[0]], [0, scale, offset[1]]])
+    patch = cv2.warpAffine(source, matrix, (out_size, out_size),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return patch, transform
+
+
+def _split(transform):
+    """(3,) or (F, 3) transforms -> scale and offset that broadcast on marks."""
+    transform = np.asarray(transform, np.float64)
+    return transform[..., 0][..., None, None], transform[..., None, 1:]
+
+
+def to_crop(marks, transform):
+    """Image pixels -> crop pixels (marks (N, 2) or (F, N, 2))."""
+    scale, offset = _split(transform)
+    return (np.asarray(marks, np.float64) - offset) / scale
+
+
+def to_image(marks, transform):
+    """Crop pixels -> image pixels (marks (N, 2) or (F, N, 2))."""
+    scale, offset = _split(transform)
+    return np.asarray(marks, np.float64) * scale + offset

@@ -1,0 +1,323 @@
+"""Train, fine-tune with quantization-aware training, export and evaluate.
+
+    python landmark.py --train_record tfrecords/train.record \
+        --val_record tfrecords/test.record --model mobilenet --epochs 120
+    python landmark.py --quantization ...           # QAT from checkpoints/
+    python landmark.py --export_only [--quantization]
+    python landmark.py --eval_only --metrics_out results/val.json
+
+Checkpoints: `--checkpoint_dir` (float) or `quantized_checkpoints/` (QAT)
+hold best.weights.h5 (lowest validation NME), last.weights.h5 and
+model.json (architecture and layout). Exports are SavedModels with a
+landmark.json beside saved_model.pb (input size, marks, layout).
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import keras_env  # noqa: F401  (must precede TensorFlow)
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import dataset
+import geometry
+import metrics
+from layouts import get_layout
+from network import MODELS, build_model
+
+keras = tf.keras
+MODEL_CARD = "landmark.json"
+QAT_CHECKPOINT_DIR = "quantized_checkpoints"
+WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
+
+
+def str2bool(value):
+    """argparse type for the original's `--flag=True/False` booleans."""
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+# ------------------------------------------------------------------ losses --
+
+def wing_loss(width=10.0, curvature=2.0, crop_size=geometry.MODEL_SIZE):
+    """Wing loss (Feng et al. 2018) on errors in model-crop pixels."""
+    c = width - width * np.log(1.0 + width / curvature)
+
+    def loss(y_true, y_pred):
+        error = tf.abs(y_true - y_pred) * crop_size
+        wing = tf.where(error < width, width * tf.math.log1p(error / curvature), error - c)
+        return tf.reduce_mean(wing, axis=-1)
+    return loss
+
+
+def l1_loss(y_true, y_pred):
+    return tf.reduce_mean(tf.abs(y_true - y_pred), axis=-1) * geometry.MODEL_SIZE
+
+
+def mse_loss(y_true, y_pred):
+    return tf.reduce_mean(tf.square(y_true - y_pred), axis=-1) * geometry.MODEL_SIZE ** 2
+
+
+LOSSES = {"wing": wing_loss(), "l1": l1_loss, "mse": mse_loss}
+
+
+def nme_metric(layout):
+    """Keras metric: NME of each face (scale-free, so crop units do)."""
+    left, right = layout.eye_corners
+
+    def nme(y_true, y_pred):
+        true = tf.reshape(y_true, [-1, layout.num_marks, 2])
+        pred = tf.reshape(y_pred, [-1, layout.num_marks, 2])
+        norm = tf.norm(true[:, left] - true[:, right], axis=-1)
+        return tf.reduce_mean(tf.norm(pred - true, axis=-1), axis=-1) / norm
+    return nme
+
+
+# ------------------------------------------------------------- checkpoints --
+
+def make_model(card, quantize=False):
+    """Keras model described by a model card; QAT-wrapped if `quantize`."""
+    model = build_model(card["model"], card["num_marks"], card["input_size"])
+    if quantize:
+        import tensorflow_model_optimization as tfmot
+        model = tfmot.quantization.keras.quantize_model(model)
+    return model
+
+
+def load_checkpoint(checkpoint_dir, quantize=False, which="best"):
+    """(model, card) from `checkpoint_dir`/{which}.weights.h5 + model.json."""
+    checkpoint_dir = Path(checkpoint_dir)
+    card_path, weights = checkpoint_dir / "model.json", checkpoint_dir / f"{which}.weights.h5"
+    if not card_path.is_file() or not weights.is_file():
+        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir}/ (need model.json and "
+                                f"{weights.name}); train first")
+    card = json.loads(card_path.read_text())
+    model = make_model(card, quantize)
+    model.load_weights(str(weights))
+    return model, card
+
+
+def export(model, card, export_dir):
+    """SavedModel of `model` with its card as landmark.json inside."""
+    export_dir = Path(export_dir)
+    partial = export_dir.with_name(export_dir.name + ".partial")
+    tf.saved_model.save(model, str(partial))
+    (partial / MODEL_CARD).write_text(json.dumps(card, indent=1))
+    if export_dir.exists():
+        import shutil
+        shutil.rmtree(export_dir)
+    partial.rename(export_dir)
+    print(f"exported {card['model']} ({'QAT' if card.get('quantized') else 'float'}) "
+          f"-> {export_dir}/")
+
+
+def load_saved_model(path):
+    """(predict_fn, card) of an exported SavedModel directory."""
+    path = Path(path)
+    if not (path / "saved_model.pb").is_file() or not (path / MODEL_CARD).is_file():
+        raise FileNotFoundError(f"{path} is not a model exported by landmark.py "
+                                f"(needs saved_model.pb and {MODEL_CARD})")
+    loaded = tf.saved_model.load(str(path))
+    serve = loaded.signatures["serving_default"]
+
+    def predict(images):
+        outputs = serve(tf.convert_to_tensor(images, tf.float32))
+        return next(iter(outputs.values())).numpy()
+    predict.keep_alive = loaded  # the signature needs its variables alive
+    return predict, json.loads((path / MODEL_CARD).read_text())
+
+
+# --------------------------------------------------------------- evaluate --
+
+def evaluate(predict_fn, record_path, batch_size=64, desc="evaluating"):
+    """Score `predict_fn` (images (B,128,128,3) -> (B, 2N)) on a record.
+
+    NME, FR and AUC use marks in original image pixels; MSE is per
+    coordinate in 128-pixel crop units (the original repo's table).
+    Returns a dict; `nmes` holds each face's NME.
+    """
+    layout_name, count = dataset.record_info(record_path)
+    layout = get_layout(layout_name)
+    preds, truths, transforms, attributes = [], [], [], []
+    batches = dataset.eval_dataset(record_path, batch_size, layout_name, with_info=True)
+    with tqdm(total=count, desc=desc, unit="face", leave=False) as bar:
+        for images, targets, info in batches:
+            preds.append(np.asarray(predict_fn(images.numpy()), np.float64))
+            truths.append(targets.numpy())
+            transforms.append(info["transform"].numpy())
+            attributes.append(info["attributes"].numpy())
+            bar.update(len(images))
+    preds, truths = np.concatenate(preds), np.concatenate(truths)
+    transforms, attributes = np.concatenate(transforms), np.concatenate(attributes)
+    pred_px = geometry.to_image(dataset.targets_to_store(preds), transforms)
+    true_px = geometry.to_image(dataset.targets_to_store(truths), transforms)
+    nmes = metrics.nme_per_face(pred_px, true_px, layout.eye_corners)
+    result = metrics.summarize(nmes)
+    result["mse"] = float(np.mean(((preds - truths) * geometry.MODEL_SIZE) ** 2))
+    result.update(num_faces=len(nmes), layout=layout_name, nmes=nmes.tolist())
+    if (attributes >= 0).all():
+        result["per_attribute_nme"] = {
+            name: float(nmes[attributes[:, i] == 1].mean())
+            for i, name in enumerate(WFLW_ATTRIBUTES) if (attributes[:, i] == 1).any()}
+    return result
+
+
+def write_metrics(result, path, **extra):
+    """Write an evaluation as JSON (per-face NMEs kept in `nmes`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**extra, **result}, indent=1))
+    print(f"wrote {path}")
+
+
+# ------------------------------------------------------------------ train --
+
+class EpochTimer(keras.callbacks.Callback):
+    """Logs training throughput (images/s) into the epoch's logs."""
+
+    def __init__(self, images_per_epoch):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["images_per_s"] = self.images_per_epoch / (time.perf_counter() - self.start)
+
+
+def strategy_for_devices():
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def train(args):
+    layout_name, train_count = dataset.record_info(args.train_record)
+    val_layout, val_count = dataset.record_info(args.val_record)
+    if val_layout != layout_name:
+        raise ValueError(f"{args.train_record} holds {layout_name} marks but "
+                         f"{args.val_record} holds {val_layout}")
+    layout = get_layout(layout_name)
+    checkpoint_dir = Path(QAT_CHECKPOINT_DIR if args.quantization else args.checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    steps = train_count // args.batch_size
+    print(f"{layout_name}: {train_count} training faces ({steps} steps of {args.batch_size}), "
+          f"{val_count} validation faces")
+
+    strategy = strategy_for_devices()
+    with strategy.scope():
+        if args.quantization:
+            # QAT starts from the best float weights.
+            float_model, card = load_checkpoint(args.checkpoint_dir)
+            import tensorflow_model_optimization as tfmot
+            model = tfmot.quantization.keras.quantize_model(float_model)
+            card = {**card, "quantized": True}
+        else:
+            card = {"model": args.model, "num_marks": layout.num_marks, "layout": layout_name,
+                    "input_size": geometry.MODEL_SIZE, "crop_scale": geometry.CROP_SCALE,
+                    "output": "marks (x, y) in the model crop divided by input_size",
+                    "input": "RGB pixels 0-255", "quantized": False, "loss": args.loss}
+            model = build_model(args.model, layout.num_marks)
+        if args.initial_epoch:
+            model.load_weights(str(checkpoint_dir / "last.weights.h5"))
+        total = args.epochs * steps
+        warmup = min(steps * 3, total // 10) if not args.quantization else 0
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else args.lr, total - warmup, alpha=0.01,
+            warmup_target=args.lr if warmup else None, warmup_steps=warmup)
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=LOSSES[args.loss],
+                      metrics=[nme_metric(layout)])
+    (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
+
+    callbacks = [
+        EpochTimer(steps * args.batch_size),
+        keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.weights.h5"),
+                                        monitor="val_nme", mode="min",
+                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "last.weights.h5"),
+                                        save_weights_only=True),
+        keras.callbacks.CSVLogger(str(checkpoint_dir / "history.csv"),
+                                  append=bool(args.initial_epoch)),
+        keras.callbacks.TensorBoard(str(Path("logs") / checkpoint_dir.name),
+                                    profile_batch=0),
+    ]
+    model.fit(dataset.train_dataset(args.train_record, args.batch_size, layout_name),
+              validation_data=dataset.eval_dataset(args.val_record, 64, layout_name),
+              epochs=args.epochs, initial_epoch=args.initial_epoch,
+              callbacks=callbacks, verbose=2)
+    model.load_weights(str(checkpoint_dir / "best.weights.h5"))
+    return model, card
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    flag = {"type": str2bool, "nargs": "?", "const": True, "default": False}
+    p.add_argument("--train_record", default="tfrecords/train.record")
+    p.add_argument("--val_record", default="tfrecords/test.record")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 2e-3 float, 1e-4 QAT)")
+    p.add_argument("--loss", choices=sorted(LOSSES), default="wing")
+    p.add_argument("--model", choices=sorted(MODELS), default="resnet")
+    p.add_argument("--export_only", **flag, help="export the best checkpoint and stop")
+    p.add_argument("--eval_only", **flag, help="evaluate and stop")
+    p.add_argument("--quantization", **flag,
+                   help="quantization-aware training / its checkpoints and export")
+    p.add_argument("--checkpoint_dir", default="checkpoints",
+                   help="float checkpoints (QAT reads its start from here)")
+    p.add_argument("--export_dir", default=None,
+                   help="default: exported, or exported_quantized with --quantization")
+    p.add_argument("--initial_epoch", type=int, default=0, help="resume from last.weights.h5")
+    p.add_argument("--metrics_out", default=None, help="write the evaluation here (JSON)")
+    args = p.parse_args(argv)
+    if args.lr is None:
+        args.lr = 1e-4 if args.quantization else 2e-3
+    return args
+
+
+def keras_predict(model):
+    return lambda images: model(images, training=False).numpy()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    default_export = "exported_quantized" if args.quantization else "exported"
+    export_dir = args.export_dir or default_export
+    checkpoint_dir = QAT_CHECKPOINT_DIR if args.quantization else args.checkpoint_dir
+    try:
+        if args.export_only:
+            model, card = load_checkpoint(checkpoint_dir, args.quantization)
+            export(model, {**card, "quantized": args.quantization}, export_dir)
+            return
+        if args.eval_only:
+            if args.export_dir:
+                predict, card = load_saved_model(args.export_dir)
+                source = args.export_dir
+            else:
+                model, card = load_checkpoint(checkpoint_dir, args.quantization)
+                predict, source = keras_predict(model), f"{checkpoint_dir}/best.weights.h5"
+        else:
+            model, card = train(args)
+            predict, source = keras_predict(model), f"{checkpoint_dir}/best.weights.h5"
+        result = evaluate(predict, args.val_record)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    print(f"{source} on {args.val_record}: NME {100 * result['nme']:.3f}%  "
+          f"FR@0.10 {100 * result['fr']:.2f}%  AUC@0.10 {result['auc']:.4f}  "
+          f"MSE {result['mse']:.3f} (128-px crop)  [{result['num_faces']} faces]")
+    if args.metrics_out:
+        write_metrics(result, args.metrics_out, model=source, record=args.val_record,
+                      architecture=card["model"], quantized=bool(card.get("quantized")))
+
+
+if __name__ == "__main__":
+    main()

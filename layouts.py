@@ -1,0 +1,73 @@
+"""Mark layouts: the one place that knows each dataset's point order.
+
+A layout names how many marks a face has, which mark each one becomes when
+the face is mirrored left-right, and which two marks are the outer eye
+corners that normalise the error (NME).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _mirror_permutation(num_marks, pairs):
+    """Permutation p so that marks_of_mirrored_face = flipped_marks[p]."""
+    perm = np.arange(num_marks)
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    num_marks: int
+    mirror: tuple            # mirror[i]: the mark that i becomes after a flip
+    eye_corners: tuple       # outer corners of the two eyes (NME normaliser)
+
+
+# WFLW, 98 points (Wu et al. 2018). Pairs as in the dataset's own index chart.
+_WFLW_PAIRS = (
+    [(i, 32 - i) for i in range(16)]                       # jaw 0-32
+    + [(33, 46), (34, 45), (35, 44), (36, 43), (37, 42),   # brows, upper
+       (38, 50), (39, 49), (40, 48), (41, 47)]             # brows, lower
+    + [(55, 59), (56, 58)]                                 # nose bottom
+    + [(60, 72), (61, 71), (62, 70), (63, 69), (64, 68),   # eyes
+       (65, 75), (66, 74), (67, 73)]
+    + [(76, 82), (77, 81), (78, 80), (83, 87), (84, 86),   # outer lips
+       (88, 92), (89, 91), (93, 95)]                       # inner lips
+    + [(96, 97)]                                           # pupils
+)
+
+# 300-W / Multi-PIE / iBUG, 68 points.
+_W300_PAIRS = (
+    [(i, 16 - i) for i in range(8)]                        # jaw 0-16
+    + [(17, 26), (18, 25), (19, 24), (20, 23), (21, 22)]   # brows
+    + [(31, 35), (32, 34)]                                 # nose bottom
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]   # outer lips
+    + [(60, 64), (61, 63), (65, 67)]                       # inner lips
+)
+
+LAYOUTS = {
+    "wflw98": Layout("wflw98", 98,
+                     tuple(_mirror_permutation(98, _WFLW_PAIRS)), (60, 72)),
+    "300w68": Layout("300w68", 68,
+                     tuple(_mirror_permutation(68, _W300_PAIRS)), (36, 45)),
+}
+
+
+def get_layout(name):
+    """The Layout called `name`; a clear error for anything else."""
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise ValueError(f"unknown mark layout {name!r}; known: {sorted(LAYOUTS)}") from None
+
+
+def layout_for_count(num_marks):
+    """The layout with `num_marks` points (98 -> WFLW, 68 -> 300-W)."""
+    for layout in LAYOUTS.values():
+        if layout.num_marks == num_marks:
+            return layout
+    raise ValueError(f"no mark layout has {num_marks} points; known: "
+                     + ", ".join(f"{l.name} ({l.num_marks})" for l in LAYOUTS.values()))

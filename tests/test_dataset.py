@@ -1,0 +1,81 @@
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import dataset
+from geometry import MODEL_SIZE, STORE_SIZE
+from layouts import get_layout
+
+
+def _dots(marks, size=STORE_SIZE):
+    """A black image with a bright 3×3 dot at each mark."""
+    image = np.zeros((size, size, 3), np.uint8)
+    for x, y in np.round(marks).astype(int):
+        image[y - 1:y + 2, x - 1:x + 2] = 255
+    return image
+
+
+@pytest.mark.parametrize("angle, scale, shift, flip", [
+    (0.0, 1.0, (0.0, 0.0), False),
+    (math.radians(25), 1.1, (5.0, -7.0), False),
+    (math.radians(-30), 0.85, (-9.0, 4.0), True),
+    (0.0, 1.15, (0.0, 0.0), True),
+])
+def test_augmentation_keeps_each_mark_on_its_pixel(angle, scale, shift, flip):
+    layout = get_layout("300w68")
+    rng = np.random.default_rng(0)
+    marks = rng.uniform(60, STORE_SIZE - 60, (layout.num_marks, 2)).astype(np.float32)
+    image = _dots(marks)
+    a, b = dataset.affine_params(tf.constant(angle), tf.constant(scale),
+                                 tf.constant(shift), tf.constant(flip))
+    warped, moved = dataset.warp(tf.constant(image), tf.constant(marks), a, b,
+                                 tf.constant(layout.mirror))
+    warped, moved = warped.numpy(), moved.numpy()
+    assert warped.shape == (MODEL_SIZE, MODEL_SIZE, 3)
+    values = [warped[int(round(y)), int(round(x)), 0] for x, y in moved]
+    assert min(values) > 100, "a mark left its dot"
+    # With a flip the mark labelled i is where the mirror partner was drawn.
+    if flip:
+        unflipped = dataset.warp(tf.constant(image), tf.constant(marks), a, b,
+                                 tf.range(layout.num_marks))[1].numpy()
+        np.testing.assert_allclose(moved, unflipped[np.array(layout.mirror)], atol=1e-3)
+
+
+def _record(tmp_path, make_300w_folder):
+    import generate_mesh_dataset as gen
+    folder = make_300w_folder("faces", 6)
+    gen.main(["--dataset", "300w", "--train_dirs", str(folder), "--out_dir", str(tmp_path / "r")])
+    return tmp_path / "r" / "train.record"
+
+
+def test_eval_pipeline_is_the_centre_crop_and_deterministic(tmp_path, make_300w_folder):
+    path = _record(tmp_path, make_300w_folder)
+    assert dataset.record_info(path) == ("300w68", 6)
+    first = [b for b in dataset.eval_dataset(path, 4, with_info=True)]
+    second = [b for b in dataset.eval_dataset(path, 4)]
+    np.testing.assert_array_equal(first[0][0].numpy(), second[0][0].numpy())
+    images, targets, info = first[0]
+    assert images.shape == (4, MODEL_SIZE, MODEL_SIZE, 3) and targets.shape == (4, 136)
+    # Targets are the marks on the drawn dots, in [0, 1] of the crop.
+    for image, target in zip(images.numpy(), targets.numpy()):
+        for x, y in target.reshape(-1, 2) * MODEL_SIZE:
+            assert image[int(round(y)), int(round(x))].mean() > 120
+
+
+def test_train_pipeline_batches(tmp_path, make_300w_folder):
+    path = _record(tmp_path, make_300w_folder)
+    batches = list(dataset.train_dataset(path, 4))
+    assert len(batches) == 1                  # drop_remainder: 6 faces -> one batch of 4
+    images, targets = batches[0]
+    assert images.dtype == tf.float32 and 0 <= images.numpy().min() <= images.numpy().max() <= 255
+
+
+def test_not_a_record_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "x.record"
+    bogus.write_bytes(b"hello world, not a record")
+    with pytest.raises(ValueError, match="x.record is not a TFRecord"):
+        dataset.record_info(bogus)
+    with pytest.raises(FileNotFoundError, match="record file not found"):
+        dataset.record_info(tmp_path / "missing.record")

@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+from conftest import SHARED, synthetic_face, write_pts
+
+import generate_mesh_dataset as gen
+import geometry
+
+WFLW_SAMPLE = SHARED / "wflw_annotation_sample"
+
+
+@pytest.mark.skipif(not WFLW_SAMPLE.is_dir(), reason="../shared WFLW sample lines absent")
+def test_parses_every_real_wflw_line():
+    files = sorted(WFLW_SAMPLE.glob("list_98pt_test_*.txt"))
+    assert len(files) == 6
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            marks, attributes, name = gen.parse_wflw_line(line, f"{path}:{number}")
+            assert marks.shape == (98, 2)
+            assert name.endswith(".jpg") and "--" in name
+            # The real lines are image pixels of faces: the eyes sit apart.
+            assert np.linalg.norm(marks[60] - marks[72]) > 1.0
+            assert attributes == gen.NO_ATTRIBUTES
+
+
+def test_wflw_main_line_keeps_box_and_attributes():
+    marks = np.arange(196, dtype=float).reshape(98, 2)
+    line = " ".join([f"{v:.6f}" for v in marks.ravel()] + ["1", "2", "300", "400"]
+                    + ["1", "0", "0", "1", "0", "1"] + ["51--Dresses/51_Dresses_wearingdress_51_377.jpg"])
+    parsed, attributes, name = gen.parse_wflw_line(line, "x:1")
+    np.testing.assert_allclose(parsed, marks)
+    assert attributes == (1, 0, 0, 1, 0, 1)
+    assert name == "51--Dresses/51_Dresses_wearingdress_51_377.jpg"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda f: f[:-2] + f[-1:], "found 206"),
+    (lambda f: f[:5] + ["abc"] + f[6:], "could not convert"),
+    (lambda f: f[:200] + ["2"] + f[201:], "attribute flags"),
+    (lambda f: f[:3] + ["nan"] + f[4:], "not finite"),
+])
+def test_malformed_wflw_line_names_file_and_line(make_wflw_tree, mutate, message):
+    root = make_wflw_tree(train=4, test=2)
+    path = root / gen.WFLW_LIST_DIR / "list_98pt_rect_attr_train.txt"
+    lines = path.read_text().splitlines()
+    lines[2] = " ".join(mutate(lines[2].split()))
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(gen.DatasetError, match=f"{path}:3: .*{message}"):
+        gen.read_wflw(root, "train")
+
+
+def test_missing_wflw_annotation_is_a_clear_error(tmp_path):
+    with pytest.raises(gen.DatasetError, match="WFLW annotation file not found"):
+        gen.read_wflw(tmp_path / "nowhere", "train")
+
+
+def test_reads_pts(tmp_path):
+    marks = np.random.default_rng(0).uniform(0, 100, (68, 2))
+    write_pts(tmp_path / "a.pts", marks)
+    np.testing.assert_allclose(gen.read_pts(tmp_path / "a.pts"), marks, atol=1e-3)
+
+
+@pytest.mark.parametrize("edit, line", [
+    (lambda l: l[:10] + ["12.5"] + l[11:], 11),          # one number on a point line
+    (lambda l: l[:-1], 71),                               # closing brace missing
+    (lambda l: ["n_points: 68"] + l[1:], 1),             # no version header
+    (lambda l: l[:20] + ["3.0 x"] + l[21:], 21),
+])
+def test_malformed_pts_names_file_and_line(tmp_path, edit, line):
+    write_pts(tmp_path / "a.pts", np.zeros((68, 2)))
+    lines = edit((tmp_path / "a.pts").read_text().splitlines())
+    (tmp_path / "a.pts").write_text("\n".join(lines) + "\n")
+    with pytest.raises(gen.DatasetError, match=rf"a\.pts:{line}:"):
+        gen.read_pts(tmp_path / "a.pts")
+
+
+def test_stored_crop_maps_back_to_the_photo():
+    rng = np.random.default_rng(1)
+    image, marks = synthetic_face(rng, 68)
+    patch, crop_marks, transform = gen.crop_face(image, marks)
+    assert patch.shape == (geometry.STORE_SIZE, geometry.STORE_SIZE, 3)
+    np.testing.assert_allclose(geometry.to_image(crop_marks, transform), marks, atol=1e-9)
+    # The drawn marks are white dots: the crop shows them where the marks say.
+    for x, y in crop_marks:
+        assert patch[int(round(y)), int(round(x))].mean() > 120
+
+
+def test_convert_300w_counts_and_val_split(make_300w_folder, tmp_path):
+    train = make_300w_folder("train", 10)
+    test = make_300w_folder("test", 3, seed=1)
+    gen.main(["--dataset", "300w", "--train_dirs", str(train), "--test_dirs", str(test),
+              "--val_fraction", "0.2", "--seed", "0", "--out_dir", str(tmp_path / "out")])
+    import json
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["written"] == {"train": 8, "test": 5}
+    assert sorted((tmp_path / "out").glob("*.record")) == [
+        tmp_path / "out" / "test.record", tmp_path / "out" / "train.record"]
+
+
+def test_malformed_pts_leaves_no_record(make_300w_folder, tmp_path, capsys):
+    train = make_300w_folder("train", 4)
+    (train / "face_2.pts").write_text("version: 1\nn_points: 68\n{\n1 2\n}\n")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match=r"face_2\.pts"):
+        gen.main(["--dataset", "300w", "--train_dirs", str(train), "--out_dir", str(out)])
+    assert not out.exists() or not list(out.glob("*record*"))
+
+
+def test_unreadable_image_is_skipped_and_listed(make_300w_folder, tmp_path, capsys):
+    train = make_300w_folder("train", 4)
+    (train / "face_1.jpg").write_bytes(b"not a jpeg")
+    (train / "face_3.jpg").unlink()
+    gen.main(["--dataset", "300w", "--train_dirs", str(train), "--out_dir", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    assert "written: 2 faces in train.record" in out
+    assert "unreadable: " + str(train / "face_1.jpg") in out
+    assert "missing: " + str(train / "face_3.jpg") in out
+
+
+def test_missing_300w_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="300-W folder not found: .*nope"):
+        gen.main(["--dataset", "300w", "--train_dirs", str(tmp_path / "nope"),
+                  "--out_dir", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())

@@ -1,0 +1,35 @@
+import numpy as np
+
+import geometry
+
+
+def test_crop_round_trip_on_batches_and_single_faces():
+    rng = np.random.default_rng(0)
+    marks = rng.uniform(0, 500, (4, 68, 2))
+    transforms = np.stack([[rng.uniform(0.5, 4), *rng.uniform(-50, 50, 2)] for _ in range(4)])
+    np.testing.assert_allclose(geometry.to_crop(geometry.to_image(marks, transforms), transforms),
+                               marks)
+    np.testing.assert_allclose(geometry.to_image(geometry.to_crop(marks[0], transforms[0]),
+                                                 transforms[0]), marks[0])
+
+
+def test_crop_samples_the_pixel_its_transform_names():
+    image = np.zeros((300, 400, 3), np.uint8)
+    image[120, 250] = 255                       # one bright pixel at (x=250, y=120)
+    for side, size in ((64, 64), (256, 128), (80, 160)):
+        patch, transform = geometry.crop(image, (240, 130), side, size)
+        y, x = np.unravel_index(patch[..., 0].argmax(), patch.shape[:2])
+        back = geometry.to_image(np.array([[x, y]], float), transform)[0]
+        assert np.abs(back - [250, 120]).max() <= transform[0] / 2 + 1e-6
+
+
+def test_crop_pads_with_zeros_outside_the_image():
+    image = np.full((50, 50, 3), 200, np.uint8)
+    patch, _ = geometry.crop(image, (0, 0), 50, 50)
+    assert patch[:20, :20].max() == 0 and patch[-10:, -10:].min() == 200
+
+
+def test_crop_square_is_scaled_landmark_box():
+    center, side = geometry.crop_square(geometry.landmark_box([[10, 20], [50, 40]]))
+    np.testing.assert_allclose(center, [30, 30])
+    assert side == 40 * geometry.CROP_SCALE

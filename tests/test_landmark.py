@@ -1,0 +1,72 @@
+"""End to end on tiny generated datasets, in each format: convert -> train
+one epoch -> evaluate -> export -> reload -> same outputs."""
+import json
+
+import numpy as np
+import pytest
+
+import dataset
+import generate_mesh_dataset as gen
+import landmark
+
+
+def _train_eval_export(tmp_path, monkeypatch, records, layout):
+    monkeypatch.chdir(tmp_path)
+    common = ["--train_record", str(records / "train.record"),
+              "--val_record", str(records / "test.record")]
+    landmark.main(common + ["--epochs", "1", "--batch_size", "4",
+                            "--metrics_out", "train_metrics.json"])
+    card = json.loads((tmp_path / "checkpoints" / "model.json").read_text())
+    assert card["layout"] == layout and card["model"] == "resnet"
+    assert (tmp_path / "checkpoints" / "best.weights.h5").is_file()
+    assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
+
+    landmark.main(common + ["--eval_only", "--metrics_out", "eval.json"])
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert {"nme", "fr", "auc", "mse"} <= set(result)
+    assert result["num_faces"] == len(result["nmes"]) > 0
+
+    landmark.main(["--export_only=True"])
+    predict, exported_card = landmark.load_saved_model(tmp_path / "exported")
+    assert exported_card["num_marks"] == card["num_marks"]
+    model, _ = landmark.load_checkpoint("checkpoints")
+    images = next(iter(dataset.eval_dataset(records / "test.record", 8)))[0].numpy()
+    np.testing.assert_allclose(predict(images), model(images, training=False).numpy(),
+                               atol=1e-5)
+    # Evaluating the export gives the checkpoint's numbers.
+    landmark.main(common + ["--eval_only", "--export_dir", "exported",
+                            "--metrics_out", "eval_export.json"])
+    exported = json.loads((tmp_path / "eval_export.json").read_text())
+    assert exported["nme"] == pytest.approx(result["nme"], rel=1e-4)
+    return result
+
+
+def test_end_to_end_300w(tmp_path, monkeypatch, make_300w_folder):
+    train, test = make_300w_folder("train", 10), make_300w_folder("test", 4, seed=1)
+    gen.main(["--dataset", "300w", "--train_dirs", str(train), "--test_dirs", str(test),
+              "--out_dir", str(tmp_path / "records")])
+    result = _train_eval_export(tmp_path, monkeypatch, tmp_path / "records", "300w68")
+    assert "per_attribute_nme" not in result
+
+
+def test_end_to_end_wflw(tmp_path, monkeypatch, make_wflw_tree):
+    root = make_wflw_tree(train=10, test=4)
+    gen.main(["--data_dir", str(root), "--out_dir", str(tmp_path / "records")])
+    result = _train_eval_export(tmp_path, monkeypatch, tmp_path / "records", "wflw98")
+    assert set(result["per_attribute_nme"]) == set(landmark.WFLW_ATTRIBUTES)
+
+
+@pytest.mark.parametrize("text, value", [("True", True), ("false", False), ("1", True)])
+def test_boolean_flags_read_like_the_original(text, value):
+    assert landmark.parse_args([f"--quantization={text}"]).quantization is value
+    assert landmark.parse_args(["--export_only"]).export_only is True
+    assert landmark.parse_args([]).export_only is False
+
+
+def test_missing_checkpoint_and_bad_model_path_are_clear(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="no checkpoint in checkpoints/"):
+        landmark.main(["--export_only"])
+    (tmp_path / "notamodel").mkdir()
+    with pytest.raises(FileNotFoundError, match="notamodel is not a model exported"):
+        landmark.load_saved_model(tmp_path / "notamodel")
