@@ -1,0 +1,105 @@
+"""Run a .tflite landmark model with the LiteRT interpreter.
+
+Shared by the benchmark (accuracy, latency, dtype checks) and the predictor.
+Integer-only models take and return int8: inputs are quantized and outputs
+dequantized here with the tensors' own scale and zero point.
+"""
+import time
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+# Ops whose inputs are (activations, weights): the ones a mode must quantize.
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def quantize(values, detail):
+    """Float values -> the integer dtype of tensor `detail`."""
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+
+
+def dequantize(values, detail):
+    scale, zero_point = detail["quantization"]
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+class TFLiteModel:
+    """A .tflite file (path) or flatbuffer (bytes): predict, time, inspect."""
+
+    def __init__(self, model, num_threads=1):
+        if isinstance(model, (bytes, bytearray)):
+            self.content = bytes(model)
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise FileNotFoundError(f"TFLite model not found: {path}")
+            self.content = path.read_bytes()
+        try:
+            self.interpreter = Interpreter(model_content=self.content, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except ValueError as err:
+            raise ValueError(f"{model if not isinstance(model, bytes) else 'model'} "
+                             f"is not a TFLite model: {err}") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    @property
+    def input_size(self):
+        return int(self.input["shape"][1])
+
+    def _invoke_one(self, image):
+        data = image[None].astype(np.float32)
+        if self.input["dtype"] != np.float32:
+            data = quantize(data, self.input)
+        self.interpreter.set_tensor(self.input["index"], data)
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"])
+        return dequantize(out, self.output) if out.dtype != np.float32 else out
+
+    def predict(self, images):
+        """(B, H, W, 3) float pixels -> (B, 2N) float outputs."""
+        return np.concatenate([self._invoke_one(image) for image in images])
+
+    def latency_ms(self, image, runs=200, warmup=20):
+        """Median and 90th percentile of `runs` single-face invokes, in ms,
+        after `warmup` untimed ones. Only invoke() is timed."""
+        data = image[None].astype(np.float32)
+        if self.input["dtype"] != np.float32:
+            data = quantize(data, self.input)
+        self.interpreter.set_tensor(self.input["index"], data)
+        for _ in range(warmup):
+            self.interpreter.invoke()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.interpreter.invoke()
+            times.append(time.perf_counter() - start)
+        return 1000 * float(np.median(times)), 1000 * float(np.percentile(times, 90))
+
+
+def weighted_op_dtypes(content):
+    """[(op name, activation dtype, weight dtype, weight count)] of every
+    conv / dense op.
+
+    Read from the graph before any delegate rewrites it. A weight stored in
+    float16 and expanded by a DEQUANTIZE op is reported as float16.
+    """
+    interpreter = Interpreter(model_content=content,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    produced_by = {out: op for op in ops for out in op["outputs"]}
+
+    def stored_dtype(index):
+        producer = produced_by.get(index)
+        if producer is not None and producer["op_name"] == "DEQUANTIZE":
+            return stored_dtype(producer["inputs"][0])
+        return np.dtype(tensors[index]["dtype"]).name
+
+    return [(op["op_name"], np.dtype(tensors[op["inputs"][0]]["dtype"]).name,
+             stored_dtype(op["inputs"][1]), int(np.prod(tensors[op["inputs"][1]]["shape"])))
+            for op in ops if op["op_name"] in WEIGHTED_OPS]
