@@ -71,3 +71,18 @@ def to_image(marks, transform):
     """Crop pixels -> image pixels (marks (N, 2) or (F, N, 2))."""
     scale, offset = _split(transform)
     return np.asarray(marks, np.float64) * scale + offset
+
+
+def detector_to_landmark_box(box, mapping):
+    """A face detector's box -> the landmark box it predicts (a square).
+
+    `mapping` (fitted by fit_box_mapping.py): center_offset in box widths
+    and heights, side_over_width. Feed the result to crop_square, as
+    training does with the true landmark box.
+    """
+    x0, y0, x1, y1 = np.asarray(box, np.float64)
+    width, height = x1 - x0, y1 - y0
+    cx = (x0 + x1) / 2 + mapping["center_offset"][0] * width
+    cy = (y0 + y1) / 2 + mapping["center_offset"][1] * height
+    half = mapping["side_over_width"] * width / 2
+    return np.array([cx - half, cy - half, cx + half, cy + half])

@@ -1,0 +1,199 @@
+"""Find faces in photos and mark their landmarks.
+
+    from predict import predictor
+    predict = predictor()                      # bundled detector + int8 model
+    faces = predict.predict("test_images/grace_hopper.jpg")
+    # [{"box": (x0, y0, x1, y1), "score": 0.93, "marks": (68, 2) array}, ...]
+
+    python predict.py test_images/ --out results/predictions
+    python predict.py --video clip.mp4 --out results/video
+
+`cnn_model_path` may be an exported SavedModel directory or a .tflite file
+(float or integer-only). A box given to `landmarks` is the tight box around
+the face's landmarks, the convention of the annotations and the evaluation.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+import geometry
+from face_detector import FaceDetector
+from layouts import layout_for_count
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_LANDMARK_MODEL = ASSETS / "landmarks_300w_int8.tflite"
+BOX_MAPPING = ASSETS / "box_mapping.json"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def load_landmark_model(path):
+    """predict_fn (B, S, S, 3 RGB 0-255 -> B, 2N) and input size S of a
+    SavedModel directory or a .tflite file."""
+    path = Path(path)
+    if path.is_dir():
+        from landmark import load_saved_model
+        predict_fn, card = load_saved_model(path)
+        return predict_fn, card["input_size"]
+    if path.suffix == ".tflite":
+        from tflite_model import TFLiteModel
+        model = TFLiteModel(path)
+        return model.predict, model.input_size
+    raise FileNotFoundError(f"{path} is neither an exported SavedModel directory "
+                            f"nor a .tflite file")
+
+
+def to_bgr(image):
+    """Path or array (BGR, grayscale or BGRA, uint8) -> BGR uint8 array."""
+    if isinstance(image, (str, Path)):
+        array = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        if array is None:
+            raise ValueError(f"cannot read image {image}")
+        return array
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {array.dtype}")
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 1):
+        return cv2.cvtColor(array.reshape(array.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if array.ndim == 3 and array.shape[2] == 4:
+        return cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
+    if array.ndim == 3 and array.shape[2] == 3:
+        return array
+    raise ValueError(f"expected an H×W, H×W×3 or H×W×4 image, got shape {array.shape}")
+
+
+class predictor:  # noqa: N801  (the original's name, which users call)
+    """Face detector + landmark model. See the module docstring."""
+
+    def __init__(self, detector_face_model_path=None, cnn_model_path=None, threshold=0.5):
+        self.detector = FaceDetector(detector_face_model_path, threshold)
+        self.predict_fn, self.input_size = load_landmark_model(
+            cnn_model_path or DEFAULT_LANDMARK_MODEL)
+        self.box_mapping = json.loads(BOX_MAPPING.read_text())
+
+    def landmarks(self, image, box):
+        """Marks (N, 2) in image pixels for the face whose landmarks' tight
+        box is `box` (x0, y0, x1, y1)."""
+        rgb = cv2.cvtColor(to_bgr(image), cv2.COLOR_BGR2RGB)
+        return self._marks(rgb, box)
+
+    def _marks(self, rgb, box):
+        center, side = geometry.crop_square(box)
+        patch, transform = geometry.crop(rgb, center, side, self.input_size)
+        outputs = np.asarray(self.predict_fn(patch[None].astype(np.float32)))
+        marks = outputs.reshape(-1, 2) * self.input_size
+        return geometry.to_image(marks, transform)
+
+    def predict(self, image):
+        """Every face found: [{"box", "score", "marks"}] in image pixels."""
+        bgr = to_bgr(image)
+        if min(bgr.shape[:2]) < 2:
+            return []
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        faces = []
+        for box, score in self.detector.detect(rgb):
+            landmark_box = geometry.detector_to_landmark_box(box, self.box_mapping)
+            faces.append({"box": tuple(float(v) for v in box), "score": score,
+                          "marks": self._marks(rgb, landmark_box)})
+        return faces
+
+    @staticmethod
+    def draw(image, faces):
+        """An annotated BGR copy: boxes, scores and marks."""
+        canvas = to_bgr(image).copy()
+        scale = max(1, round(max(canvas.shape[:2]) / 400))
+        for face in faces:
+            x0, y0, x1, y1 = (int(round(v)) for v in face["box"])
+            cv2.rectangle(canvas, (x0, y0), (x1, y1), (255, 160, 0), scale)
+            cv2.putText(canvas, f"{face['score']:.2f}", (x0, max(y0 - 4, 10)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale, (255, 160, 0), scale)
+            for x, y in face["marks"]:
+                cv2.circle(canvas, (int(round(x)), int(round(y))), scale + 1, (0, 255, 0), -1)
+        return canvas
+
+
+def _jsonable(faces):
+    return [{"box": f["box"], "score": f["score"], "marks": np.round(f["marks"], 2).tolist()}
+            for f in faces]
+
+
+def image_paths(inputs):
+    paths = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                            and not p.stem.startswith("result"))
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"no such image or folder: {item}")
+    return paths
+
+
+def run_images(model, inputs, out_dir):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marks = {}
+    for path in tqdm(image_paths(inputs), desc="images", unit="image"):
+        faces = model.predict(path)
+        cv2.imwrite(str(out_dir / f"{path.stem}_marks.jpg"), model.draw(path, faces))
+        marks[str(path)] = _jsonable(faces)
+    (out_dir / "marks.json").write_text(json.dumps(marks, indent=1))
+    counts = ", ".join(f"{Path(k).name}: {len(v)}" for k, v in marks.items())
+    print(f"faces per image: {counts}\nwrote {out_dir}/*_marks.jpg and marks.json")
+
+
+def run_video(model, video, out_dir):
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise ValueError(f"cannot open video {video}")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / f"{Path(video).stem}_marks.mp4"
+    partial = out_dir / f".{out_path.name}.partial.mp4"
+    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    marks = []
+    with tqdm(total=total, desc="frames", unit="frame") as bar:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            faces = model.predict(frame)
+            writer.write(model.draw(frame, faces))
+            marks.append(_jsonable(faces))
+            bar.update()
+    writer.release()
+    capture.release()
+    partial.replace(out_path)
+    (out_dir / f"{Path(video).stem}_marks.json").write_text(json.dumps(marks))
+    print(f"{len(marks)} frames -> {out_path}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("inputs", nargs="*", help="images or folders of images")
+    p.add_argument("--video", help="a video file to annotate frame by frame")
+    p.add_argument("--out", default="results/predictions")
+    p.add_argument("--model", default=None, help="SavedModel dir or .tflite (default: bundled int8)")
+    p.add_argument("--detector", default=None, help="face detector .tflite (default: bundled)")
+    p.add_argument("--threshold", type=float, default=0.5, help="face detector score threshold")
+    args = p.parse_args(argv)
+    if not args.inputs and not args.video:
+        p.error("give images/folders or --video")
+    try:
+        model = predictor(args.detector, args.model, args.threshold)
+        if args.inputs:
+            run_images(model, args.inputs, Path(args.out))
+        if args.video:
+            run_video(model, args.video, Path(args.out))
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

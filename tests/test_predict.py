@@ -1,0 +1,109 @@
+"""Face detector decoding and the predictor, on synthetic and bundled images."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import face_detector as fd
+import geometry
+import landmark
+import ptq_benchmark as pb
+from predict import predictor, to_bgr
+
+ROOT = Path(__file__).resolve().parents[1]
+PORTRAITS = [ROOT / "test_images" / "astronaut.png", ROOT / "test_images" / "grace_hopper.jpg"]
+
+
+def test_anchor_grid():
+    centres = fd.anchors()
+    assert centres.shape == (48 * 48, 2)
+    np.testing.assert_allclose(centres[0], [0.5 / 48, 0.5 / 48])
+    np.testing.assert_allclose(centres[1], [1.5 / 48, 0.5 / 48])   # row-major: x first
+    np.testing.assert_allclose(centres[48], [0.5 / 48, 1.5 / 48])
+
+
+def test_decode_synthetic_outputs():
+    centres = np.array([[0.25, 0.5], [0.75, 0.5]])
+    raw = np.zeros((2, 16))
+    raw[0, :4] = [19.2, -9.6, 48, 96]          # +0.1, -0.05 of the input; 0.25 × 0.5 in size
+    boxes, scores = fd.decode(raw, np.array([0.0, 200.0]), centres, input_size=192)
+    np.testing.assert_allclose(boxes[0], [0.35 - 0.125, 0.45 - 0.25, 0.35 + 0.125, 0.45 + 0.25])
+    np.testing.assert_allclose(scores, [0.5, 1 / (1 + np.exp(-100))])   # logits are clipped
+
+
+def test_weighted_nms_merges_overlaps_and_keeps_separate_faces():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
+    scores = np.array([0.6, 0.9, 0.8])
+    kept, kept_scores = fd.weighted_nms(boxes, scores)
+    np.testing.assert_allclose(kept_scores, [0.9, 0.8])
+    np.testing.assert_allclose(kept[0], (boxes[0] * 0.6 + boxes[1] * 0.9) / 1.5)
+    np.testing.assert_allclose(kept[1], boxes[2])
+    empty, _ = fd.weighted_nms(np.zeros((0, 4)), np.zeros(0))
+    assert empty.shape == (0, 4)
+
+
+def test_detector_box_maps_to_a_square_landmark_box():
+    mapping = {"center_offset": [0.0, 0.1], "side_over_width": 0.9}
+    box = geometry.detector_to_landmark_box([100, 100, 200, 220], mapping)
+    np.testing.assert_allclose(box, [105, 127, 195, 217])
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """An untrained landmark model as SavedModel and as float .tflite."""
+    root = tmp_path_factory.mktemp("predict_models")
+    from test_ptq_benchmark import tiny_model
+    tf.random.set_seed(1)
+    landmark.export(tiny_model(), {"model": "tiny", "num_marks": 68, "layout": "300w68",
+                                   "input_size": 128}, root / "saved")
+    (root / "model.tflite").write_bytes(pb.convert(root / "saved", "float32", None))
+    return root
+
+
+def test_finds_each_portrait_and_both_in_one_picture(tiny_models):
+    model = predictor(cnn_model_path=tiny_models / "saved")
+    images = [cv2.imread(str(p)) for p in PORTRAITS]
+    for image in images:
+        faces = model.predict(image)
+        assert len(faces) == 1 and faces[0]["marks"].shape == (68, 2)
+    height = 300
+    row = np.hstack([cv2.resize(i, (int(i.shape[1] * height / i.shape[0]), height)) for i in images])
+    assert len(model.predict(row)) == 2
+
+
+def test_savedmodel_and_tflite_give_matching_marks(tiny_models):
+    from_saved = predictor(cnn_model_path=tiny_models / "saved").predict(PORTRAITS[0])
+    from_tflite = predictor(cnn_model_path=tiny_models / "model.tflite").predict(PORTRAITS[0])
+    np.testing.assert_allclose(from_saved[0]["marks"], from_tflite[0]["marks"], atol=1e-2)
+
+
+def test_odd_images(tiny_models):
+    model = predictor(cnn_model_path=tiny_models / "saved")
+    portrait = cv2.imread(str(PORTRAITS[1]))
+    gray = cv2.cvtColor(portrait, cv2.COLOR_BGR2GRAY)
+    assert len(model.predict(gray)) == 1
+    assert len(model.predict(gray[..., None])) == 1
+    assert len(model.predict(cv2.cvtColor(portrait, cv2.COLOR_BGR2BGRA))) == 1
+    assert model.predict(np.full((480, 640, 3), 128, np.uint8)) == []     # no face
+    assert model.predict(np.zeros((1, 1, 3), np.uint8)) == []             # tiny
+    assert model.predict(np.zeros((0, 0, 3), np.uint8)) == []             # empty
+    assert model.predict(np.zeros((7, 3000, 3), np.uint8)) == []          # extreme aspect
+    marks = model.landmarks(portrait, (200, 150, 400, 380))
+    assert marks.shape == (68, 2) and np.isfinite(marks).all()
+    assert model.draw(portrait, model.predict(portrait)).shape == portrait.shape
+
+
+def test_bad_inputs_name_the_problem(tmp_path, tiny_models):
+    with pytest.raises(ValueError, match="cannot read image .*nope.jpg"):
+        to_bgr(tmp_path / "nope.jpg")
+    with pytest.raises(ValueError, match="uint8"):
+        to_bgr(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        to_bgr(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(FileNotFoundError, match="neither an exported SavedModel"):
+        predictor(cnn_model_path=tmp_path / "model.onnx")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(FileNotFoundError, match="is not a model exported"):
+        predictor(cnn_model_path=tmp_path / "empty_dir")
