@@ -170,6 +170,24 @@ def evaluate(predict_fn, record_path, batch_size=64, desc="evaluating"):
     return result
 
 
+def training_summary(checkpoint_dir, images_per_epoch):
+    """Epochs, best epoch, throughput and training minutes (excluding
+    validation) from a run's history.csv."""
+    import csv
+    path = Path(checkpoint_dir) / "history.csv"
+    if not path.is_file():
+        return None
+    rows = list(csv.DictReader(path.open()))
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: float(r["val_nme"]))
+    speeds = [float(r["images_per_s"]) for r in rows]
+    return {"epochs": len(rows), "best_epoch": int(best["epoch"]) + 1,
+            "best_val_nme_in_training": float(best["val_nme"]),
+            "images_per_s_median": float(np.median(speeds)),
+            "train_minutes": sum(images_per_epoch / v for v in speeds) / 60}
+
+
 def write_metrics(result, path, **extra):
     """Write an evaluation as JSON (per-face NMEs kept in `nmes`)."""
     path = Path(path)
@@ -191,7 +209,8 @@ class EpochTimer(keras.callbacks.Callback):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        logs["images_per_s"] = self.images_per_epoch / (time.perf_counter() - self.start)
+        logs["epoch_seconds"] = time.perf_counter() - self.start
+        logs["images_per_s"] = self.images_per_epoch / logs["epoch_seconds"]
 
 
 def strategy_for_devices():
@@ -284,6 +303,11 @@ def parse_args(argv=None):
     return args
 
 
+def images_per_epoch(args):
+    count = dataset.record_info(args.train_record)[1] if Path(args.train_record).is_file() else 0
+    return count // args.batch_size * args.batch_size
+
+
 def keras_predict(model):
     return lambda images: model(images, training=False).numpy()
 
@@ -316,7 +340,9 @@ def main(argv=None):
           f"MSE {result['mse']:.3f} (128-px crop)  [{result['num_faces']} faces]")
     if args.metrics_out:
         write_metrics(result, args.metrics_out, model=source, record=args.val_record,
-                      architecture=card["model"], quantized=bool(card.get("quantized")))
+                      architecture=card["model"], quantized=bool(card.get("quantized")),
+                      loss=card.get("loss"), training=None if args.export_dir else
+                      training_summary(checkpoint_dir, images_per_epoch(args)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""Write the README's result sections from the files the scripts wrote.
+
+Each section sits between `<!-- BEGIN name -->` and `<!-- END name -->` in
+README.md and is rebuilt from results/; nothing in them is typed by hand.
+
+    python readme_results.py            # after landmark.py / ptq_benchmark.py runs
+"""
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+
+
+def _load(name):
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _metrics_row(label, m):
+    t = m.get("training") or {}
+    minutes = f"{t['train_minutes']:.0f}" if "train_minutes" in t else ""
+    speed = f"{t['images_per_s_median']:.0f}" if "images_per_s_median" in t else ""
+    return (f"| {label} | {100 * m['nme']:.3f} | {100 * m['fr']:.2f} | {m['auc']:.4f} "
+            f"| {m['mse']:.3f} | {t.get('epochs', '')} | {minutes} | {speed} | `{m['model']}` |")
+
+
+HEADER = ("| run | NME % | FR@0.10 % | AUC@0.10 | MSE (128 px) | epochs | training min "
+          "| images/s | checkpoint |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
+def validation_section():
+    runs = [(f"`{p.stem}`", json.loads(p.read_text()))
+            for p in sorted(RESULTS.glob("val_*.json"))]
+    if not runs:
+        return "_No validation run yet: `make train evaluate` writes results/val_metrics.json._"
+    lines = [HEADER] + [_metrics_row(label, m) for label, m in runs]
+    first = runs[0][1]
+    lines += ["", f"Validation faces: {first['num_faces']} (`{first['record']}`). "
+              "Files: " + ", ".join(f"results/{p.name}" for p in sorted(RESULTS.glob('val_*.json')))]
+    return "\n".join(lines)
+
+
+def loss_section():
+    runs = [(p.stem.removeprefix("loss_"), json.loads(p.read_text()))
+            for p in sorted(RESULTS.glob("loss_*.json"))]
+    if not runs:
+        return "_No loss comparison yet: `make loss-study` writes results/loss_*.json._"
+    lines = [HEADER] + [_metrics_row(f"loss = {name}", m) for name, m in runs]
+    return "\n".join(lines)
+
+
+def throughput_section():
+    rows = []
+    for path in sorted(RESULTS.glob("*.json")):
+        m = json.loads(path.read_text())
+        t = m.get("training") if isinstance(m, dict) else None
+        if t and "images_per_s_median" in t and m.get("architecture"):
+            rows.append((m["architecture"], bool(m.get("quantized")), t["images_per_s_median"],
+                         path.name))
+    if not rows:
+        return "_No training run recorded yet._"
+    lines = ["| architecture | QAT | training images/s (median epoch) | from |",
+             "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {'yes' if q else 'no'} | {v:.0f} | results/{f} |" for a, q, v, f in rows]
+    return "\n".join(lines)
+
+
+def benchmark_section():
+    path = RESULTS / "ptq_benchmark.md"
+    if not path.is_file():
+        return "_No benchmark yet: `make benchmark` writes results/ptq_benchmark.md._"
+    return path.read_text().strip() + "\n\n![CED per mode](results/ced.png)"
+
+
+SECTIONS = {"validation": validation_section, "loss": loss_section,
+            "throughput": throughput_section, "benchmark": benchmark_section}
+
+
+def main():
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    for name, build in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+        if not pattern.search(text):
+            sys.exit(f"error: README.md has no <!-- BEGIN {name} --> ... <!-- END {name} --> block")
+        text = pattern.sub(lambda m: m.group(1) + build() + "\n" + m.group(2), text)
+    readme.write_text(text)
+    print(f"updated {readme.name}: " + ", ".join(SECTIONS))
+
+
+if __name__ == "__main__":
+    main()
