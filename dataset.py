@@ -115,10 +115,11 @@ def warp(image, marks, a, b, mirror):
     return warped, moved
 
 
-def random_geometry():
-    angle = tf.random.uniform([], -1.0, 1.0) * math.radians(ROTATION_DEG)
-    scale = tf.random.uniform([], *SCALE_RANGE)
-    shift = tf.random.uniform([2], -1.0, 1.0) * SHIFT_FRACTION * MODEL_SIZE
+def random_geometry(rotation_deg=ROTATION_DEG, scale_range=SCALE_RANGE,
+                    shift_fraction=SHIFT_FRACTION):
+    angle = tf.random.uniform([], -1.0, 1.0) * math.radians(rotation_deg)
+    scale = tf.random.uniform([], *scale_range)
+    shift = tf.random.uniform([2], -1.0, 1.0) * shift_fraction * MODEL_SIZE
     flip = tf.random.uniform([]) < 0.5
     return affine_params(angle, scale, shift, flip)
 
@@ -148,14 +149,15 @@ def center_crop(face):
     return image, face["marks"] - MODEL_OFFSET
 
 
-def train_dataset(path, batch_size, layout_name=None, shuffle=2048):
+def train_dataset(path, batch_size, layout_name=None, shuffle=2048, rotation_deg=ROTATION_DEG,
+                  scale_range=SCALE_RANGE, shift_fraction=SHIFT_FRACTION):
     """Augmented, shuffled, batched (images, targets) for one epoch."""
     layout_name = layout_name or record_info(path)[0]
     layout = get_layout(layout_name)
     mirror = tf.constant(layout.mirror, tf.int32)
 
     def augment(face):
-        a, b = random_geometry()
+        a, b = random_geometry(rotation_deg, scale_range, shift_fraction)
         image, marks = warp(face["image"], face["marks"], a, b, mirror)
         return random_photometric(image), to_targets(marks)
 

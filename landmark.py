@@ -6,7 +6,7 @@
     python landmark.py --export_only [--quantization]
     python landmark.py --eval_only --metrics_out results/val.json
 
-Checkpoints: `--checkpoint_dir` (float) or `quantized_checkpoints/` (QAT)
+Checkpoints: `--checkpoint_dir` (float) or `--qat_checkpoint_dir` (QAT)
 hold best.weights.h5 (lowest validation NME), last.weights.h5 and
 model.json (architecture and layout). Exports are SavedModels with a
 landmark.json beside saved_model.pb (input size, marks, layout).
@@ -30,7 +30,6 @@ from network import MODELS, build_model
 
 keras = tf.keras
 MODEL_CARD = "landmark.json"
-QAT_CHECKPOINT_DIR = "quantized_checkpoints"
 WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
 
 
@@ -225,7 +224,7 @@ def train(args):
         raise ValueError(f"{args.train_record} holds {layout_name} marks but "
                          f"{args.val_record} holds {val_layout}")
     layout = get_layout(layout_name)
-    checkpoint_dir = Path(QAT_CHECKPOINT_DIR if args.quantization else args.checkpoint_dir)
+    checkpoint_dir = Path(args.qat_checkpoint_dir if args.quantization else args.checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     steps = train_count // args.batch_size
     print(f"{layout_name}: {train_count} training faces ({steps} steps of {args.batch_size}), "
@@ -243,7 +242,9 @@ def train(args):
             card = {"model": args.model, "num_marks": layout.num_marks, "layout": layout_name,
                     "input_size": geometry.MODEL_SIZE, "crop_scale": geometry.CROP_SCALE,
                     "output": "marks (x, y) in the model crop divided by input_size",
-                    "input": "RGB pixels 0-255", "quantized": False, "loss": args.loss}
+                    "input": "RGB pixels 0-255", "quantized": False, "loss": args.loss,
+                    "augmentation": {"rotation_deg": args.rotation, "shift_fraction": args.shift,
+                                     "scale_jitter": args.scale_jitter}}
             model = build_model(args.model, layout.num_marks)
         if args.initial_epoch:
             model.load_weights(str(checkpoint_dir / "last.weights.h5"))
@@ -268,7 +269,10 @@ def train(args):
         keras.callbacks.TensorBoard(str(Path("logs") / checkpoint_dir.name),
                                     profile_batch=0),
     ]
-    model.fit(dataset.train_dataset(args.train_record, args.batch_size, layout_name),
+    augmentation = {"rotation_deg": args.rotation, "shift_fraction": args.shift,
+                    "scale_range": (1 - args.scale_jitter, 1 + args.scale_jitter)}
+    model.fit(dataset.train_dataset(args.train_record, args.batch_size, layout_name,
+                                    **augmentation),
               validation_data=dataset.eval_dataset(args.val_record, 64, layout_name),
               epochs=args.epochs, initial_epoch=args.initial_epoch,
               callbacks=callbacks, verbose=2)
@@ -287,12 +291,21 @@ def parse_args(argv=None):
                    help="peak learning rate (default 2e-3 float, 1e-4 QAT)")
     p.add_argument("--loss", choices=sorted(LOSSES), default="wing")
     p.add_argument("--model", choices=sorted(MODELS), default="resnet")
+    p.add_argument("--rotation", type=float, default=dataset.ROTATION_DEG,
+                   help="augmentation: largest rotation, degrees")
+    p.add_argument("--scale_jitter", type=float, default=1 - dataset.SCALE_RANGE[0],
+                   help="augmentation: scale drawn from 1 ± this")
+    p.add_argument("--shift", type=float, default=dataset.SHIFT_FRACTION,
+                   help="augmentation: largest shift, as a fraction of the crop")
     p.add_argument("--export_only", **flag, help="export the best checkpoint and stop")
     p.add_argument("--eval_only", **flag, help="evaluate and stop")
     p.add_argument("--quantization", **flag,
                    help="quantization-aware training / its checkpoints and export")
     p.add_argument("--checkpoint_dir", default="checkpoints",
                    help="float checkpoints (QAT reads its start from here)")
+    p.add_argument("--qat_checkpoint_dir", default="quantized_checkpoints")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="which checkpoint --export_only / --eval_only use")
     p.add_argument("--export_dir", default=None,
                    help="default: exported, or exported_quantized with --quantization")
     p.add_argument("--initial_epoch", type=int, default=0, help="resume from last.weights.h5")
@@ -316,10 +329,10 @@ def main(argv=None):
     args = parse_args(argv)
     default_export = "exported_quantized" if args.quantization else "exported"
     export_dir = args.export_dir or default_export
-    checkpoint_dir = QAT_CHECKPOINT_DIR if args.quantization else args.checkpoint_dir
+    checkpoint_dir = args.qat_checkpoint_dir if args.quantization else args.checkpoint_dir
     try:
         if args.export_only:
-            model, card = load_checkpoint(checkpoint_dir, args.quantization)
+            model, card = load_checkpoint(checkpoint_dir, args.quantization, args.checkpoint)
             export(model, {**card, "quantized": args.quantization}, export_dir)
             return
         if args.eval_only:
@@ -327,8 +340,9 @@ def main(argv=None):
                 predict, card = load_saved_model(args.export_dir)
                 source = args.export_dir
             else:
-                model, card = load_checkpoint(checkpoint_dir, args.quantization)
-                predict, source = keras_predict(model), f"{checkpoint_dir}/best.weights.h5"
+                model, card = load_checkpoint(checkpoint_dir, args.quantization, args.checkpoint)
+                predict = keras_predict(model)
+                source = f"{checkpoint_dir}/{args.checkpoint}.weights.h5"
         else:
             model, card = train(args)
             predict, source = keras_predict(model), f"{checkpoint_dir}/best.weights.h5"

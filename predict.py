@@ -116,6 +116,25 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         return canvas
 
 
+def face_crops(paths, copies=1, jitter=0.0, seed=0, size=128):
+    """Model-input crops of every face the detector finds in `paths`, made
+    as `predictor` makes them. With copies > 1, each face also gives crops
+    whose centre and size are jittered by up to ±jitter of the crop side."""
+    detector = FaceDetector()
+    mapping = json.loads(BOX_MAPPING.read_text())
+    rng = np.random.default_rng(seed)
+    crops = []
+    for path in paths:
+        rgb = cv2.cvtColor(to_bgr(path), cv2.COLOR_BGR2RGB)
+        for box, _ in detector.detect(rgb):
+            center, side = geometry.crop_square(geometry.detector_to_landmark_box(box, mapping))
+            for k in range(copies):
+                move = rng.uniform(-jitter, jitter, 3) if k else np.zeros(3)
+                crops.append(geometry.crop(rgb, center + move[:2] * side, side * (1 + move[2]),
+                                           size)[0])
+    return np.array(crops, np.float32).reshape(-1, size, size, 3)
+
+
 def _jsonable(faces):
     return [{"box": f["box"], "score": f["score"], "marks": np.round(f["marks"], 2).tolist()}
             for f in faces]

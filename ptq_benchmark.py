@@ -25,6 +25,7 @@ from tqdm import tqdm
 import dataset
 import landmark
 import metrics
+from layouts import get_layout
 from tflite_model import TFLiteModel, weighted_op_dtypes
 
 MODES = ("float32", "dynamic_range", "int8_float_fallback", "int8_only", "float16", "16x8")
@@ -253,6 +254,21 @@ def label_scorer(test_record):
     return score
 
 
+def agreement_scorer(reference, crops, layout_name):
+    """score(TFLiteModel) -> NME, FR, AUC and MSE of its marks against a
+    reference model's marks on unlabelled crops (label-free mode)."""
+    eye_corners = get_layout(layout_name).eye_corners
+    expected = reference.predict(crops)
+
+    def score(model):
+        got = model.predict(crops)
+        nmes = metrics.nme_per_face(got.reshape(len(crops), -1, 2),
+                                    expected.reshape(len(crops), -1, 2), eye_corners)
+        return {**metrics.summarize(nmes), "nmes": nmes.tolist(),
+                "mse": float(np.mean(((got - expected) * crops.shape[1]) ** 2))}
+    return score
+
+
 def empty_row(model, mode, note):
     keys = ("nme", "fr", "auc", "mse", "latency_ms_1thread_median", "latency_ms_1thread_p90",
             "latency_ms_allthreads_median", "size_kb", "dtype_check_ok")
@@ -300,6 +316,8 @@ def parse_args(argv=None):
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--out_dir", default="results")
     p.add_argument("--keep_tflite", action="store_true", help="also save every .tflite")
+    p.add_argument("--images", default="test_images",
+                   help="label-free mode (no --test_record file): faces found in these images")
     return p.parse_args(argv)
 
 
@@ -308,17 +326,41 @@ def main(argv=None):
     models = {}
     try:
         for name, path in (("float", args.float_model), ("qat", args.qat_model)):
-            landmark.load_saved_model(path)  # a clear error for a path that is not one
+            card = landmark.load_saved_model(path)[1]  # a clear error for a non-model
             models[name] = path
-        representative = representative_images(args.rep_record, args.num_calibration)
-        sample = representative_images(args.test_record, 1)[0]
-    except (FileNotFoundError, ValueError) as err:
+        if Path(args.test_record).is_file():
+            test = args.test_record
+            scoring = "NME against the labels"
+            num_faces = dataset.record_info(test)[1]
+            sample = representative_images(test, 1)[0]
+            score = label_scorer(test)
+        else:
+            from predict import face_crops, image_paths
+            print(f"no {args.test_record}: label-free mode, scoring each conversion against "
+                  f"the float model's float32 marks on the faces in {args.images}")
+            crops = face_crops(image_paths([args.images]))
+            if not len(crops):
+                raise ValueError(f"no face found in {args.images}")
+            test, num_faces, sample = args.images, len(crops), crops[0]
+            scoring = "label-free: NME against the float model's float32 marks, no labels"
+        if Path(args.rep_record).is_file():
+            representative = representative_images(args.rep_record, args.num_calibration)
+        else:
+            from predict import face_crops, image_paths
+            paths = image_paths([args.images])
+            copies = -(-args.num_calibration // max(1, len(face_crops(paths))))
+            representative = face_crops(paths, copies=copies, jitter=0.1)[:args.num_calibration]
+            print(f"no {args.rep_record}: calibrating on {len(representative)} jittered face "
+                  f"crops from {args.images}")
+        if scoring.startswith("label-free"):
+            reference = TFLiteModel(convert(models["float"], "float32", representative),
+                                    num_threads=os.cpu_count())
+            score = agreement_scorer(reference, crops, card["layout"])
+    except (FileNotFoundError, ValueError, ConversionError) as err:
         sys.exit(f"error: {err}")
-    rows, layers, denied = benchmark(models, representative, label_scorer(args.test_record),
-                                     sample, args.runs, args.modes,
-                                     args.out_dir if args.keep_tflite else None)
-    report = {"test_record": args.test_record, "scoring": "NME against the labels",
-              "num_faces": dataset.record_info(args.test_record)[1],
+    rows, layers, denied = benchmark(models, representative, score, sample, args.runs,
+                                     args.modes, args.out_dir if args.keep_tflite else None)
+    report = {"test_record": test, "scoring": scoring, "num_faces": num_faces,
               "num_calibration": len(representative), "runs": args.runs,
               "cpu_count": os.cpu_count(), "models": models, "rows": rows,
               "layers": layers, "denylisted": denied, "summary": summary_lines(rows)}

@@ -1,5 +1,6 @@
 """The benchmark's conversions and checks on a tiny model (no training)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,20 @@ def test_a_path_that_is_not_a_model_is_a_clear_error(tmp_path):
     (tmp_path / "junk.tflite").write_bytes(b"junk" * 10)
     with pytest.raises(ValueError, match="junk.tflite is not a TFLite model"):
         TFLiteModel(tmp_path / "junk.tflite")
+
+
+def test_label_free_mode_scores_against_the_float_model(models, tmp_path):
+    root, _ = models
+    out = tmp_path / "results"
+    images = Path(__file__).resolve().parents[1] / "test_images"
+    pb.main(["--float_model", str(root / "float"), "--qat_model", str(root / "qat"),
+             "--test_record", str(tmp_path / "none.record"),
+             "--rep_record", str(tmp_path / "none.record"), "--images", str(images),
+             "--modes", "float32", "int8_only", "--num_calibration", "6", "--runs", "3",
+             "--out_dir", str(out)])
+    report = json.loads((out / "ptq_benchmark.json").read_text())
+    assert report["scoring"].startswith("label-free")
+    assert report["num_faces"] == 2 and report["num_calibration"] == 6
+    float32 = next(r for r in report["rows"] if (r["model"], r["mode"]) == ("float", "float32"))
+    assert float32["nme"] == pytest.approx(0.0, abs=1e-6)     # the reference agrees with itself
+    assert "label-free" in (out / "ptq_benchmark.md").read_text()

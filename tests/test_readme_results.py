@@ -1,0 +1,34 @@
+import json
+
+import pytest
+
+import readme_results
+
+
+def test_sections_are_rebuilt_from_result_files(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "val_metrics.json").write_text(json.dumps({
+        "nme": 0.04123, "fr": 0.0083, "auc": 0.6, "mse": 3.25, "num_faces": 121,
+        "record": "tfrecords/test.record", "model": "checkpoints/best.weights.h5",
+        "architecture": "resnet", "quantized": False,
+        "training": {"epochs": 200, "train_minutes": 41.2, "images_per_s_median": 95.0}}))
+    readme = tmp_path / "README.md"
+    blocks = "".join(f"<!-- BEGIN {n} -->\nold\n<!-- END {n} -->\n" for n in readme_results.SECTIONS)
+    readme.write_text("# title\n" + blocks)
+    monkeypatch.setattr(readme_results, "ROOT", tmp_path)
+    monkeypatch.setattr(readme_results, "RESULTS", results)
+    readme_results.main()
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("# title\n")
+    assert "| `val_metrics` | 4.123 | 0.83 | 0.6000 | 3.250 | 200 | 41 | 95 |" in text
+    assert "| resnet | no | 95 | results/val_metrics.json |" in text
+    readme_results.main()                       # idempotent
+    assert readme.read_text() == text
+
+
+def test_missing_marker_is_an_error(tmp_path, monkeypatch):
+    (tmp_path / "README.md").write_text("# nothing to fill\n")
+    monkeypatch.setattr(readme_results, "ROOT", tmp_path)
+    with pytest.raises(SystemExit, match="BEGIN validation"):
+        readme_results.main()
