@@ -10,7 +10,9 @@ QAT_EPOCHS ?= 30
 LOSS_EPOCHS ?= 25
 RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.record
 
-.PHONY: test data train evaluate qat export benchmark loss-study readme reproduce
+BUNDLE := assets/landmarks_300w
+
+.PHONY: test demo data train evaluate qat export benchmark loss-study readme reproduce bundle
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +21,17 @@ $(VENV)/.installed: requirements.txt
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# The main job: bundled detector + int8 landmarks on test_images/, a speed
+# check, and the quantization benchmark of the bundled float and QAT models
+# (on labelled records if tfrecords/test.record exists, else label-free).
+demo: $(VENV)/.installed
+	$(PY) predict.py test_images/ --out results/predictions --montage test_images/result.png \
+	    --speed results/predict_speed.json
+	$(PY) ptq_benchmark.py --float_model $(BUNDLE)_float --qat_model $(BUNDLE)_qat \
+	    --out_dir results/demo
+	@echo "annotated images: results/predictions/ and test_images/result.png"
+	@echo "speed: results/predict_speed.json; benchmark: results/demo/ptq_benchmark.md"
 
 # 300-W faces from ../shared: a fixed, seeded 10% of HELEN+AFW is validation.
 data: $(VENV)/.installed
@@ -55,3 +68,13 @@ readme: $(VENV)/.installed
 	$(PY) readme_results.py
 
 reproduce: data train evaluate qat export benchmark readme
+
+# Copy the exported models into assets/ and write the integer-only .tflite
+# the predictor uses by default.
+bundle: $(VENV)/.installed
+	rm -rf $(BUNDLE)_float $(BUNDLE)_qat runs/bundle
+	cp -r exported $(BUNDLE)_float
+	cp -r exported_quantized $(BUNDLE)_qat
+	$(PY) ptq_benchmark.py --float_model $(BUNDLE)_float --qat_model $(BUNDLE)_qat \
+	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle
+	cp runs/bundle/tflite/qat_int8_only.tflite $(BUNDLE)_int8.tflite

@@ -212,6 +212,16 @@ class EpochTimer(keras.callbacks.Callback):
         logs["images_per_s"] = self.images_per_epoch / logs["epoch_seconds"]
 
 
+def augmentation_settings(args, inherited):
+    """Augmentation ranges: flags given > the float run's (for QAT) > defaults."""
+    defaults = {"rotation_deg": dataset.ROTATION_DEG, "shift_fraction": dataset.SHIFT_FRACTION,
+                "scale_jitter": round(1 - dataset.SCALE_RANGE[0], 6)}
+    given = {"rotation_deg": args.rotation, "shift_fraction": args.shift,
+             "scale_jitter": args.scale_jitter}
+    return {k: given[k] if given[k] is not None else inherited.get(k, defaults[k])
+            for k in defaults}
+
+
 def strategy_for_devices():
     gpus = tf.config.list_physical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -233,19 +243,21 @@ def train(args):
     strategy = strategy_for_devices()
     with strategy.scope():
         if args.quantization:
-            # QAT starts from the best float weights.
-            float_model, card = load_checkpoint(args.checkpoint_dir)
+            # QAT starts from the best float weights, with the float run's
+            # augmentation unless flags say otherwise.
+            float_model, float_card = load_checkpoint(args.checkpoint_dir)
             import tensorflow_model_optimization as tfmot
             model = tfmot.quantization.keras.quantize_model(float_model)
-            card = {**card, "quantized": True}
+            card = {**float_card, "quantized": True, "augmentation": augmentation_settings(
+                args, float_card.get("augmentation", {}))}
         else:
             card = {"model": args.model, "num_marks": layout.num_marks, "layout": layout_name,
                     "input_size": geometry.MODEL_SIZE, "crop_scale": geometry.CROP_SCALE,
                     "output": "marks (x, y) in the model crop divided by input_size",
                     "input": "RGB pixels 0-255", "quantized": False, "loss": args.loss,
-                    "augmentation": {"rotation_deg": args.rotation, "shift_fraction": args.shift,
-                                     "scale_jitter": args.scale_jitter}}
+                    "augmentation": augmentation_settings(args, {})}
             model = build_model(args.model, layout.num_marks)
+        augmentation = card["augmentation"]
         if args.initial_epoch:
             model.load_weights(str(checkpoint_dir / "last.weights.h5"))
         total = args.epochs * steps
@@ -269,10 +281,11 @@ def train(args):
         keras.callbacks.TensorBoard(str(Path("logs") / checkpoint_dir.name),
                                     profile_batch=0),
     ]
-    augmentation = {"rotation_deg": args.rotation, "shift_fraction": args.shift,
-                    "scale_range": (1 - args.scale_jitter, 1 + args.scale_jitter)}
+    jitter = augmentation["scale_jitter"]
     model.fit(dataset.train_dataset(args.train_record, args.batch_size, layout_name,
-                                    **augmentation),
+                                    rotation_deg=augmentation["rotation_deg"],
+                                    shift_fraction=augmentation["shift_fraction"],
+                                    scale_range=(1 - jitter, 1 + jitter)),
               validation_data=dataset.eval_dataset(args.val_record, 64, layout_name),
               epochs=args.epochs, initial_epoch=args.initial_epoch,
               callbacks=callbacks, verbose=2)
@@ -291,12 +304,15 @@ def parse_args(argv=None):
                    help="peak learning rate (default 2e-3 float, 1e-4 QAT)")
     p.add_argument("--loss", choices=sorted(LOSSES), default="wing")
     p.add_argument("--model", choices=sorted(MODELS), default="resnet")
-    p.add_argument("--rotation", type=float, default=dataset.ROTATION_DEG,
-                   help="augmentation: largest rotation, degrees")
-    p.add_argument("--scale_jitter", type=float, default=1 - dataset.SCALE_RANGE[0],
-                   help="augmentation: scale drawn from 1 ± this")
-    p.add_argument("--shift", type=float, default=dataset.SHIFT_FRACTION,
-                   help="augmentation: largest shift, as a fraction of the crop")
+    p.add_argument("--rotation", type=float, default=None,
+                   help=f"augmentation: largest rotation, degrees (default {dataset.ROTATION_DEG}; "
+                        f"QAT: the float run's)")
+    p.add_argument("--scale_jitter", type=float, default=None,
+                   help=f"augmentation: scale drawn from 1 ± this (default "
+                        f"{1 - dataset.SCALE_RANGE[0]:.2f}; QAT: the float run's)")
+    p.add_argument("--shift", type=float, default=None,
+                   help=f"augmentation: largest shift, fraction of the crop (default "
+                        f"{dataset.SHIFT_FRACTION}; QAT: the float run's)")
     p.add_argument("--export_only", **flag, help="export the best checkpoint and stop")
     p.add_argument("--eval_only", **flag, help="evaluate and stop")
     p.add_argument("--quantization", **flag,

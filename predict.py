@@ -153,16 +153,50 @@ def image_paths(inputs):
     return paths
 
 
-def run_images(model, inputs, out_dir):
+def montage(images, height=400):
+    """Images side by side, each scaled to `height`."""
+    return np.hstack([cv2.resize(i, (round(i.shape[1] * height / i.shape[0]), height),
+                                 interpolation=cv2.INTER_AREA) for i in images])
+
+
+def run_images(model, inputs, out_dir, montage_path=None):
     out_dir.mkdir(parents=True, exist_ok=True)
-    marks = {}
+    marks, drawn = {}, []
     for path in tqdm(image_paths(inputs), desc="images", unit="image"):
         faces = model.predict(path)
-        cv2.imwrite(str(out_dir / f"{path.stem}_marks.jpg"), model.draw(path, faces))
+        drawn.append(model.draw(path, faces))
+        cv2.imwrite(str(out_dir / f"{path.stem}_marks.jpg"), drawn[-1])
         marks[str(path)] = _jsonable(faces)
     (out_dir / "marks.json").write_text(json.dumps(marks, indent=1))
+    if montage_path and drawn:
+        cv2.imwrite(str(montage_path), montage(drawn))
+        print(f"wrote {montage_path}")
     counts = ", ".join(f"{Path(k).name}: {len(v)}" for k, v in marks.items())
     print(f"faces per image: {counts}\nwrote {out_dir}/*_marks.jpg and marks.json")
+
+
+def speed(model, image_path, out_path, runs=200, size=(640, 480)):
+    """Median / p90 ms of predict() on one photo fitted into a 640×480
+    frame (detector + landmarks, 1 thread each), written as JSON."""
+    import time
+    photo = to_bgr(image_path)
+    frame = np.zeros((size[1], size[0], 3), np.uint8)
+    scale = min(size[0] / photo.shape[1], size[1] / photo.shape[0])
+    fitted = cv2.resize(photo, (int(photo.shape[1] * scale), int(photo.shape[0] * scale)))
+    frame[:fitted.shape[0], :fitted.shape[1]] = fitted
+    faces = len(model.predict(frame))
+    times = []
+    for _ in tqdm(range(runs + 10), desc="timing", unit="frame"):
+        start = time.perf_counter()
+        model.predict(frame)
+        times.append(time.perf_counter() - start)
+    times = 1000 * np.array(times[10:])
+    result = {"image": str(image_path), "frame": list(size), "faces": faces, "runs": runs,
+              "threads": 1, "median_ms": float(np.median(times)),
+              "p90_ms": float(np.percentile(times, 90))}
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps(result, indent=1))
+    print(f"{faces} face(s), {result['median_ms']:.2f} ms median per 640x480 frame -> {out_path}")
 
 
 def run_video(model, video, out_dir):
@@ -201,13 +235,18 @@ def main(argv=None):
     p.add_argument("--model", default=None, help="SavedModel dir or .tflite (default: bundled int8)")
     p.add_argument("--detector", default=None, help="face detector .tflite (default: bundled)")
     p.add_argument("--threshold", type=float, default=0.5, help="face detector score threshold")
+    p.add_argument("--montage", default=None, help="also write all annotated images side by side here")
+    p.add_argument("--speed", default=None, metavar="JSON",
+                   help="time detector + landmarks on the first image in a 640x480 frame")
     args = p.parse_args(argv)
     if not args.inputs and not args.video:
         p.error("give images/folders or --video")
     try:
         model = predictor(args.detector, args.model, args.threshold)
         if args.inputs:
-            run_images(model, args.inputs, Path(args.out))
+            run_images(model, args.inputs, Path(args.out), args.montage)
+            if args.speed:
+                speed(model, image_paths(args.inputs)[0], args.speed)
         if args.video:
             run_video(model, args.video, Path(args.out))
     except (FileNotFoundError, ValueError) as err:

@@ -72,23 +72,43 @@ def benchmark_section():
     path = RESULTS / "ptq_benchmark.md"
     if not path.is_file():
         return "_No benchmark yet: `make benchmark` writes results/ptq_benchmark.md._"
-    return path.read_text().strip() + "\n\n![CED per mode](results/ced.png)"
+    return path.read_text().strip() + "\n\nCED curves per mode: results/ced.png"
+
+
+def speed_section():
+    speed = _load("predict_speed.json")
+    if speed is None:
+        return "_No speed run yet: `make demo` writes results/predict_speed.json._"
+    return (f"Detector + int8 landmarks per {speed['frame'][0]}×{speed['frame'][1]} frame with "
+            f"{speed['faces']} face, {speed['threads']} thread: median **{speed['median_ms']:.2f} ms**, "
+            f"p90 {speed['p90_ms']:.2f} ms over {speed['runs']} runs (results/predict_speed.json, "
+            f"`predict.py --speed`, photo `{Path(speed['image']).name}`).")
 
 
 SECTIONS = {"validation": validation_section, "loss": loss_section,
-            "throughput": throughput_section, "benchmark": benchmark_section}
+            "throughput": throughput_section, "benchmark": benchmark_section,
+            "speed": speed_section}
+# Which generated sections each document holds.
+DOCUMENTS = {"README.md": ("validation", "loss", "throughput", "benchmark", "speed"),
+             "assets/MODEL_CARD.md": ("validation", "benchmark", "speed")}
+
+
+def fill(path, names):
+    """Rebuild the sections `names` of the document at `path`."""
+    text = path.read_text()
+    for name in names:
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+        if not pattern.search(text):
+            sys.exit(f"error: {path.name} has no <!-- BEGIN {name} --> ... <!-- END {name} --> block")
+        text = pattern.sub(lambda m: m.group(1) + SECTIONS[name]() + "\n" + m.group(2), text)
+    path.write_text(text)
+    print(f"updated {path.relative_to(ROOT)}: " + ", ".join(names))
 
 
 def main():
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    for name, build in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
-        if not pattern.search(text):
-            sys.exit(f"error: README.md has no <!-- BEGIN {name} --> ... <!-- END {name} --> block")
-        text = pattern.sub(lambda m: m.group(1) + build() + "\n" + m.group(2), text)
-    readme.write_text(text)
-    print(f"updated {readme.name}: " + ", ".join(SECTIONS))
+    for document, names in DOCUMENTS.items():
+        if (ROOT / document).is_file() or document == "README.md":
+            fill(ROOT / document, names)
 
 
 if __name__ == "__main__":
