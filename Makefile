@@ -12,7 +12,8 @@ RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.rec
 
 BUNDLE := assets/landmarks_300w
 
-.PHONY: test demo data train evaluate qat export benchmark loss-study readme reproduce bundle
+.PHONY: test demo data train evaluate qat export benchmark loss-study readme reproduce bundle \
+    evaluate-predictor
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +64,9 @@ loss-study: $(VENV)/.installed
 	    $(PY) landmark.py --model $(MODEL) --loss $$loss --epochs $(LOSS_EPOCHS) $(RECORDS) \
 	        --checkpoint_dir runs/loss_$$loss --metrics_out results/loss_$$loss.json || exit 1; \
 	done
+
+evaluate-predictor: $(VENV)/.installed
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json --model $(BUNDLE)_int8.tflite
 
 readme: $(VENV)/.installed
 	$(PY) readme_results.py

@@ -84,7 +84,8 @@ def nme_metric(layout):
 
 def make_model(card, quantize=False):
     """Keras model described by a model card; QAT-wrapped if `quantize`."""
-    model = build_model(card["model"], card["num_marks"], card["input_size"])
+    model = build_model(card["model"], card["num_marks"], card["input_size"],
+                        **card.get("options", {}))
     if quantize:
         import tensorflow_model_optimization as tfmot
         model = tfmot.quantization.keras.quantize_model(model)
@@ -255,8 +256,9 @@ def train(args):
                     "input_size": geometry.MODEL_SIZE, "crop_scale": geometry.CROP_SCALE,
                     "output": "marks (x, y) in the model crop divided by input_size",
                     "input": "RGB pixels 0-255", "quantized": False, "loss": args.loss,
-                    "augmentation": augmentation_settings(args, {})}
-            model = build_model(args.model, layout.num_marks)
+                    "augmentation": augmentation_settings(args, {}),
+                    "options": {"head_channels": args.head_channels} if args.head_channels else {}}
+            model = make_model(card)
         augmentation = card["augmentation"]
         if args.initial_epoch:
             model.load_weights(str(checkpoint_dir / "last.weights.h5"))
@@ -304,6 +306,8 @@ def parse_args(argv=None):
                    help="peak learning rate (default 2e-3 float, 1e-4 QAT)")
     p.add_argument("--loss", choices=sorted(LOSSES), default="wing")
     p.add_argument("--model", choices=sorted(MODELS), default="resnet")
+    p.add_argument("--head_channels", type=int, default=None,
+                   help="resnet: channels of the 4×4 map feeding the output (default 64)")
     p.add_argument("--rotation", type=float, default=None,
                    help=f"augmentation: largest rotation, degrees (default {dataset.ROTATION_DEG}; "
                         f"QAT: the float run's)")

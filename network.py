@@ -80,7 +80,8 @@ def resnet(num_marks, input_size=128, head_channels=64):
 MODELS = {"cnn": original_cnn, "resnet": resnet}
 
 
-def build_model(name, num_marks, input_size=128):
+def build_model(name, num_marks, input_size=128, **options):
+    """The network `name`; options (e.g. head_channels) go to its builder."""
     if name not in MODELS:
         raise ValueError(f"unknown --model {name!r}; choose from {sorted(MODELS)}")
-    return MODELS[name](num_marks, input_size)
+    return MODELS[name](num_marks, input_size, **options)

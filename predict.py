@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 import geometry
-from face_detector import FaceDetector
+from face_detector import DEFAULT_THRESHOLD, FaceDetector
 from layouts import layout_for_count
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -69,11 +69,13 @@ def to_bgr(image):
 class predictor:  # noqa: N801  (the original's name, which users call)
     """Face detector + landmark model. See the module docstring."""
 
-    def __init__(self, detector_face_model_path=None, cnn_model_path=None, threshold=0.5):
+    def __init__(self, detector_face_model_path=None, cnn_model_path=None,
+                 threshold=DEFAULT_THRESHOLD, refine=1):
         self.detector = FaceDetector(detector_face_model_path, threshold)
         self.predict_fn, self.input_size = load_landmark_model(
             cnn_model_path or DEFAULT_LANDMARK_MODEL)
         self.box_mapping = json.loads(BOX_MAPPING.read_text())
+        self.refine = refine
 
     def landmarks(self, image, box):
         """Marks (N, 2) in image pixels for the face whose landmarks' tight
@@ -97,8 +99,11 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         faces = []
         for box, score in self.detector.detect(rgb):
             landmark_box = geometry.detector_to_landmark_box(box, self.box_mapping)
-            faces.append({"box": tuple(float(v) for v in box), "score": score,
-                          "marks": self._marks(rgb, landmark_box)})
+            marks = self._marks(rgb, landmark_box)
+            for _ in range(self.refine):
+                # Re-crop around the predicted marks: the crop training used.
+                marks = self._marks(rgb, geometry.landmark_box(marks))
+            faces.append({"box": tuple(float(v) for v in box), "score": score, "marks": marks})
         return faces
 
     @staticmethod
@@ -234,7 +239,8 @@ def main(argv=None):
     p.add_argument("--out", default="results/predictions")
     p.add_argument("--model", default=None, help="SavedModel dir or .tflite (default: bundled int8)")
     p.add_argument("--detector", default=None, help="face detector .tflite (default: bundled)")
-    p.add_argument("--threshold", type=float, default=0.5, help="face detector score threshold")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="face detector score threshold")
     p.add_argument("--montage", default=None, help="also write all annotated images side by side here")
     p.add_argument("--speed", default=None, metavar="JSON",
                    help="time detector + landmarks on the first image in a 640x480 frame")

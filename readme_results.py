@@ -85,12 +85,24 @@ def speed_section():
             f"`predict.py --speed`, photo `{Path(speed['image']).name}`).")
 
 
+def predictor_section():
+    result = _load("predictor_eval.json")
+    if result is None:
+        return "_No predictor evaluation yet: `make evaluate-predictor` writes results/predictor_eval.json._"
+    where = f"the test faces of `{result['split']}`" if result.get("split") else ", ".join(result["dirs"])
+    return (f"Detector + landmarks (`{result['model']}`) on {where}: {result['faces']} faces, "
+            f"**{result['missed']} missed** by the detector ({100 * result['missed_share']:.1f}%); "
+            f"on the found faces NME **{100 * result['nme']:.3f}%**, FR@0.10 "
+            f"{100 * result['fr']:.2f}%, AUC@0.10 {result['auc']:.4f} "
+            f"(results/predictor_eval.json, `evaluate_predictor.py`).")
+
+
 SECTIONS = {"validation": validation_section, "loss": loss_section,
             "throughput": throughput_section, "benchmark": benchmark_section,
-            "speed": speed_section}
+            "speed": speed_section, "predictor": predictor_section}
 # Which generated sections each document holds.
-DOCUMENTS = {"README.md": ("validation", "loss", "throughput", "benchmark", "speed"),
-             "assets/MODEL_CARD.md": ("validation", "benchmark", "speed")}
+DOCUMENTS = {"README.md": ("validation", "loss", "throughput", "predictor", "speed", "benchmark"),
+             "assets/MODEL_CARD.md": ("validation", "predictor", "benchmark", "speed")}
 
 
 def fill(path, names):

@@ -1,0 +1,86 @@
+"""Score the whole predictor (face detector + landmarks) on annotated photos.
+
+Unlike `landmark.py --eval_only`, which crops each face from its true
+landmarks, this finds the faces with the detector, as a user's photo would
+be processed, and scores the marks of the detection that matches each
+annotated face (NME, FR and AUC at 0.10 in image pixels). Faces with no
+matching detection are counted as missed.
+
+    python evaluate_predictor.py --split tfrecords/summary.json   # the validation faces
+    python evaluate_predictor.py --dirs ../shared/data/300w/afw --model exported
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import generate_mesh_dataset as gen
+import geometry
+import metrics
+from face_detector import iou
+from layouts import layout_for_count
+from predict import predictor
+
+MIN_IOU = 0.3
+
+
+def annotated_faces(dirs=(), split=None):
+    """Faces from 300-W folders, or the test faces listed in a records
+    summary.json (written by generate_mesh_dataset.py)."""
+    faces = [f for d in dirs for f in gen.read_300w_dir(d)]
+    if split:
+        sources = json.loads(Path(split).read_text())["test_sources"]
+        for source in sources:
+            pts = Path(source).with_suffix(".pts")
+            faces.append(gen.Face(Path(source), gen.read_pts(pts), "300w68", source=source))
+    if not faces:
+        raise gen.DatasetError("no annotated faces: give --dirs or --split")
+    return faces
+
+
+def score(model, faces):
+    """Per-face NME of the matched detection; NaN where the face was missed."""
+    nmes = []
+    for face in tqdm(faces, desc="photos", unit="face"):
+        layout = layout_for_count(len(face.marks))
+        found = model.predict(face.image_path)
+        truth_box = geometry.landmark_box(face.marks)
+        overlaps = iou(truth_box, np.array([f["box"] for f in found]).reshape(-1, 4))
+        if not len(found) or overlaps.max() < MIN_IOU:
+            nmes.append(np.nan)
+            continue
+        marks = found[int(overlaps.argmax())]["marks"]
+        nmes.append(metrics.nme_per_face(marks[None], face.marks[None], layout.eye_corners)[0])
+    return np.array(nmes)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dirs", nargs="*", default=[], help="300-W style folders")
+    p.add_argument("--split", help="a records summary.json: score its test faces")
+    p.add_argument("--model", default=None, help="landmark model (default: bundled int8)")
+    p.add_argument("--refine", type=int, default=1, help="re-crops around the predicted marks")
+    p.add_argument("--out", default="results/predictor_eval.json")
+    args = p.parse_args(argv)
+    try:
+        faces = annotated_faces(args.dirs, args.split)
+        nmes = score(predictor(cnn_model_path=args.model, refine=args.refine), faces)
+    except (gen.DatasetError, FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    found = nmes[~np.isnan(nmes)]
+    result = {**metrics.summarize(found), "faces": len(nmes), "missed": int(np.isnan(nmes).sum()),
+              "missed_share": float(np.isnan(nmes).mean()),
+              "model": args.model or "bundled int8", "dirs": args.dirs, "split": args.split,
+              "nmes": [None if np.isnan(v) else float(v) for v in nmes]}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"{len(nmes)} faces, {result['missed']} missed by the detector; on the found ones "
+          f"NME {100 * result['nme']:.3f}%  FR@0.10 {100 * result['fr']:.2f}%  "
+          f"AUC@0.10 {result['auc']:.4f} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
