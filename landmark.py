@@ -105,6 +105,38 @@ def load_checkpoint(checkpoint_dir, quantize=False, which="best"):
     return model, card
 
 
+def calibrate_qat_ranges(qat_model, float_model, images):
+    """Start every activation range of a fresh QAT model at the range the
+    float model shows on `images`.
+
+    tfmot starts each range at ±6 and moves it by an EMA with decay 0.999
+    per step, so a fine-tune of a few thousand steps would end with ranges
+    still ~±2 (an int8 step of ~2 px on outputs that span 0-1) and the pixel
+    input clipped at first. Returns {layer: (low, high)}.
+    """
+    wrappers = {layer.layer.name: layer for layer in qat_model.layers if hasattr(layer, "layer")}
+    probe = keras.Model(float_model.input,
+                        [float_model.get_layer(name).output for name in wrappers])
+    outputs = probe.predict(images, batch_size=64, verbose=0)
+    ranges = {}
+    for (name, wrapper), values in zip(wrappers.items(), outputs):
+        low, high = min(0.0, float(values.min())), max(0.0, float(values.max()))
+        for variable in wrapper.weights:
+            role = variable.name.split("/")[-1].split(":")[0]
+            if role in ("output_min", "post_activation_min"):
+                variable.assign(low)
+                ranges[name] = (low, high)
+            elif role in ("output_max", "post_activation_max"):
+                variable.assign(high)
+    for layer in qat_model.layers:   # the input: pixels, exactly 0-255 (scale 1)
+        for variable in layer.weights:
+            if variable.name.endswith("quantize_layer_min:0"):
+                variable.assign(0.0)
+            elif variable.name.endswith("quantize_layer_max:0"):
+                variable.assign(255.0)
+    return ranges
+
+
 def export(model, card, export_dir):
     """SavedModel of `model` with its card as landmark.json inside."""
     export_dir = Path(export_dir)
@@ -249,6 +281,10 @@ def train(args):
             float_model, float_card = load_checkpoint(args.checkpoint_dir)
             import tensorflow_model_optimization as tfmot
             model = tfmot.quantization.keras.quantize_model(float_model)
+            calibration = next(iter(dataset.eval_dataset(args.train_record, 512, layout_name)))[0]
+            ranges = calibrate_qat_ranges(model, float_model, calibration.numpy())
+            print(f"QAT ranges calibrated on {len(calibration)} training crops; output layer "
+                  f"{list(ranges)[-1]}: {ranges[list(ranges)[-1]]}")
             card = {**float_card, "quantized": True, "augmentation": augmentation_settings(
                 args, float_card.get("augmentation", {}))}
         else:

@@ -48,6 +48,27 @@ def test_end_to_end_300w(tmp_path, monkeypatch, make_300w_folder):
     result = _train_eval_export(tmp_path, monkeypatch, tmp_path / "records", "300w68")
     assert "per_attribute_nme" not in result
 
+    # Quantization-aware fine-tuning from that checkpoint, then its export.
+    records = ["--train_record", str(tmp_path / "records" / "train.record"),
+               "--val_record", str(tmp_path / "records" / "test.record")]
+    landmark.main(records + ["--quantization=True", "--epochs", "1", "--batch_size", "4"])
+    assert (tmp_path / "quantized_checkpoints" / "best.weights.h5").is_file()
+    landmark.main(["--export_only", "--quantization"])
+    predict, card = landmark.load_saved_model(tmp_path / "exported_quantized")
+    assert card["quantized"] is True
+
+    import ptq_benchmark
+    from tflite_model import TFLiteModel
+    images = next(iter(dataset.eval_dataset(tmp_path / "records" / "test.record", 8)))[0].numpy()
+    int8 = TFLiteModel(ptq_benchmark.convert(tmp_path / "exported_quantized", "int8_only", images))
+    # Calibrated QAT ranges: pixels in with scale 1, and an output step far
+    # finer than tfmot's ±6 starting range would give (12/255).
+    assert int8.input["quantization"] == (1.0, -128)
+    assert int8.output["quantization"][0] < 0.02
+    ok, note = ptq_benchmark.check_dtypes(int8.content, "int8_only")
+    assert ok, note
+    np.testing.assert_allclose(int8.predict(images), predict(images), atol=0.05)
+
 
 def test_end_to_end_wflw(tmp_path, monkeypatch, make_wflw_tree):
     root = make_wflw_tree(train=10, test=4)
