@@ -86,6 +86,9 @@ def read_wflw(data_dir, split):
     if not list_path.is_file():
         raise DatasetError(f"WFLW annotation file not found: {list_path} "
                            f"(expected the WFLW_annotations archive unpacked in {data_dir})")
+    if not (data_dir / WFLW_IMAGE_DIR).is_dir():
+        raise DatasetError(f"WFLW image folder not found: {data_dir / WFLW_IMAGE_DIR} "
+                           f"(expected the WFLW_images archive unpacked in {data_dir})")
     faces = []
     with open(list_path) as lines:
         for number, line in enumerate(lines, 1):

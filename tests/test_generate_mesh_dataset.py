@@ -48,9 +48,15 @@ def test_malformed_wflw_line_names_file_and_line(make_wflw_tree, mutate, message
         gen.read_wflw(root, "train")
 
 
-def test_missing_wflw_annotation_is_a_clear_error(tmp_path):
+def test_missing_wflw_annotation_or_images_is_a_clear_error(tmp_path, make_wflw_tree):
     with pytest.raises(gen.DatasetError, match="WFLW annotation file not found"):
         gen.read_wflw(tmp_path / "nowhere", "train")
+    root = make_wflw_tree(train=2, test=1)
+    import shutil
+    shutil.rmtree(root / "WFLW_images")
+    with pytest.raises(SystemExit, match="WFLW image folder not found"):
+        gen.main(["--data_dir", str(root), "--out_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
 
 
 def test_reads_pts(tmp_path):
