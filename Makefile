@@ -10,7 +10,7 @@ EPOCHS ?= 200
 TRAIN_FLAGS ?= --head_channels 96 --rotation 20 --scale_jitter 0.12 --shift 0.07
 RUN ?= resnet_v2
 QAT_EPOCHS ?= 20
-LOSS_EPOCHS ?= 12
+LOSS_EPOCHS ?= 8
 RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.record
 
 BUNDLE := assets/landmarks_300w

@@ -132,3 +132,23 @@ def test_cli_writes_annotated_images_marks_and_video(tiny_models, tmp_path):
     assert len(json.loads((out / "clip_marks.json").read_text())) == 3
     with pytest.raises(SystemExit, match="cannot open video"):
         main(["--video", str(tmp_path / "none.mp4"), "--model", str(tiny_models / "saved")])
+
+
+def test_bundled_models_mark_both_portraits_and_agree():
+    """The defaults a user meets first: bundled detector + int8 model, and
+    the bundled float SavedModel they were converted from."""
+    from layouts import get_layout
+    from metrics import nme_per_face
+    from predict import ASSETS
+    int8, float_model = predictor(), predictor(None, ASSETS / "landmarks_300w_float")
+    left, right = get_layout("300w68").eye_corners
+    for path in PORTRAITS:
+        faces = int8.predict(path)
+        assert len(faces) == 1
+        marks, box = faces[0]["marks"], np.array(faces[0]["box"])
+        # Plausible: the marks fill the detector's box and the subject's right
+        # eye corner (36) is on the image's left in these frontal portraits.
+        assert fd.iou(box, geometry.landmark_box(marks)[None])[0] > 0.4
+        assert marks[left, 0] < marks[right, 0]
+        reference = float_model.predict(path)[0]["marks"]
+        assert nme_per_face(marks[None], reference[None], (left, right))[0] < 0.03
