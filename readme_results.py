@@ -54,7 +54,7 @@ def loss_section():
 
 def throughput_section():
     rows = []
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted([*RESULTS.glob("val_*.json"), *RESULTS.glob("throughput_*.json")]):
         m = json.loads(path.read_text())
         t = m.get("training") if isinstance(m, dict) else None
         if t and "images_per_s_median" in t and m.get("architecture"):
