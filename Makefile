@@ -31,11 +31,11 @@ test: $(VENV)/.installed
 # (on labelled records if tfrecords/test.record exists, else label-free).
 demo: $(VENV)/.installed
 	$(PY) predict.py test_images/ --out results/predictions --montage test_images/result.png \
-	    --speed results/predict_speed.json
+	    --speed results/demo/predict_speed.json
 	$(PY) ptq_benchmark.py --float_model $(BUNDLE)_float --qat_model $(BUNDLE)_qat \
 	    --out_dir results/demo
 	@echo "annotated images: results/predictions/ and test_images/result.png"
-	@echo "speed: results/predict_speed.json; benchmark: results/demo/ptq_benchmark.md"
+	@echo "speed: results/demo/predict_speed.json; benchmark: results/demo/ptq_benchmark.md"
 
 # 300-W faces from ../shared: a fixed, seeded 10% of HELEN+AFW is validation.
 data: $(VENV)/.installed
