@@ -26,6 +26,7 @@ import dataset
 import landmark
 import metrics
 from layouts import get_layout
+from predict import face_crops, image_paths
 from tflite_model import TFLiteModel, weighted_op_dtypes
 
 MODES = ("float32", "dynamic_range", "int8_float_fallback", "int8_only", "float16", "16x8")
@@ -328,6 +329,7 @@ def main(argv=None):
         for name, path in (("float", args.float_model), ("qat", args.qat_model)):
             card = landmark.load_saved_model(path)[1]  # a clear error for a non-model
             models[name] = path
+        crops = None
         if Path(args.test_record).is_file():
             test = args.test_record
             scoring = "NME against the labels"
@@ -335,7 +337,6 @@ def main(argv=None):
             sample = representative_images(test, 1)[0]
             score = label_scorer(test)
         else:
-            from predict import face_crops, image_paths
             print(f"no {args.test_record}: label-free mode, scoring each conversion against "
                   f"the float model's float32 marks on the faces in {args.images}")
             crops = face_crops(image_paths([args.images]))
@@ -346,9 +347,9 @@ def main(argv=None):
         if Path(args.rep_record).is_file():
             representative = representative_images(args.rep_record, args.num_calibration)
         else:
-            from predict import face_crops, image_paths
             paths = image_paths([args.images])
-            copies = -(-args.num_calibration // max(1, len(face_crops(paths))))
+            faces = len(crops) if crops is not None else len(face_crops(paths))
+            copies = -(-args.num_calibration // max(1, faces))
             representative = face_crops(paths, copies=copies, jitter=0.1)[:args.num_calibration]
             print(f"no {args.rep_record}: calibrating on {len(representative)} jittered face "
                   f"crops from {args.images}")
