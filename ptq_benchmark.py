@@ -49,12 +49,15 @@ class ConversionError(Exception):
     """The converter cannot do this model/mode; the message says why."""
 
 
-def converter_for(saved_model_dir, mode, representative):
-    """A TFLiteConverter set up for `mode`; representative: (K, H, W, 3)."""
+def converter_for(saved_model_dir, mode, representative, per_channel=True):
+    """A TFLiteConverter set up for `mode`; representative: (K, H, W, 3).
+    `per_channel=False` gives conv weights one scale per tensor."""
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     if mode == "float32":
         return converter
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    # No public switch; this private one is the converter's own per-tensor path.
+    converter._experimental_disable_per_channel = not per_channel
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if mode in ("int8_float_fallback", "int8_only", "16x8", "int8_selective"):
@@ -69,10 +72,10 @@ def converter_for(saved_model_dir, mode, representative):
     return converter
 
 
-def convert(saved_model_dir, mode, representative):
+def convert(saved_model_dir, mode, representative, per_channel=True):
     """TFLite flatbuffer of the SavedModel in `mode`, or ConversionError."""
     try:
-        return converter_for(saved_model_dir, mode, representative).convert()
+        return converter_for(saved_model_dir, mode, representative, per_channel).convert()
     except Exception as err:  # the converter raises many types; all mean "cannot"
         reason = str(err).strip().splitlines()
         reason = next((line for line in reason if "error" in line.lower()), reason[-1] if reason else repr(err))
