@@ -26,35 +26,55 @@ from face_detector import FaceDetector, iou
 DEFAULT_OUT = Path(__file__).resolve().parent / "assets" / "box_mapping.json"
 
 
-def fit(faces, detector, min_iou=0.3):
-    """faces: generate_mesh_dataset.Face list -> (mapping dict, stats)."""
+SWEEP = (0.3, 0.35, 0.4, 0.45, 0.5)
+
+
+def fit(faces, detector, min_iou=0.3, sweep=SWEEP):
+    """faces: generate_mesh_dataset.Face list -> (mapping dict, stats).
+
+    The mapping is fitted on the detections at the detector's threshold.
+    `stats["threshold_sweep"]` counts, for each score threshold in `sweep`
+    (read from one pass at the lowest), the annotated faces no detection
+    matches (IoU >= min_iou) and the detections that match no annotated face
+    (often real but unannotated faces): how the default threshold was chosen.
+    """
     offsets, sides, missed = [], [], 0
+    threshold = detector.threshold
+    detector.threshold = min(threshold, *sweep)
+    best_scores, unmatched = [], []
     for face in tqdm(faces, desc="detecting", unit="face"):
         image = cv2.imread(str(face.image_path), cv2.IMREAD_COLOR)
         if image is None:
             continue
         truth = geometry.landmark_box(face.marks)
         detections = detector.detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        if not detections:
+        boxes = np.array([box for box, _ in detections]).reshape(-1, 4)
+        scores = np.array([score for _, score in detections])
+        overlaps = iou(truth, boxes) if len(boxes) else np.zeros(0)
+        matches = overlaps >= min_iou
+        best_scores.append(scores[matches].max() if matches.any() else 0.0)
+        unmatched.extend(scores[~matches])
+        usable = matches & (scores >= threshold)
+        if not usable.any():
             missed += 1
             continue
-        boxes = np.array([box for box, _ in detections])
-        overlaps = iou(truth, boxes)
-        if overlaps.max() < min_iou:
-            missed += 1
-            continue
-        box = boxes[overlaps.argmax()]
+        box = boxes[np.where(usable, overlaps, -1).argmax()]
         size = box[2:] - box[:2]
         offsets.append(((truth[:2] + truth[2:]) - (box[:2] + box[2:])) / 2 / size)
         sides.append(max(truth[2] - truth[0], truth[3] - truth[1]) / size[0])
+    detector.threshold = threshold
     if not offsets:
         raise ValueError("the detector matched no annotated face")
     offsets, sides = np.array(offsets), np.array(sides)
+    best_scores, unmatched = np.array(best_scores), np.array(unmatched)
     mapping = {"center_offset": np.median(offsets, 0).tolist(),
                "side_over_width": float(np.median(sides))}
-    stats = {"faces": len(faces), "matched": len(sides), "missed": missed,
+    stats = {"faces": len(faces), "threshold": threshold, "matched": len(sides), "missed": missed,
              "side_over_width_iqr": np.percentile(sides, [25, 75]).tolist(),
-             "center_offset_iqr": np.percentile(offsets, [25, 75], axis=0).tolist()}
+             "center_offset_iqr": np.percentile(offsets, [25, 75], axis=0).tolist(),
+             "threshold_sweep": [{"threshold": t, "missed": int((best_scores < t).sum()),
+                                  "unmatched_detections": int((unmatched >= t).sum())}
+                                 for t in sweep]}
     return mapping, stats
 
 

@@ -278,7 +278,7 @@ def train(args):
         if args.quantization:
             # QAT starts from the best float weights, with the float run's
             # augmentation unless flags say otherwise.
-            float_model, float_card = load_checkpoint(args.checkpoint_dir)
+            float_model, float_card = load_checkpoint(args.checkpoint_dir, which=args.checkpoint)
             import tensorflow_model_optimization as tfmot
             model = tfmot.quantization.keras.quantize_model(float_model)
             calibration = next(iter(dataset.eval_dataset(args.train_record, 512, layout_name)))[0]
@@ -361,7 +361,8 @@ def parse_args(argv=None):
                    help="float checkpoints (QAT reads its start from here)")
     p.add_argument("--qat_checkpoint_dir", default="quantized_checkpoints")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
-                   help="which checkpoint --export_only / --eval_only use")
+                   help="which checkpoint --export_only / --eval_only use, and QAT starts "
+                        "from ('last' when the validation faces were trained on)")
     p.add_argument("--export_dir", default=None,
                    help="default: exported, or exported_quantized with --quantization")
     p.add_argument("--initial_epoch", type=int, default=0, help="resume from last.weights.h5")

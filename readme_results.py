@@ -97,11 +97,19 @@ def predictor_section():
             f"(results/predictor_eval.json, `evaluate_predictor.py`).")
 
 
-SECTIONS = {"validation": validation_section, "loss": loss_section,
+def techniques_section():
+    path = RESULTS / "ptq_techniques.md"
+    if not path.is_file():
+        return "_No technique comparison yet: `make techniques` writes results/ptq_techniques.md._"
+    return path.read_text().strip() + "\n\nPlot: results/ptq_techniques.png"
+
+
+SECTIONS = {"techniques": techniques_section, "validation": validation_section, "loss": loss_section,
             "throughput": throughput_section, "benchmark": benchmark_section,
             "speed": speed_section, "predictor": predictor_section}
 # Which generated sections each document holds.
-DOCUMENTS = {"README.md": ("validation", "loss", "throughput", "predictor", "speed", "benchmark"),
+DOCUMENTS = {"README.md": ("validation", "loss", "throughput", "predictor", "speed", "benchmark",
+                           "techniques"),
              "assets/MODEL_CARD.md": ("validation", "predictor", "benchmark", "speed")}
 
 

@@ -44,6 +44,25 @@ def test_weighted_nms_merges_overlaps_and_keeps_separate_faces():
     assert empty.shape == (0, 4)
 
 
+@pytest.mark.parametrize("height, width", [(700, 1000), (480, 640), (100, 150), (900, 301)])
+def test_letterbox_keeps_geometry_and_maps_back(height, width):
+    image = np.zeros((height, width, 3), np.uint8)
+    x0, y0, x1, y1 = width // 4, height // 3, width // 2, 2 * height // 3
+    image[y0:y1, x0:x1] = 255
+    patch, factor = fd.letterbox(image)
+    assert patch.shape == (192, 192, 3)
+    ys, xs = np.nonzero(patch[..., 0] > 127)
+    found = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) * factor
+    # Within about one patch pixel of where the rectangle is in the image.
+    np.testing.assert_allclose(found, [x0, y0, x1, y1], atol=1.5 * factor)
+    assert patch[-1, -1].max() == 0 or height == width   # padding bottom/right
+
+
+def test_detector_threshold_must_be_a_probability():
+    with pytest.raises(ValueError, match="threshold must be between 0 and 1, got 1.5"):
+        fd.FaceDetector(threshold=1.5)
+
+
 def test_detector_box_maps_to_a_square_landmark_box():
     mapping = {"center_offset": [0.0, 0.1], "side_over_width": 0.9}
     box = geometry.detector_to_landmark_box([100, 100, 200, 220], mapping)
@@ -152,3 +171,26 @@ def test_bundled_models_mark_both_portraits_and_agree():
         assert marks[left, 0] < marks[right, 0]
         reference = float_model.predict(path)[0]["marks"]
         assert nme_per_face(marks[None], reference[None], (left, right))[0] < 0.03
+
+
+def test_box_mapping_fit_on_annotated_photos(tmp_path):
+    """fit_box_mapping on two photos annotated with the bundled model's marks:
+    both matched, a no-face photo counted as missed, and the threshold sweep."""
+    import json
+    import shutil
+
+    import fit_box_mapping
+    from conftest import write_pts
+    model = predictor()
+    for path in PORTRAITS:
+        shutil.copy(path, tmp_path / path.name)
+        write_pts(tmp_path / f"{path.stem}.pts", model.predict(path)[0]["marks"])
+    cv2.imwrite(str(tmp_path / "blank.png"), np.full((200, 300, 3), 128, np.uint8))
+    write_pts(tmp_path / "blank.pts", np.random.default_rng(0).uniform(50, 150, (68, 2)))
+    out = tmp_path / "mapping.json"
+    fit_box_mapping.main([str(tmp_path), "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["faces"] == 3 and result["matched"] == 2 and result["missed"] == 1
+    assert 0.6 < result["side_over_width"] < 1.4
+    assert [row["threshold"] for row in result["threshold_sweep"]] == list(fit_box_mapping.SWEEP)
+    assert all(row["missed"] >= 1 for row in result["threshold_sweep"])
