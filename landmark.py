@@ -82,13 +82,25 @@ def nme_metric(layout):
 
 # ------------------------------------------------------------- checkpoints --
 
+def qat_wrap(model, weight_bits=8):
+    """tfmot's QAT wrapping: its default 8-bit scheme, or its experimental
+    n-bit scheme (same layer patterns and BN folding, `weight_bits`-bit
+    weights, 8-bit activations) for other widths."""
+    import tensorflow_model_optimization as tfmot
+    if weight_bits == 8:
+        return tfmot.quantization.keras.quantize_model(model)
+    keras_q = tfmot.quantization.keras
+    scheme = keras_q.experimental.default_n_bit.DefaultNBitQuantizeScheme(
+        num_bits_weight=weight_bits, num_bits_activation=8)
+    return keras_q.quantize_apply(keras_q.quantize_annotate_model(model), scheme)
+
+
 def make_model(card, quantize=False):
     """Keras model described by a model card; QAT-wrapped if `quantize`."""
     model = build_model(card["model"], card["num_marks"], card["input_size"],
                         **card.get("options", {}))
     if quantize:
-        import tensorflow_model_optimization as tfmot
-        model = tfmot.quantization.keras.quantize_model(model)
+        model = qat_wrap(model, card.get("weight_bits", 8))
     return model
 
 
@@ -279,13 +291,13 @@ def train(args):
             # QAT starts from the best float weights, with the float run's
             # augmentation unless flags say otherwise.
             float_model, float_card = load_checkpoint(args.checkpoint_dir, which=args.checkpoint)
-            import tensorflow_model_optimization as tfmot
-            model = tfmot.quantization.keras.quantize_model(float_model)
+            model = qat_wrap(float_model, args.weight_bits)
             calibration = next(iter(dataset.eval_dataset(args.train_record, 512, layout_name)))[0]
             ranges = calibrate_qat_ranges(model, float_model, calibration.numpy())
             print(f"QAT ranges calibrated on {len(calibration)} training crops; output layer "
                   f"{list(ranges)[-1]}: {ranges[list(ranges)[-1]]}")
-            card = {**float_card, "quantized": True, "augmentation": augmentation_settings(
+            card = {**float_card, "quantized": True, "weight_bits": args.weight_bits,
+                    "augmentation": augmentation_settings(
                 args, float_card.get("augmentation", {}))}
         else:
             card = {"model": args.model, "num_marks": layout.num_marks, "layout": layout_name,
@@ -357,6 +369,9 @@ def parse_args(argv=None):
     p.add_argument("--eval_only", **flag, help="evaluate and stop")
     p.add_argument("--quantization", **flag,
                    help="quantization-aware training / its checkpoints and export")
+    p.add_argument("--weight_bits", type=int, default=8, choices=range(2, 9), metavar="{2..8}",
+                   help="QAT weight width (activations stay 8-bit); below 8 the model is "
+                        "for simulation in TensorFlow, as TFLite has no such kernels")
     p.add_argument("--checkpoint_dir", default="checkpoints",
                    help="float checkpoints (QAT reads its start from here)")
     p.add_argument("--qat_checkpoint_dir", default="quantized_checkpoints")

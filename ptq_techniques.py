@@ -45,7 +45,7 @@ layers = keras.layers
 
 BITS = {"W8A8": 8, "W4A8": 4}
 TECHNIQUES = ("nearest", "per_tensor", "calib_10", "calib_100", "calib_1000", "cle",
-              "bias_correction", "adaround", "cle+adaround+bias_correction")
+              "bias_correction", "adaround", "cle+adaround+bias_correction", "qat")
 # The converter's post-training quantization gives FULLY_CONNECTED weights
 # one scale per output channel too (tfmot's QAT gives them one per tensor);
 # tests/test_ptq_techniques.py checks the converter still does.
@@ -449,6 +449,20 @@ def keras_nme(model, test_record):
                              desc="float check")["nme"]
 
 
+def qat_row(qat_model, test_record):
+    """The reference for what training recovers: a QAT model fine-tuned with
+    4-bit weights (landmark.py --quantization --weight_bits 4), scored as a
+    SavedModel, i.e. with tfmot's fake quantization in TensorFlow."""
+    predict, card = landmark.load_saved_model(qat_model)
+    if not card.get("quantized") or card.get("weight_bits", 8) != 4:
+        raise ValueError(f"{qat_model} is not a 4-bit-weight QAT export (landmark.py "
+                         "--quantization --weight_bits 4, then --export_only)")
+    result = landmark.evaluate(predict, test_record, desc="scoring QAT")
+    return {"technique": "qat", "bits": "W4A8", "nme": result["nme"], "fr": result["fr"],
+            "nmes": result["nmes"],
+            "note": f"`{qat_model}`: tfmot n-bit scheme, fake-quantized in TensorFlow"}
+
+
 def run(args):
     model, card = load_float_model(args.float_model)
     folded, units = fold_batch_norm(model)
@@ -462,7 +476,7 @@ def run(args):
     calibration = ptq_benchmark.representative_images(args.rep_record, args.num_optimize)
     sample = ptq_benchmark.representative_images(args.test_record, 1)[0]
     rows, cle_float_nme = [], None
-    jobs = [(t, b) for b in args.bits for t in args.techniques]
+    jobs = [(t, b) for b in args.bits for t in args.techniques if t != "qat"]
     for technique, bits_name in tqdm(jobs, desc="techniques", unit="model"):
         tqdm.write(f"{technique} at {bits_name}")
         bits = BITS[bits_name]
@@ -487,11 +501,32 @@ def run(args):
         row["note"] = note
         rows.append(row)
         tqdm.write(f"  NME {100 * row['nme']:.3f}%")
+    if "qat" in args.techniques and "W4A8" in args.bits:
+        if Path(args.qat_w4_model).is_dir():
+            rows.append(qat_row(args.qat_w4_model, args.test_record))
+        else:
+            print(f"no {args.qat_w4_model}: no QAT row (train it with landmark.py "
+                  "--quantization --weight_bits 4)")
     return {"float_model": str(args.float_model), "test_record": args.test_record,
             "num_faces": dataset.record_info(args.test_record)[1], "float_nme": float_nme,
             "folded_nme": folded_nme, "num_calibration": args.num_calibration,
             "num_optimize": len(calibration), "adaround_iterations": args.adaround_iterations,
-            "runs": args.runs, "rows": rows, "summary": summary_lines(float_nme, rows)}
+            "runs": args.runs, "rows": rows}
+
+
+def merge(previous, report):
+    """`report`'s rows replace or join those of an earlier run on the same
+    float model and test record (--update: re-run some techniques only)."""
+    for key in ("float_model", "test_record", "num_calibration", "num_optimize",
+                "adaround_iterations"):
+        if previous.get(key) != report[key]:
+            raise ValueError(f"--update: the earlier run's {key} was {previous.get(key)!r}, "
+                             f"this run's is {report[key]!r}")
+    done = {(r["technique"], r["bits"]) for r in report["rows"]}
+    kept = [r for r in previous["rows"] if (r["technique"], r["bits"]) not in done]
+    order = {key: i for i, key in enumerate((t, b) for b in BITS for t in TECHNIQUES)}
+    rows = sorted(kept + report["rows"], key=lambda r: order[(r["technique"], r["bits"])])
+    return {**report, "rows": rows}
 
 
 # ---------------------------------------------------------------------- output --
@@ -509,6 +544,10 @@ def summary_lines(float_nme, rows):
         lines.append(f"{bits}: nearest rounding loses {100 * lost:+.3f} NME points against float "
                      f"({100 * float_nme:.3f}%); the pipeline scores {100 * best:.3f}%, recovering "
                      f"{100 * recovered:.0f}% of that loss")
+        qat = find.get(("qat", bits))
+        if qat is not None and lost > 0:
+            lines.append(f"{bits}: QAT (fine-tuned with these weights) scores {100 * qat:.3f}%, "
+                         f"recovering {100 * (naive - qat) / lost:.0f}% of the loss")
     return lines
 
 
@@ -562,14 +601,17 @@ def plot(report, path):
     plt.close(fig)
 
 
-def write_report(report, out_dir):
+def write_report(report, out_dir, update=False):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{k: v for k, v in r.items() if k != "nmes"} for r in report["rows"]]
+    report = {**report, "rows": rows}
+    if update and (out_dir / "ptq_techniques.json").is_file():
+        report = merge(json.loads((out_dir / "ptq_techniques.json").read_text()), report)
+    report["summary"] = summary_lines(report["float_nme"], report["rows"])
     plot(report, out_dir / "ptq_techniques.png")
     (out_dir / "ptq_techniques.md").write_text(markdown(report))
-    (out_dir / "ptq_techniques.json").write_text(json.dumps(
-        {**report, "rows": [{k: v for k, v in r.items() if k != "nmes"} for r in report["rows"]]},
-        indent=1))
+    (out_dir / "ptq_techniques.json").write_text(json.dumps(report, indent=1))
     print(markdown(report))
     print(f"wrote {out_dir}/ptq_techniques.md, ptq_techniques.json, ptq_techniques.png")
 
@@ -587,7 +629,11 @@ def parse_args(argv=None):
     p.add_argument("--runs", type=int, default=200, help="timed invokes per latency")
     p.add_argument("--techniques", nargs="+", choices=TECHNIQUES, default=list(TECHNIQUES))
     p.add_argument("--bits", nargs="+", choices=list(BITS), default=list(BITS))
+    p.add_argument("--qat_w4_model", default="exported_quantized_w4",
+                   help="QAT export with 4-bit weights for the `qat` W4A8 row (skipped if absent)")
     p.add_argument("--out_dir", default="results")
+    p.add_argument("--update", action="store_true",
+                   help="keep the other rows of an earlier run's ptq_techniques.json")
     return p.parse_args(argv)
 
 
@@ -598,9 +644,9 @@ def main(argv=None):
             sys.exit(f"error: {record} not found (make data writes it)")
     try:
         report = run(args)
+        write_report(report, args.out_dir, args.update)
     except (FileNotFoundError, ValueError, ptq_benchmark.ConversionError) as err:
         sys.exit(f"error: {err}")
-    write_report(report, args.out_dir)
 
 
 if __name__ == "__main__":

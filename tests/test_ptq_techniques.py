@@ -198,3 +198,19 @@ def test_a_qat_or_missing_model_is_a_clear_error(tmp_path):
                  str(tmp_path / "r.record"), "--rep_record", str(tmp_path / "r.record")])
     with pytest.raises(SystemExit, match="missing.record not found"):
         pt.main(["--test_record", str(tmp_path / "missing.record")])
+
+
+def test_update_replaces_only_the_rerun_rows_of_the_same_setup():
+    setup = {"float_model": "exported", "test_record": "t.record", "num_calibration": 200,
+             "num_optimize": 1000, "adaround_iterations": 1000, "float_nme": 0.04}
+    previous = {**setup, "rows": [{"technique": "nearest", "bits": "W4A8", "nme": 0.2},
+                                  {"technique": "adaround", "bits": "W4A8", "nme": 0.1},
+                                  {"technique": "nearest", "bits": "W8A8", "nme": 0.05}]}
+    report = {**setup, "rows": [{"technique": "qat", "bits": "W4A8", "nme": 0.06},
+                                {"technique": "adaround", "bits": "W4A8", "nme": 0.09}]}
+    merged = pt.merge(previous, report)
+    assert [(r["technique"], r["bits"], r["nme"]) for r in merged["rows"]] == [
+        ("nearest", "W8A8", 0.05), ("nearest", "W4A8", 0.2), ("adaround", "W4A8", 0.09),
+        ("qat", "W4A8", 0.06)]
+    with pytest.raises(ValueError, match="num_optimize was 1000, this run's is 10"):
+        pt.merge(previous, {**report, "num_optimize": 10})
