@@ -470,8 +470,9 @@ def run(args):
     float_nme = keras_nme(model, args.test_record)
     folded_nme = keras_nme(folded, args.test_record)
     print(f"float NME {100 * float_nme:.3f}%, after BN folding {100 * folded_nme:.3f}%")
-    # The same crops ptq_benchmark.py calibrates with, so `nearest` at W8A8
-    # is its float int8_only row.
+    # The same crops ptq_benchmark.py calibrates with, so `nearest` at W8A8 is
+    # its float int8_only conversion, up to the few weights whose rounding
+    # flips between this BN folding and the converter's own.
     representative = ptq_benchmark.representative_images(args.rep_record, args.num_calibration)
     calibration = ptq_benchmark.representative_images(args.rep_record, args.num_optimize)
     sample = ptq_benchmark.representative_images(args.test_record, 1)[0]
