@@ -594,6 +594,8 @@ def plot(report, path):
     ax.axhline(100 * report["float_nme"], color="k", linestyle="--", label="float")
     ax.set_xticks([t + width * (len(bits) - 1) / 2 for t in range(len(techniques))])
     ax.set_xticklabels(techniques, rotation=20, ha="right", fontsize=8)
+    top = max(v for v in nme.values() if np.isfinite(v))
+    ax.set_ylim(0.9 * 100 * report["float_nme"], 1.03 * top)   # the differences, not the bulk
     ax.set_ylabel("NME (%)")
     ax.set_title("Post-training quantization techniques (test faces)")
     ax.legend()
