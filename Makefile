@@ -62,9 +62,14 @@ benchmark: $(VENV)/.installed
 	$(PY) ptq_benchmark.py --float_model exported --qat_model exported_quantized \
 	    --test_record tfrecords/test.record --rep_record tfrecords/train.record --out_dir results
 
-# The white paper's PTQ techniques on the float model (W8A8 and simulated W4A8).
+# The white paper's PTQ techniques on the float model (W8A8 and simulated W4A8),
+# with a 4-bit-weight QAT fine-tune as the reference row.
 techniques: $(VENV)/.installed
-	$(PY) ptq_techniques.py --float_model exported \
+	$(PY) landmark.py --quantization --weight_bits 4 --epochs 8 --batch_size 32 $(RECORDS) \
+	    --qat_checkpoint_dir quantized_checkpoints_w4 --metrics_out results/val_$(RUN)_qat_w4.json
+	$(PY) landmark.py --export_only --quantization --qat_checkpoint_dir quantized_checkpoints_w4 \
+	    --export_dir exported_quantized_w4
+	$(PY) ptq_techniques.py --float_model exported --qat_w4_model exported_quantized_w4 \
 	    --test_record tfrecords/test.record --rep_record tfrecords/train.record --out_dir results
 
 # Short runs, one per loss, same schedule: which loss to train with.
