@@ -385,7 +385,7 @@ def apply_technique(technique, folded, units, bits, calibration, iterations):
         quantize_units(quant_units, bits, per_channel)
     if "bias_correction" in technique:
         shift = correct_biases(reference, reference_units, model, quant_units, calibration)
-        note = "; ".join(filter(None, [note, f"mean |bias shift| {shift:.4f}"]))
+        note = "; ".join(filter(None, [note, f"mean absolute bias shift {shift:.4f}"]))
     return model, per_channel, note
 
 
@@ -568,6 +568,7 @@ def markdown(report):
         if "float_nme_after_transform" in r:
             note = "; ".join(filter(None, [note, f"float NME after CLE "
                                                  f"{100 * r['float_nme_after_transform']:.3f}%"]))
+        note = note.replace("|", "\\|")   # a bare pipe would split the table cell
         lines.append(f"| {r['technique']} | {r['bits']} | {100 * r['nme']:.3f} "
                      f"| {100 * (r['nme'] - report['float_nme']):+.3f} | {100 * r['fr']:.2f} "
                      f"| {'' if latency is None else f'{latency:.3f}'} "
