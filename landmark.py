@@ -26,7 +26,7 @@ import dataset
 import geometry
 import metrics
 from layouts import get_layout
-from network import MODELS, build_model
+from network import MODELS, RESNET_STAGES, build_model, parse_stages
 
 keras = tf.keras
 MODEL_CARD = "landmark.json"
@@ -305,7 +305,7 @@ def train(args):
                     "output": "marks (x, y) in the model crop divided by input_size",
                     "input": "RGB pixels 0-255", "quantized": False, "loss": args.loss,
                     "augmentation": augmentation_settings(args, {}),
-                    "options": {"head_channels": args.head_channels} if args.head_channels else {}}
+                    "options": model_options(args)}
             model = make_model(card)
         augmentation = card["augmentation"]
         if args.initial_epoch:
@@ -343,6 +343,16 @@ def train(args):
     return model, card
 
 
+def model_options(args):
+    """The builder options a new float run was given (kept in its card)."""
+    options = {}
+    if args.head_channels:
+        options["head_channels"] = args.head_channels
+    if args.stages is not None:
+        options["stages"] = [list(stage) for stage in parse_stages(args.stages)]
+    return options
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     flag = {"type": str2bool, "nargs": "?", "const": True, "default": False}
@@ -356,6 +366,9 @@ def parse_args(argv=None):
     p.add_argument("--model", choices=sorted(MODELS), default="resnet")
     p.add_argument("--head_channels", type=int, default=None,
                    help="resnet: channels of the 4×4 map feeding the output (default 64)")
+    p.add_argument("--stages", default=None,
+                   help="resnet: FILTERSxBLOCKS per stage, each halving the map (default "
+                        + ",".join(f"{f}x{b}" for f, b in RESNET_STAGES) + ")")
     p.add_argument("--rotation", type=float, default=None,
                    help=f"augmentation: largest rotation, degrees (default {dataset.ROTATION_DEG}; "
                         f"QAT: the float run's)")
@@ -385,6 +398,11 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.lr is None:
         args.lr = 1e-4 if args.quantization else 2e-3
+    if args.stages is not None:
+        try:
+            parse_stages(args.stages)
+        except ValueError as err:
+            p.error(str(err))
     return args
 
 

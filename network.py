@@ -59,15 +59,16 @@ def _residual(x, filters, stride):
 RESNET_STAGES = ((32, 1), (64, 2), (96, 2), (128, 1))
 
 
-def resnet(num_marks, input_size=128, head_channels=64):
+def resnet(num_marks, input_size=128, head_channels=64, stages=RESNET_STAGES):
     """A small ResNet of plain 3×3 convolutions (BN, ReLU). Plain convs train
     about 3× faster than MobileNetV2's depthwise ones on these CPUs (110 vs
     40 images/s measured) and quantize as well. A 1×1 conv squeezes the
     4×4 map and every position feeds the dense output (position matters for
-    landmarks; global pooling would throw it away)."""
+    landmarks; global pooling would throw it away). `stages` lists
+    (filters, blocks) per stage, as RESNET_STAGES."""
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = layers.ReLU()(_bn(layers.Conv2D(16, 3, 2, padding="same", use_bias=False)(inputs)))
-    for filters, repeats in RESNET_STAGES:
+    for filters, repeats in stages:
         x = _residual(x, filters, 2)
         for _ in range(repeats - 1):
             x = _residual(x, filters, 1)
@@ -85,3 +86,15 @@ def build_model(name, num_marks, input_size=128, **options):
     if name not in MODELS:
         raise ValueError(f"unknown --model {name!r}; choose from {sorted(MODELS)}")
     return MODELS[name](num_marks, input_size, **options)
+
+
+def parse_stages(text):
+    """'32x1,64x2,96x3,128x1' -> ((32, 1), (64, 2), (96, 3), (128, 1))."""
+    try:
+        stages = tuple(tuple(int(n) for n in part.split("x")) for part in text.split(","))
+    except ValueError:
+        stages = ()
+    if not stages or any(len(s) != 2 or min(s) < 1 for s in stages):
+        raise ValueError(f"--stages {text!r}: expected FILTERSxBLOCKS,... e.g. "
+                         + ",".join(f"{f}x{b}" for f, b in RESNET_STAGES))
+    return stages

@@ -10,12 +10,12 @@ import generate_mesh_dataset as gen
 import landmark
 
 
-def _train_eval_export(tmp_path, monkeypatch, records, layout):
+def _train_eval_export(tmp_path, monkeypatch, records, layout, model_flags=()):
     monkeypatch.chdir(tmp_path)
     common = ["--train_record", str(records / "train.record"),
               "--val_record", str(records / "test.record")]
     landmark.main(common + ["--epochs", "1", "--batch_size", "4",
-                            "--metrics_out", "train_metrics.json"])
+                            "--metrics_out", "train_metrics.json", *model_flags])
     card = json.loads((tmp_path / "checkpoints" / "model.json").read_text())
     assert card["layout"] == layout and card["model"] == "resnet"
     assert (tmp_path / "checkpoints" / "best.weights.h5").is_file()
@@ -73,8 +73,22 @@ def test_end_to_end_300w(tmp_path, monkeypatch, make_300w_folder):
 def test_end_to_end_wflw(tmp_path, monkeypatch, make_wflw_tree):
     root = make_wflw_tree(train=10, test=4)
     gen.main(["--data_dir", str(root), "--out_dir", str(tmp_path / "records")])
-    result = _train_eval_export(tmp_path, monkeypatch, tmp_path / "records", "wflw98")
+    # A custom stage list travels in the card: export and reload rebuild it.
+    result = _train_eval_export(tmp_path, monkeypatch, tmp_path / "records", "wflw98",
+                                ["--stages", "8x1,16x2", "--head_channels", "8"])
     assert set(result["per_attribute_nme"]) == set(landmark.WFLW_ATTRIBUTES)
+    card = json.loads((tmp_path / "checkpoints" / "model.json").read_text())
+    assert card["options"] == {"head_channels": 8, "stages": [[8, 1], [16, 2]]}
+    model, _ = landmark.load_checkpoint("checkpoints")
+    # stem and two stages each halve the map: 128 / 8 = 16 px, 8 channels
+    assert model.layers[-1].input.shape[-1] == 16 * 16 * 8
+
+
+@pytest.mark.parametrize("text", ["", "32", "32x", "32x0", "axb", "32x1,"])
+def test_bad_stages_flag_is_named(text, capsys):
+    with pytest.raises(SystemExit):
+        landmark.parse_args(["--stages", text])
+    assert "--stages" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text, value", [("True", True), ("false", False), ("1", True)])
