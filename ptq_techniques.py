@@ -230,6 +230,16 @@ def _input_channel_view(second, channels):
     return kernel
 
 
+def channel_ranges(first, second):
+    """(r1, r2): per channel between two units, the largest |weight| of the
+    first unit's output channel and of the second unit's input channel."""
+    channels = first.kernel.shape[-1]
+    r1 = np.abs(first.kernel).reshape(-1, channels).max(axis=0)
+    w2 = _input_channel_view(second, channels)
+    r2 = np.abs(np.moveaxis(w2, -2, 0)).reshape(channels, -1).max(axis=1)
+    return r1, r2
+
+
 def equalize(units, absorb_bias=True, passes=20):
     """Cross-layer equalization in place (paper §4.1): for each pair, scale
     the first unit's output channel i by 1/s_i and the second's input
@@ -243,10 +253,8 @@ def equalize(units, absorb_bias=True, passes=20):
     for _ in range(passes):
         largest = 0.0
         for first, second in pairs:
-            channels = first.kernel.shape[-1]
-            w1, w2 = first.kernel, _input_channel_view(second, channels)
-            r1 = np.abs(w1).reshape(-1, channels).max(axis=0)
-            r2 = np.abs(np.moveaxis(w2, -2, 0)).reshape(channels, -1).max(axis=1)
+            r1, r2 = channel_ranges(first, second)
+            w1, w2 = first.kernel, _input_channel_view(second, len(r1))
             scale = np.where((r1 > 0) & (r2 > 0), np.sqrt(r1 / np.maximum(r2, 1e-12)), 1.0)
             first.kernel = w1 / scale
             first.bias = first.bias / scale

@@ -48,11 +48,13 @@ def toy():
 
 
 def _ranges(first, second):
+    """channel_ranges, computed channel by channel as a cross-check."""
     channels = first.kernel.shape[-1]
-    r1 = np.abs(first.kernel).reshape(-1, channels).max(axis=0)
     w2 = pt._input_channel_view(second, channels)
-    r2 = np.abs(np.moveaxis(w2, -2, 0)).reshape(channels, -1).max(axis=1)
-    return r1, r2
+    r1 = [np.abs(first.kernel[..., i]).max() for i in range(channels)]
+    r2 = [np.abs(w2[..., i, :]).max() for i in range(channels)]
+    np.testing.assert_allclose(pt.channel_ranges(first, second), [r1, r2])
+    return np.array(r1), np.array(r2)
 
 
 def test_batch_norm_folding_keeps_the_function(toy):
