@@ -25,7 +25,7 @@ from tqdm import tqdm
 import dataset
 import geometry
 import metrics
-from layouts import get_layout
+from layouts import flip_averaged, get_layout
 from network import MODELS, RESNET_STAGES, build_model, parse_stages
 
 keras = tf.keras
@@ -380,6 +380,8 @@ def parse_args(argv=None):
                         f"{dataset.SHIFT_FRACTION}; QAT: the float run's)")
     p.add_argument("--export_only", **flag, help="export the best checkpoint and stop")
     p.add_argument("--eval_only", **flag, help="evaluate and stop")
+    p.add_argument("--flip_test", **flag,
+                   help="evaluation: average each face with its mirror image (2 passes)")
     p.add_argument("--quantization", **flag,
                    help="quantization-aware training / its checkpoints and export")
     p.add_argument("--weight_bits", type=int, default=8, choices=range(2, 9), metavar="{2..8}",
@@ -436,6 +438,8 @@ def main(argv=None):
         else:
             model, card = train(args)
             predict, source = keras_predict(model), f"{checkpoint_dir}/best.weights.h5"
+        if args.flip_test:
+            predict, source = flip_averaged(predict, card["input_size"]), f"{source} + flip test"
         result = evaluate(predict, args.val_record)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
@@ -445,7 +449,7 @@ def main(argv=None):
     if args.metrics_out:
         write_metrics(result, args.metrics_out, model=source, record=args.val_record,
                       architecture=card["model"], quantized=bool(card.get("quantized")),
-                      loss=card.get("loss"), training=None if args.export_dir else
+                      loss=card.get("loss"), flip_test=args.flip_test, training=None if args.export_dir else
                       training_summary(checkpoint_dir, images_per_epoch(args)))
 
 

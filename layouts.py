@@ -64,6 +64,22 @@ def get_layout(name):
         raise ValueError(f"unknown mark layout {name!r}; known: {sorted(LAYOUTS)}") from None
 
 
+def flip_averaged(predict_fn, input_size):
+    """Test-time flip: predict_fn's marks averaged with those it finds on
+    the mirrored crop, mapped back (x -> S-1-x) and relabelled by the
+    layout's mirror. predict_fn maps (B, S, S, 3) to (B, 2N) marks divided
+    by S; so does the returned function, at twice the cost."""
+    def predict(images):
+        images = np.asarray(images)
+        direct = np.asarray(predict_fn(images), np.float64)
+        mirrored = np.asarray(predict_fn(np.ascontiguousarray(images[:, :, ::-1])), np.float64)
+        mirrored = mirrored.reshape(len(images), -1, 2)
+        mirror = np.asarray(layout_for_count(mirrored.shape[1]).mirror)
+        mirrored[..., 0] = (input_size - 1) / input_size - mirrored[..., 0]
+        return (direct + mirrored[:, mirror].reshape(len(images), -1)) / 2
+    return predict
+
+
 def layout_for_count(num_marks):
     """The layout with `num_marks` points (98 -> WFLW, 68 -> 300-W)."""
     for layout in LAYOUTS.values():

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import geometry
 from face_detector import DEFAULT_THRESHOLD, FaceDetector
-from layouts import layout_for_count
+from layouts import flip_averaged, layout_for_count
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_LANDMARK_MODEL = ASSETS / "landmarks_300w_int8.tflite"
@@ -70,12 +70,16 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     """Face detector + landmark model. See the module docstring."""
 
     def __init__(self, detector_face_model_path=None, cnn_model_path=None,
-                 threshold=DEFAULT_THRESHOLD, refine=1):
+                 threshold=DEFAULT_THRESHOLD, refine=1, flip=False):
+        if int(refine) != refine or refine < 0:
+            raise ValueError(f"refine must be a whole number >= 0, got {refine}")
         self.detector = FaceDetector(detector_face_model_path, threshold)
         self.predict_fn, self.input_size = load_landmark_model(
             cnn_model_path or DEFAULT_LANDMARK_MODEL)
         self.box_mapping = json.loads(BOX_MAPPING.read_text())
-        self.refine = refine
+        self.refine, self.flip = refine, flip
+        if flip:  # mirror-averaged marks, at twice the landmark cost
+            self.predict_fn = flip_averaged(self.predict_fn, self.input_size)
 
     def landmarks(self, image, box):
         """Marks (N, 2) in image pixels for the face whose landmarks' tight
@@ -197,7 +201,8 @@ def speed(model, image_path, out_path, runs=200, size=(640, 480)):
         times.append(time.perf_counter() - start)
     times = 1000 * np.array(times[10:])
     result = {"image": str(image_path), "frame": list(size), "faces": faces, "runs": runs,
-              "threads": 1, "median_ms": float(np.median(times)),
+              "threads": 1, "refine": model.refine, "flip": model.flip,
+              "median_ms": float(np.median(times)),
               "p90_ms": float(np.percentile(times, 90))}
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps(result, indent=1))
@@ -241,6 +246,10 @@ def main(argv=None):
     p.add_argument("--detector", default=None, help="face detector .tflite (default: bundled)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help="face detector score threshold")
+    p.add_argument("--refine", type=int, default=1,
+                   help="landmark passes re-cropped around the previous pass's marks")
+    p.add_argument("--flip", action="store_true",
+                   help="average each pass with its mirror image (twice the landmark cost)")
     p.add_argument("--montage", default=None, help="also write all annotated images side by side here")
     p.add_argument("--speed", default=None, metavar="JSON",
                    help="time detector + landmarks on the first image in a 640x480 frame")
@@ -248,7 +257,7 @@ def main(argv=None):
     if not args.inputs and not args.video:
         p.error("give images/folders or --video")
     try:
-        model = predictor(args.detector, args.model, args.threshold)
+        model = predictor(args.detector, args.model, args.threshold, args.refine, args.flip)
         if args.inputs:
             run_images(model, args.inputs, Path(args.out), args.montage)
             if args.speed:

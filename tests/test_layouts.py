@@ -3,7 +3,7 @@ import pytest
 from conftest import SHARED
 
 import generate_mesh_dataset as gen
-from layouts import LAYOUTS, get_layout, layout_for_count
+from layouts import LAYOUTS, flip_averaged, get_layout, layout_for_count
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
@@ -57,3 +57,30 @@ def test_lookup_errors_are_clear():
         layout_for_count(5)
     with pytest.raises(ValueError, match="unknown mark layout 'x'"):
         get_layout("x")
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_flip_test_cancels_a_sideways_bias(name):
+    """A predictor that is right on a face and on its mirror image except for
+    the same +3 px sideways bias in both: the flip average cancels the x bias
+    and keeps the y bias, each mark under its own label."""
+    layout, size = LAYOUTS[name], 128
+    mirror = np.array(layout.mirror)
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(10, 117, (layout.num_marks, 2))
+    truth_of_mirror_image = np.column_stack([size - 1 - truth[:, 0], truth[:, 1]])[mirror]
+    bias = np.array([3.0, 2.0])
+
+    def predict(images):  # a marker pixel at the left tells it the image is not mirrored
+        outputs = [(truth if image[0, 0, 0] else truth_of_mirror_image) + bias
+                   for image in images]
+        return np.array(outputs).reshape(len(images), -1) / size
+
+    images = np.zeros((2, size, size, 3), np.float32)
+    images[:, 0, 0] = 1
+    averaged = flip_averaged(predict, size)(images).reshape(2, -1, 2) * size
+    np.testing.assert_allclose(averaged, np.broadcast_to(truth + [0, 2], averaged.shape),
+                               atol=1e-9)
+    # Without the flip test the bias stays.
+    np.testing.assert_allclose(predict(images[:1]).reshape(-1, 2) * size - truth,
+                               np.broadcast_to(bias, truth.shape))

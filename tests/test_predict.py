@@ -96,6 +96,10 @@ def test_savedmodel_and_tflite_give_matching_marks(tiny_models):
     from_saved = predictor(cnn_model_path=tiny_models / "saved").predict(PORTRAITS[0])
     from_tflite = predictor(cnn_model_path=tiny_models / "model.tflite").predict(PORTRAITS[0])
     np.testing.assert_allclose(from_saved[0]["marks"], from_tflite[0]["marks"], rtol=1e-5, atol=1e-2)
+    # The flip test works on both kinds of model, and agrees between them.
+    flipped = [predictor(cnn_model_path=tiny_models / name, flip=True).predict(PORTRAITS[0])
+               for name in ("saved", "model.tflite")]
+    np.testing.assert_allclose(flipped[0][0]["marks"], flipped[1][0]["marks"], rtol=1e-5, atol=1e-2)
 
 
 def test_odd_images(tiny_models):
@@ -123,6 +127,8 @@ def test_bad_inputs_name_the_problem(tmp_path, tiny_models):
         to_bgr(np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(FileNotFoundError, match="neither an exported SavedModel"):
         predictor(cnn_model_path=tmp_path / "model.onnx")
+    with pytest.raises(ValueError, match="refine must be a whole number >= 0, got -1"):
+        predictor(cnn_model_path=tiny_models / "saved", refine=-1)
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(FileNotFoundError, match="is not a model exported"):
         predictor(cnn_model_path=tmp_path / "empty_dir")
