@@ -1,46 +1,77 @@
-"""MediaPipe BlazeFace (full range) face detection, run with LiteRT.
+"""MediaPipe BlazeFace face detection, run with LiteRT.
 
-The model file is MediaPipe's `face_detection_full_range_sparse.tflite`
-(Apache-2.0, from the mediapipe 0.10.21 wheel; see assets/). MediaPipe's
-graph around it (anchors, box decoding, weighted non-maximum suppression)
-is written here:
+Two model files from the mediapipe 0.10.21 wheel (Apache-2.0; see assets/):
+`face_detection_short_range.tflite` (128×128 input, faces that fill a fair
+part of the photo, ~2 ms) and `face_detection_full_range_sparse.tflite`
+(192×192, small faces too, ~6 ms). The predictor runs the short-range model
+and falls back to the full-range one when it finds no face or a face small
+enough that others in the photo may be below its reach (MIN_FACE_SHARE).
+MediaPipe's
+graph around the models (anchors, box decoding, weighted non-maximum
+suppression) is written here:
 
-- anchors: one per cell of a 48×48 grid over the 192×192 input (SSD anchor
-  options: one layer, stride 4, fixed anchor size, offset 0.5);
-- decoding: box centre = anchor + raw / 192, size = raw / 192; score =
-  sigmoid of the clipped logit;
+- anchors (SSD anchor options, fixed anchor size, offset 0.5): full range,
+  one per cell of a 48×48 grid (stride 4); short range, 2 per cell of a
+  16×16 grid (stride 8) then 6 per cell of an 8×8 grid (stride 16);
+- decoding: box centre = anchor + raw / S, size = raw / S for an S×S input;
+  score = sigmoid of the clipped logit;
 - the image is letterboxed (zero-padded to a square) before resizing, so
   boxes map back to any image size.
+
+Each model has its detector-box -> landmark-crop mapping beside it
+(`NAME.box_mapping.json`, written by fit_box_mapping.py).
 """
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+import geometry
 from tflite_model import TFLiteModel
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "face_detection_full_range_sparse.tflite"
-INPUT_SIZE = 192
-STRIDE = 4
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHORT_RANGE = ASSETS / "face_detection_short_range.tflite"
+FULL_RANGE = ASSETS / "face_detection_full_range_sparse.tflite"
+DEFAULT_MODELS = (SHORT_RANGE, FULL_RANGE)   # tried in this order
+# (stride, anchors per cell) of each BlazeFace model, by its input size.
+ANCHOR_LAYOUTS = {128: ((8, 2), (16, 6)), 192: ((4, 1),)}
+# Score thresholds, chosen on the 1,207 annotated 300-W faces in ../shared:
+# `fit_box_mapping.py` writes, per threshold, the faces missed and the boxes
+# matching no annotated face (often real, unannotated neighbours) beside
+# each model ("threshold_sweep"). Full range: 0.35 keeps misses well under
+# 1% for a few more such boxes than 0.4. Short range: no face is missed at
+# any threshold tried, so MediaPipe's own 0.5, with the fewest such boxes.
+DEFAULT_THRESHOLDS = {128: 0.5, 192: 0.35}
+# Faces narrower than this share of the photo's longer side make a model's
+# detections untrusted (detect_faces then asks the next model). Measured on
+# 200 of the shared faces pasted into 640×480 frames at a landmark-box width
+# of 0.08 / 0.12 / 0.16 / 0.20 of the frame: the short-range model missed
+# 198 / 42 / 3 / 0 of them, the full-range one 9 / 2 / 0 / 0.
+MIN_FACE_SHARE = {128: 0.25, 192: 0.0}
 SCORE_CLIP = 100.0
 NMS_IOU = 0.3
-# Score threshold, chosen on the 1,207 annotated 300-W faces in ../shared:
-# `fit_box_mapping.py` writes, per threshold, the faces missed and the boxes
-# matching no annotated face (often real, unannotated neighbours) to
-# assets/box_mapping.json ("threshold_sweep"); 0.35 keeps misses well under
-# 1% for a few more such boxes than 0.4.
-DEFAULT_THRESHOLD = 0.35
 
 
-def anchors(input_size=INPUT_SIZE, stride=STRIDE):
-    """(K, 2) anchor centres in [0, 1], row-major over the grid."""
-    cells = input_size // stride
-    centres = (np.arange(cells) + 0.5) / cells
-    ys, xs = np.meshgrid(centres, centres, indexing="ij")
-    return np.stack([xs.ravel(), ys.ravel()], -1)
+def anchors(input_size=192, layout=None):
+    """(K, 2) anchor centres in [0, 1]: per layer of `layout` ((stride,
+    anchors per cell), ...; default the model's), row-major over its grid,
+    each cell's anchors together."""
+    layers = []
+    for stride, per_cell in layout or ANCHOR_LAYOUTS[input_size]:
+        cells = input_size // stride
+        centres = (np.arange(cells) + 0.5) / cells
+        ys, xs = np.meshgrid(centres, centres, indexing="ij")
+        layers.append(np.repeat(np.stack([xs.ravel(), ys.ravel()], -1), per_cell, axis=0))
+    return np.concatenate(layers)
 
 
-def decode(raw_boxes, raw_scores, anchor_centres, input_size=INPUT_SIZE):
+def box_mapping_path(model_path):
+    """Where the detector-box -> landmark-crop mapping of a model lives."""
+    return Path(model_path).with_suffix(".box_mapping.json")
+
+
+def decode(raw_boxes, raw_scores, anchor_centres, input_size=192):
     """Raw outputs (K, 16), (K,) -> boxes (K, 4) as x0, y0, x1, y1 in [0, 1]
     of the model input, and scores (K,) in [0, 1]."""
     centre = anchor_centres + raw_boxes[:, :2] / input_size
@@ -76,7 +107,7 @@ def weighted_nms(boxes, scores, iou_threshold=NMS_IOU):
     return np.array(kept_boxes).reshape(-1, 4), np.array(kept_scores)
 
 
-def letterbox(image, size=INPUT_SIZE):
+def letterbox(image, size=192):
     """Fit an image into a size² patch (top-left, zero padding bottom/right);
     returns the patch and the factor from patch pixels to image pixels.
 
@@ -100,17 +131,32 @@ def letterbox(image, size=INPUT_SIZE):
 
 
 class FaceDetector:
-    """detect(RGB uint8 image) -> list of (box x0, y0, x1, y1 in pixels, score)."""
+    """detect(RGB uint8 image) -> list of (box x0, y0, x1, y1 in pixels, score).
 
-    def __init__(self, model_path=None, threshold=DEFAULT_THRESHOLD, num_threads=1):
+    `threshold` None means the model's default (DEFAULT_THRESHOLDS)."""
+
+    def __init__(self, model_path=FULL_RANGE, threshold=None, num_threads=1):
+        self.path = Path(model_path)
+        self.model = TFLiteModel(self.path, num_threads)
+        self.input_size = self.model.input_size
+        if self.input_size not in ANCHOR_LAYOUTS:
+            raise ValueError(f"{self.path}: a {self.input_size}×{self.input_size} input is not a "
+                             f"BlazeFace model decoded here (128: short range, 192: full range)")
+        threshold = DEFAULT_THRESHOLDS[self.input_size] if threshold is None else threshold
         if not 0 < threshold < 1:
             raise ValueError(f"face detector threshold must be between 0 and 1, got {threshold}")
-        self.model = TFLiteModel(model_path or DEFAULT_MODEL, num_threads)
         self.threshold = threshold
-        self.anchor_centres = anchors()
+        self.anchor_centres = anchors(self.input_size)
+        shapes = {tuple(d["shape"]) for d in self.model.interpreter.get_output_details()}
+        count = len(self.anchor_centres)
+        if shapes != {(1, count, 16), (1, count, 1)}:
+            raise ValueError(f"{self.path} is not a BlazeFace detector: outputs {sorted(shapes)}, "
+                             f"expected (1, {count}, 16) boxes and (1, {count}, 1) scores")
+        mapping = box_mapping_path(self.path)
+        self.box_mapping = json.loads(mapping.read_text()) if mapping.is_file() else None
 
     def detect(self, rgb):
-        patch, factor = letterbox(rgb)
+        patch, factor = letterbox(rgb, self.input_size)
         data = patch.astype(np.float32) / 127.5 - 1.0   # BlazeFace takes [-1, 1]
         interpreter = self.model.interpreter
         interpreter.set_tensor(self.model.input["index"], data[None])
@@ -122,9 +168,33 @@ class FaceDetector:
         # Decode only the anchors above the threshold (a sigmoid is monotonic).
         keep = np.clip(raw_scores, -SCORE_CLIP, SCORE_CLIP) >= np.log(
             self.threshold / (1 - self.threshold))
-        boxes, scores = decode(raw_boxes[keep], raw_scores[keep], self.anchor_centres[keep])
+        boxes, scores = decode(raw_boxes[keep], raw_scores[keep], self.anchor_centres[keep],
+                               self.input_size)
         boxes, scores = weighted_nms(boxes, scores)
         height, width = rgb.shape[:2]
-        boxes = np.clip(boxes * INPUT_SIZE * factor, 0, [width, height, width, height])
+        boxes = np.clip(boxes * self.input_size * factor, 0, [width, height, width, height])
         return [(box, float(score)) for box, score in zip(boxes, scores)
                 if box[2] > box[0] and box[3] > box[1]]
+
+    def faces(self, rgb):
+        """detect(), each with the landmark box its mapping predicts:
+        [(box, score, landmark box)]."""
+        if self.box_mapping is None:
+            raise FileNotFoundError(
+                f"no box mapping for {self.path} (expected {box_mapping_path(self.path)}); "
+                f"write it with: python fit_box_mapping.py --detector {self.path} FOLDER ...")
+        return [(box, score, geometry.detector_to_landmark_box(box, self.box_mapping))
+                for box, score in self.detect(rgb)]
+
+
+def detect_faces(detectors, rgb):
+    """[(box, score, landmark box)] from the first of `detectors` that finds
+    faces none of which is narrower than its MIN_FACE_SHARE of the photo
+    (the last detector's faces are taken as they are)."""
+    found = []
+    for detector in detectors:
+        found = detector.faces(rgb)
+        smallest = min((box[2] - box[0] for box, _, _ in found), default=0.0)
+        if found and smallest >= MIN_FACE_SHARE[detector.input_size] * max(rgb.shape[:2]):
+            break
+    return found

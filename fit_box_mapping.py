@@ -5,10 +5,12 @@ box (geometry.crop_square). At prediction time only the detector's box is
 known, so we learn, on annotated training faces, where the landmark box
 sits relative to the detector box: its centre offset in detector-box
 widths/heights and its longer side as a multiple of the detector box width
-(medians, robust to the odd bad detection). The result is written as JSON
-and read by predict.py; geometry.detector_to_landmark_box applies it.
+(medians, robust to the odd bad detection). Each detector model gets its
+own mapping, written as JSON beside it (NAME.box_mapping.json) and read by
+face_detector.FaceDetector; geometry.detector_to_landmark_box applies it.
 
     python fit_box_mapping.py ../shared/data/300w/helen_trainset ../shared/data/300w/afw
+    python fit_box_mapping.py --detector my_blazeface.tflite FOLDER ...
 """
 import argparse
 import json
@@ -21,9 +23,7 @@ from tqdm import tqdm
 
 import generate_mesh_dataset as gen
 import geometry
-from face_detector import FaceDetector, iou
-
-DEFAULT_OUT = Path(__file__).resolve().parent / "assets" / "box_mapping.json"
+from face_detector import DEFAULT_MODELS, FaceDetector, box_mapping_path, iou
 
 
 SWEEP = (0.3, 0.35, 0.4, 0.45, 0.5)
@@ -81,16 +81,24 @@ def fit(faces, detector, min_iou=0.3, sweep=SWEEP):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folders", nargs="+", help="300-W style folders (NAME.jpg + NAME.pts)")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--detector", nargs="+", default=[str(m) for m in DEFAULT_MODELS],
+                   help="BlazeFace .tflite model(s) to fit (default: both bundled ones)")
+    p.add_argument("--out_dir", default=None,
+                   help="write NAME.box_mapping.json here (default: beside each model)")
     args = p.parse_args(argv)
     try:
         faces = [f for folder in args.folders for f in gen.read_300w_dir(folder)]
-        mapping, stats = fit(faces, FaceDetector())
-    except (gen.DatasetError, ValueError) as err:
+        for model_path in args.detector:
+            mapping, stats = fit(faces, FaceDetector(model_path))
+            out = box_mapping_path(model_path)
+            if args.out_dir:
+                out = Path(args.out_dir) / out.name
+            out.write_text(json.dumps({**mapping, "detector": Path(model_path).name,
+                                       "fitted_on": args.folders, **stats}, indent=1))
+            print(f"{Path(model_path).name}: {json.dumps(mapping)}; missed {stats['missed']} "
+                  f"of {stats['faces']} at threshold {stats['threshold']} -> {out}")
+    except (gen.DatasetError, ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
-    Path(args.out).write_text(json.dumps({**mapping, "fitted_on": args.folders, **stats}, indent=1))
-    print(json.dumps(mapping), stats)
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

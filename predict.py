@@ -22,12 +22,11 @@ import numpy as np
 from tqdm import tqdm
 
 import geometry
-from face_detector import DEFAULT_THRESHOLD, FaceDetector
+from face_detector import DEFAULT_MODELS, FaceDetector, detect_faces
 from layouts import flip_averaged, layout_for_count
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_LANDMARK_MODEL = ASSETS / "landmarks_300w_int8.tflite"
-BOX_MAPPING = ASSETS / "box_mapping.json"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -70,13 +69,16 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     """Face detector + landmark model. See the module docstring."""
 
     def __init__(self, detector_face_model_path=None, cnn_model_path=None,
-                 threshold=DEFAULT_THRESHOLD, refine=1, flip=False):
+                 threshold=None, refine=1, flip=False):
         if int(refine) != refine or refine < 0:
             raise ValueError(f"refine must be a whole number >= 0, got {refine}")
-        self.detector = FaceDetector(detector_face_model_path, threshold)
+        # No detector given: the bundled short-range model, then the full-range
+        # one for photos where it finds no face (small faces).
+        self.detectors = [FaceDetector(path, threshold) for path in
+                          ([detector_face_model_path] if detector_face_model_path
+                           else DEFAULT_MODELS)]
         self.predict_fn, self.input_size = load_landmark_model(
             cnn_model_path or DEFAULT_LANDMARK_MODEL)
-        self.box_mapping = json.loads(BOX_MAPPING.read_text())
         self.refine, self.flip = refine, flip
         if flip:  # mirror-averaged marks, at twice the landmark cost
             self.predict_fn = flip_averaged(self.predict_fn, self.input_size)
@@ -101,8 +103,7 @@ class predictor:  # noqa: N801  (the original's name, which users call)
             return []
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         faces = []
-        for box, score in self.detector.detect(rgb):
-            landmark_box = geometry.detector_to_landmark_box(box, self.box_mapping)
+        for box, score, landmark_box in detect_faces(self.detectors, rgb):
             marks = self._marks(rgb, landmark_box)
             for _ in range(self.refine):
                 # Re-crop around the predicted marks: the crop training used.
@@ -129,14 +130,13 @@ def face_crops(paths, copies=1, jitter=0.0, seed=0, size=128):
     """Model-input crops of every face the detector finds in `paths`, made
     as `predictor` makes them. With copies > 1, each face also gives crops
     whose centre and size are jittered by up to ±jitter of the crop side."""
-    detector = FaceDetector()
-    mapping = json.loads(BOX_MAPPING.read_text())
+    detectors = [FaceDetector(path) for path in DEFAULT_MODELS]
     rng = np.random.default_rng(seed)
     crops = []
     for path in paths:
         rgb = cv2.cvtColor(to_bgr(path), cv2.COLOR_BGR2RGB)
-        for box, _ in detector.detect(rgb):
-            center, side = geometry.crop_square(geometry.detector_to_landmark_box(box, mapping))
+        for _, _, landmark_box in detect_faces(detectors, rgb):
+            center, side = geometry.crop_square(landmark_box)
             for k in range(copies):
                 move = rng.uniform(-jitter, jitter, 3) if k else np.zeros(3)
                 crops.append(geometry.crop(rgb, center + move[:2] * side, side * (1 + move[2]),
@@ -244,8 +244,8 @@ def main(argv=None):
     p.add_argument("--out", default="results/predictions")
     p.add_argument("--model", default=None, help="SavedModel dir or .tflite (default: bundled int8)")
     p.add_argument("--detector", default=None, help="face detector .tflite (default: bundled)")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help="face detector score threshold")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="face detector score threshold (default: each model's, see face_detector.py)")
     p.add_argument("--refine", type=int, default=1,
                    help="landmark passes re-cropped around the previous pass's marks")
     p.add_argument("--flip", action="store_true",

@@ -17,11 +17,34 @@ PORTRAITS = [ROOT / "test_images" / "astronaut.png", ROOT / "test_images" / "gra
 
 
 def test_anchor_grid():
-    centres = fd.anchors()
+    centres = fd.anchors(192)                  # full range: 48×48, one per cell
     assert centres.shape == (48 * 48, 2)
     np.testing.assert_allclose(centres[0], [0.5 / 48, 0.5 / 48])
     np.testing.assert_allclose(centres[1], [1.5 / 48, 0.5 / 48])   # row-major: x first
     np.testing.assert_allclose(centres[48], [0.5 / 48, 1.5 / 48])
+    short = fd.anchors(128)                    # short range: 16×16 ×2, then 8×8 ×6
+    assert short.shape == (896, 2)
+    np.testing.assert_allclose(short[:3], [[0.5 / 16, 0.5 / 16]] * 2 + [[1.5 / 16, 0.5 / 16]])
+    np.testing.assert_allclose(short[512:519], [[0.5 / 8, 0.5 / 8]] * 6 + [[1.5 / 8, 0.5 / 8]])
+    np.testing.assert_allclose(short[-1], [7.5 / 8, 7.5 / 8])
+    # The bundled models' outputs have exactly one row per anchor.
+    for path in fd.DEFAULT_MODELS:
+        detector = fd.FaceDetector(path)
+        rows = {tuple(d["shape"])[1] for d in detector.model.interpreter.get_output_details()}
+        assert rows == {len(detector.anchor_centres)}
+
+
+def test_small_faces_fall_back_to_the_full_range_detector(tiny_models):
+    """A face 80 px wide in a 1280×960 photo: too small for the short-range
+    model, found by the full-range one the predictor falls back to."""
+    canvas = np.full((960, 1280, 3), 90, np.uint8)
+    canvas[400:480, 600:680] = cv2.resize(cv2.imread(str(PORTRAITS[0])), (80, 80),
+                                          interpolation=cv2.INTER_AREA)
+    assert predictor(fd.SHORT_RANGE, tiny_models / "saved").predict(canvas) == []
+    faces = predictor(cnn_model_path=tiny_models / "saved").predict(canvas)
+    assert len(faces) == 1
+    x0, y0, x1, y1 = faces[0]["box"]
+    assert 590 < (x0 + x1) / 2 < 690 and 390 < (y0 + y1) / 2 < 490
 
 
 def test_decode_synthetic_outputs():
@@ -127,6 +150,8 @@ def test_bad_inputs_name_the_problem(tmp_path, tiny_models):
         to_bgr(np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(FileNotFoundError, match="neither an exported SavedModel"):
         predictor(cnn_model_path=tmp_path / "model.onnx")
+    with pytest.raises(ValueError, match="model.tflite is not a BlazeFace detector"):
+        predictor(tiny_models / "model.tflite")     # a 128×128 input, but landmarks out
     with pytest.raises(ValueError, match="refine must be a whole number >= 0, got -1"):
         predictor(cnn_model_path=tiny_models / "saved", refine=-1)
     (tmp_path / "empty_dir").mkdir()
@@ -193,10 +218,19 @@ def test_box_mapping_fit_on_annotated_photos(tmp_path):
         write_pts(tmp_path / f"{path.stem}.pts", model.predict(path)[0]["marks"])
     cv2.imwrite(str(tmp_path / "blank.png"), np.full((200, 300, 3), 128, np.uint8))
     write_pts(tmp_path / "blank.pts", np.random.default_rng(0).uniform(50, 150, (68, 2)))
-    out = tmp_path / "mapping.json"
-    fit_box_mapping.main([str(tmp_path), "--out", str(out)])
-    result = json.loads(out.read_text())
-    assert result["faces"] == 3 and result["matched"] == 2 and result["missed"] == 1
-    assert 0.6 < result["side_over_width"] < 1.4
-    assert [row["threshold"] for row in result["threshold_sweep"]] == list(fit_box_mapping.SWEEP)
-    assert all(row["missed"] >= 1 for row in result["threshold_sweep"])
+    out = tmp_path / "out"
+    out.mkdir()
+    fit_box_mapping.main([str(tmp_path), "--out_dir", str(out)])
+    for detector in fd.DEFAULT_MODELS:     # one mapping per bundled detector
+        result = json.loads((out / fd.box_mapping_path(detector).name).read_text())
+        assert result["detector"] == detector.name
+        assert result["faces"] == 3 and result["matched"] == 2 and result["missed"] == 1
+        assert 0.6 < result["side_over_width"] < 1.4
+        assert [row["threshold"] for row in result["threshold_sweep"]] == list(fit_box_mapping.SWEEP)
+        assert all(row["missed"] >= 1 for row in result["threshold_sweep"])
+    # A detector without a mapping is named, with the command that makes one.
+    copy = tmp_path / "my_detector.tflite"
+    shutil.copy(fd.SHORT_RANGE, copy)
+    with pytest.raises(FileNotFoundError, match="no box mapping for .*my_detector.tflite.*"
+                                                "fit_box_mapping.py --detector"):
+        predictor(copy).predict(PORTRAITS[0])
