@@ -48,7 +48,7 @@ DEFAULT_THRESHOLDS = {128: 0.5, 192: 0.35}
 # 200 of the shared faces pasted into 640×480 frames at a landmark-box width
 # of 0.08 / 0.12 / 0.16 / 0.20 of the frame: the short-range model missed
 # 198 / 42 / 3 / 0 of them, the full-range one 9 / 2 / 0 / 0.
-MIN_FACE_SHARE = {128: 0.25, 192: 0.0}
+MIN_FACE_SHARE = {128: 0.2, 192: 0.0}
 SCORE_CLIP = 100.0
 NMS_IOU = 0.3
 
@@ -188,13 +188,13 @@ class FaceDetector:
 
 
 def detect_faces(detectors, rgb):
-    """[(box, score, landmark box)] from the first of `detectors` that finds
-    faces none of which is narrower than its MIN_FACE_SHARE of the photo
-    (the last detector's faces are taken as they are)."""
-    found = []
+    """([(box, score, landmark box)], detector) from the first of `detectors`
+    that finds faces none of which is narrower than its MIN_FACE_SHARE of
+    the photo (the last detector's faces are taken as they are)."""
+    found, detector = [], None
     for detector in detectors:
         found = detector.faces(rgb)
         smallest = min((box[2] - box[0] for box, _, _ in found), default=0.0)
         if found and smallest >= MIN_FACE_SHARE[detector.input_size] * max(rgb.shape[:2]):
             break
-    return found
+    return found, detector

@@ -79,10 +79,16 @@ def speed_section():
     speed = _load("predict_speed.json")
     if speed is None:
         return "_No speed run yet: `make demo` writes results/predict_speed.json._"
-    return (f"Detector + int8 landmarks per {speed['frame'][0]}×{speed['frame'][1]} frame with "
-            f"{speed['faces']} face, {speed['threads']} thread: median **{speed['median_ms']:.2f} ms**, "
-            f"p90 {speed['p90_ms']:.2f} ms over {speed['runs']} runs (results/predict_speed.json, "
-            f"`predict.py --speed`, photo `{Path(speed['image']).name}`).")
+    lines = [f"Detector + int8 landmarks per {speed['frame'][0]}×{speed['frame'][1]} frame, "
+             f"{speed['threads']} thread, {speed['runs']} runs, {speed['refine']} re-crop pass"
+             f"{', flip test' if speed['flip'] else ''} (results/predict_speed.json, "
+             f"`predict.py --speed`):", "",
+             "| photo in the frame | faces | widest face / frame width | detector used "
+             "| median ms | p90 ms |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| `{Path(f['image']).name}` | {f['faces']} | {f['face_share']:.2f} | "
+              f"`{f['detector']}` | **{f['median_ms']:.2f}** | {f['p90_ms']:.2f} |"
+              for f in speed["frames"]]
+    return "\n".join(lines)
 
 
 def predictor_section():

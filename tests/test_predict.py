@@ -171,6 +171,17 @@ def test_cli_writes_annotated_images_marks_and_video(tiny_models, tmp_path):
     assert all(len(faces) == 1 and len(faces[0]["marks"]) == 68 for faces in marks.values())
     assert (out / "astronaut_marks.jpg").is_file() and (tmp_path / "montage.png").is_file()
 
+    from predict import predictor as make, speed
+    speed(make(cnn_model_path=tiny_models / "model.tflite"), PORTRAITS, tmp_path / "speed.json",
+          runs=5)
+    timing = json.loads((tmp_path / "speed.json").read_text())
+    assert [Path(f["image"]).name for f in timing["frames"]] == [p.name for p in PORTRAITS]
+    for frame in timing["frames"]:
+        assert frame["faces"] == 1 and 0 < frame["median_ms"] <= frame["p90_ms"]
+        # A face under MIN_FACE_SHARE of the width sends the frame to the full-range model.
+        small = frame["face_share"] < fd.MIN_FACE_SHARE[128]
+        assert frame["detector"] == (fd.FULL_RANGE if small else fd.SHORT_RANGE).name
+
     video = tmp_path / "clip.mp4"
     frame = cv2.resize(cv2.imread(str(PORTRAITS[1])), (320, 400))
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (320, 400))
