@@ -147,11 +147,12 @@ class FaceDetector:
             raise ValueError(f"face detector threshold must be between 0 and 1, got {threshold}")
         self.threshold = threshold
         self.anchor_centres = anchors(self.input_size)
-        shapes = {tuple(d["shape"]) for d in self.model.interpreter.get_output_details()}
+        outputs = {tuple(d["shape"]): d["index"] for d in self.model.interpreter.get_output_details()}
         count = len(self.anchor_centres)
-        if shapes != {(1, count, 16), (1, count, 1)}:
-            raise ValueError(f"{self.path} is not a BlazeFace detector: outputs {sorted(shapes)}, "
+        if set(outputs) != {(1, count, 16), (1, count, 1)}:
+            raise ValueError(f"{self.path} is not a BlazeFace detector: outputs {sorted(outputs)}, "
                              f"expected (1, {count}, 16) boxes and (1, {count}, 1) scores")
+        self.boxes_index, self.scores_index = outputs[(1, count, 16)], outputs[(1, count, 1)]
         mapping = box_mapping_path(self.path)
         self.box_mapping = json.loads(mapping.read_text()) if mapping.is_file() else None
 
@@ -161,10 +162,8 @@ class FaceDetector:
         interpreter = self.model.interpreter
         interpreter.set_tensor(self.model.input["index"], data[None])
         interpreter.invoke()
-        outputs = {tuple(d["shape"]): interpreter.get_tensor(d["index"])[0]
-                   for d in interpreter.get_output_details()}
-        raw_boxes = outputs[(1, len(self.anchor_centres), 16)]
-        raw_scores = outputs[(1, len(self.anchor_centres), 1)][:, 0]
+        raw_boxes = interpreter.get_tensor(self.boxes_index)[0]
+        raw_scores = interpreter.get_tensor(self.scores_index)[0, :, 0]
         # Decode only the anchors above the threshold (a sigmoid is monotonic).
         keep = np.clip(raw_scores, -SCORE_CLIP, SCORE_CLIP) >= np.log(
             self.threshold / (1 - self.threshold))

@@ -42,13 +42,24 @@ def crop(image, center, side, out_size):
     # so its centre sits at u*scale + edge + scale/2.
     offset = np.asarray(center, np.float64) - side / 2 + scale / 2 - 0.5
     transform = np.array([scale, offset[0], offset[1]])
-    source = image
+    source, origin = image, np.zeros(2)
     if scale > 1.5:
         # Bilinear sampling aliases when shrinking; blur away what the crop
-        # cannot represent first.
+        # cannot represent first. Only the part the crop reads is blurred:
+        # a margin wider than the kernel (OpenCV's radius is 3 sigma for
+        # uint8, 4 sigma for float) leaves every sampled pixel as a blur of
+        # the whole image would (the image's own edges are edges in both).
         sigma = 0.5 * np.sqrt(scale ** 2 - 1)
-        source = cv2.GaussianBlur(image, (0, 0), sigma)
-    matrix = np.array([[scale, 0, offset[0]], [0, scale, offset[1]]])
+        margin = int(np.ceil(4 * sigma)) + 2
+        x0, y0 = np.floor(offset - margin).astype(int).clip(0, None)
+        x1, y1 = np.minimum(np.ceil(offset + scale * out_size + margin).astype(int),
+                            image.shape[1::-1])
+        if x1 - x0 < 1 or y1 - y0 < 1:   # the crop misses the image: all zeros
+            return np.zeros((out_size, out_size) + image.shape[2:], image.dtype), transform
+        source = cv2.GaussianBlur(image[y0:y1, x0:x1], (0, 0), sigma)
+        origin = np.array([x0, y0], np.float64)
+    shifted = offset - origin
+    matrix = np.array([[scale, 0, shifted[0]], [0, scale, shifted[1]]])
     patch = cv2.warpAffine(source, matrix, (out_size, out_size),
                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)

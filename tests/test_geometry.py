@@ -33,3 +33,25 @@ def test_crop_square_is_scaled_landmark_box():
     center, side = geometry.crop_square(geometry.landmark_box([[10, 20], [50, 40]]))
     np.testing.assert_allclose(center, [30, 30])
     assert side == 40 * geometry.CROP_SCALE
+
+
+def _crop_blurring_the_whole_image(image, center, side, out_size):
+    """geometry.crop as it was: the anti-alias blur over the whole image."""
+    import cv2
+    scale = side / out_size
+    offset = np.asarray(center, np.float64) - side / 2 + scale / 2 - 0.5
+    sigma = 0.5 * np.sqrt(scale ** 2 - 1)
+    matrix = np.array([[scale, 0, offset[0]], [0, scale, offset[1]]])
+    return cv2.warpAffine(cv2.GaussianBlur(image, (0, 0), sigma), matrix, (out_size, out_size),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def test_shrinking_crop_blurs_only_what_it_reads_with_the_same_pixels():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    # Inside, across each edge, over a corner, larger than the image, and off it.
+    for center, side in (((320, 240), 300), ((20, 240), 260), ((630, 470), 400),
+                         ((320, 240), 1500), ((300, 10), 200.5), ((2000, 2000), 300)):
+        patch, _ = geometry.crop(image, center, side, 128)
+        np.testing.assert_array_equal(patch, _crop_blurring_the_whole_image(image, center, side, 128))
