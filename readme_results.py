@@ -92,15 +92,19 @@ def speed_section():
 
 
 def predictor_section():
-    result = _load("predictor_eval.json")
-    if result is None:
+    runs = [(p, json.loads(p.read_text())) for p in sorted(RESULTS.glob("predictor_eval*.json"))]
+    if not runs:
         return "_No predictor evaluation yet: `make evaluate-predictor` writes results/predictor_eval.json._"
-    where = f"the test faces of `{result['split']}`" if result.get("split") else ", ".join(result["dirs"])
-    return (f"Detector + landmarks (`{result['model']}`) on {where}: {result['faces']} faces, "
-            f"**{result['missed']} missed** by the detector ({100 * result['missed_share']:.1f}%); "
-            f"on the found faces NME **{100 * result['nme']:.3f}%**, FR@0.10 "
-            f"{100 * result['fr']:.2f}%, AUC@0.10 {result['auc']:.4f} "
-            f"(results/predictor_eval.json, `evaluate_predictor.py`).")
+    first = runs[0][1]
+    where = f"the test faces of `{first['split']}`" if first.get("split") else ", ".join(first["dirs"])
+    lines = [f"Detector + landmarks (`{first['model']}`) on {where} (`evaluate_predictor.py`):", "",
+             "| file | re-crop passes | flip test | faces | missed | NME % | FR@0.10 % | AUC@0.10 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| results/{p.name} | {r.get('refine', 1)} | {'yes' if r.get('flip') else 'no'} "
+              f"| {r['faces']} | **{r['missed']}** ({100 * r['missed_share']:.1f}%) "
+              f"| **{100 * r['nme']:.3f}** | {100 * r['fr']:.2f} | {r['auc']:.4f} |"
+              for p, r in runs]
+    return "\n".join(lines)
 
 
 def techniques_section():
