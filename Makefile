@@ -49,6 +49,7 @@ train: $(VENV)/.installed
 
 evaluate: $(VENV)/.installed
 	$(PY) landmark.py --eval_only $(RECORDS) --metrics_out results/val_$(RUN).json
+	$(PY) landmark.py --eval_only --flip_test $(RECORDS) --metrics_out results/val_$(RUN)_flip.json
 
 qat: $(VENV)/.installed
 	$(PY) landmark.py --quantization --epochs $(QAT_EPOCHS) --batch_size 32 $(RECORDS) \
@@ -87,11 +88,13 @@ evaluate-predictor: $(VENV)/.installed
 	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/split
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json \
 	    --model runs/split/tflite/qat_int8_only.tflite
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json --flip \
+	    --model runs/split/tflite/qat_int8_only.tflite --out results/predictor_eval_flip.json
 
 readme: $(VENV)/.installed
 	$(PY) readme_results.py
 
-reproduce: data train qat export benchmark techniques evaluate-predictor train-all bundle readme
+reproduce: data train evaluate qat export benchmark techniques evaluate-predictor train-all bundle readme
 
 # The bundled models: the validated recipe retrained on all 1,207 faces, then
 # QAT. No face is left to validate on, so the last checkpoints are kept
