@@ -44,10 +44,11 @@ ANCHOR_LAYOUTS = {128: ((8, 2), (16, 6)), 192: ((4, 1),)}
 # any threshold tried, so MediaPipe's own 0.5, with the fewest such boxes.
 DEFAULT_THRESHOLDS = {128: 0.5, 192: 0.35}
 # Faces narrower than this share of the photo's longer side make a model's
-# detections untrusted (detect_faces then asks the next model). Measured on
-# 200 of the shared faces pasted into 640×480 frames at a landmark-box width
-# of 0.08 / 0.12 / 0.16 / 0.20 of the frame: the short-range model missed
-# 198 / 42 / 3 / 0 of them, the full-range one 9 / 2 / 0 / 0.
+# detections untrusted (detect_faces then asks the next model). From the
+# "size_sweep" fit_box_mapping.py writes beside each model: 200 of the shared
+# faces pasted into 640×480 frames at a landmark-box width of 0.08 / 0.12 /
+# 0.16 / 0.20 of the frame were missed 199 / 44 / 1 / 0 times by the
+# short-range model and 8 / 2 / 0 / 0 times by the full-range one.
 MIN_FACE_SHARE = {128: 0.2, 192: 0.0}
 SCORE_CLIP = 100.0
 NMS_IOU = 0.3
@@ -111,23 +112,24 @@ def letterbox(image, size=192):
     """Fit an image into a size² patch (top-left, zero padding bottom/right);
     returns the patch and the factor from patch pixels to image pixels.
 
-    Shrinks by a whole factor with pixel averaging first (anti-aliased and,
-    for a whole factor, ~3x faster than OpenCV's area resize at a fractional
-    one), then bilinearly by less than 2x, as MediaPipe resizes.
+    Halves the image with pixel averaging while it is at least twice the
+    patch (OpenCV's 2x area resize has a fast path: two halvings take ~0.15
+    ms on a 640×480 frame, one area resize by 5 ~0.6 ms), then resizes
+    bilinearly by less than 2x, as MediaPipe resizes.
     """
-    height, width = image.shape[:2]
-    step = max(1, min(max(height, width) // size, min(height, width)))
-    if step > 1:
-        height, width = height - height % step, width - width % step
-        image = cv2.resize(image[:height, :width], (width // step, height // step),
+    halvings = 0
+    while max(image.shape[:2]) >= 2 * size and min(image.shape[:2]) >= 2:
+        height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+        image = cv2.resize(image[:height, :width], (width // 2, height // 2),
                            interpolation=cv2.INTER_AREA)
+        halvings += 1
     scale = size / max(image.shape[:2])
     fitted = cv2.resize(image, (min(size, max(1, round(image.shape[1] * scale))),
                                 min(size, max(1, round(image.shape[0] * scale)))),
                         interpolation=cv2.INTER_LINEAR)
     patch = np.zeros((size, size, 3), image.dtype)
     patch[:fitted.shape[0], :fitted.shape[1]] = fitted
-    return patch, step / scale
+    return patch, 2 ** halvings / scale
 
 
 class FaceDetector:

@@ -27,6 +27,9 @@ from face_detector import DEFAULT_MODELS, FaceDetector, box_mapping_path, iou
 
 
 SWEEP = (0.3, 0.35, 0.4, 0.45, 0.5)
+# Landmark-box widths, as shares of a 640×480 frame, at which size_sweep
+# pastes faces: where a detector stops finding faces (face_detector.MIN_FACE_SHARE).
+SHARES = (0.08, 0.12, 0.16, 0.2, 0.25)
 
 
 def fit(faces, detector, min_iou=0.3, sweep=SWEEP):
@@ -78,6 +81,33 @@ def fit(faces, detector, min_iou=0.3, sweep=SWEEP):
     return mapping, stats
 
 
+def size_sweep(faces, detector, shares=SHARES, count=200, seed=0, frame=(640, 480), min_iou=0.3):
+    """Faces missed when `count` of `faces` (a seeded draw) are scaled so
+    their landmark box is each share of the frame width and pasted into the
+    top-left of a grey 640×480 frame: [{"share", "faces", "missed"}]."""
+    rng = np.random.default_rng(seed)
+    chosen = [faces[i] for i in rng.choice(len(faces), min(count, len(faces)), replace=False)]
+    missed, used = dict.fromkeys(shares, 0), 0
+    for face in tqdm(chosen, desc="size sweep", unit="face"):
+        image = cv2.imread(str(face.image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        used += 1
+        truth = geometry.landmark_box(face.marks)
+        for share in shares:
+            scale = share * frame[0] / max(truth[2] - truth[0], truth[3] - truth[1])
+            small = cv2.resize(image, (max(1, int(image.shape[1] * scale)),
+                                       max(1, int(image.shape[0] * scale))),
+                               interpolation=cv2.INTER_AREA)[:frame[1], :frame[0]]
+            canvas = np.full((frame[1], frame[0], 3), 100, np.uint8)
+            canvas[:small.shape[0], :small.shape[1]] = small
+            boxes = np.array([box for box, _ in detector.detect(
+                cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB))]).reshape(-1, 4)
+            if not len(boxes) or iou(truth * scale, boxes).max() < min_iou:
+                missed[share] += 1
+    return [{"share": share, "faces": used, "missed": missed[share]} for share in shares]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folders", nargs="+", help="300-W style folders (NAME.jpg + NAME.pts)")
@@ -89,7 +119,9 @@ def main(argv=None):
     try:
         faces = [f for folder in args.folders for f in gen.read_300w_dir(folder)]
         for model_path in args.detector:
-            mapping, stats = fit(faces, FaceDetector(model_path))
+            detector = FaceDetector(model_path)
+            mapping, stats = fit(faces, detector)
+            stats["size_sweep"] = size_sweep(faces, detector)
             out = box_mapping_path(model_path)
             if args.out_dir:
                 out = Path(args.out_dir) / out.name

@@ -186,11 +186,31 @@ def run_images(model, inputs, out_dir, montage_path=None):
     print(f"faces per image: {counts}\nwrote {out_dir}/*_marks.jpg and marks.json")
 
 
-def speed(model, image_paths, out_path, runs=200, size=(640, 480)):
+def speed(model, image_paths, out_path, runs=200, size=(640, 480), repeats=5):
     """Median / p90 ms of predict() on each photo fitted into a 640×480
     frame (detector + landmarks, 1 thread each), written as JSON with the
     faces found, the widest one's share of the frame width and the detector
-    that answered (the full-range one runs too when faces are small)."""
+    that answered (the full-range one runs too when faces are small).
+    OpenCV is held to one thread as well (it would split resizes over the
+    cores), so the whole frame runs on one core."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        frames = _time_frames(model, image_paths, runs, size, repeats)
+    finally:
+        cv2.setNumThreads(threads)
+    result = {"frame": list(size), "runs": runs, "rounds": repeats, "threads": 1,
+              "refine": model.refine,
+              "flip": model.flip, "frames": frames}
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps(result, indent=1))
+    print(f"wrote {out_path}")
+
+
+def _time_frames(model, image_paths, runs, size, repeats):
+    """Per photo: `repeats` rounds of `runs` timed predict() calls, the
+    photos taking turns each round, so that a slow spell of the machine
+    shows up as a spread between rounds rather than as one photo's number."""
     import time
     frames = []
     for image_path in image_paths:
@@ -200,24 +220,31 @@ def speed(model, image_paths, out_path, runs=200, size=(640, 480)):
         fitted = cv2.resize(photo, (int(photo.shape[1] * scale), int(photo.shape[0] * scale)))
         frame[:fitted.shape[0], :fitted.shape[1]] = fitted
         faces = model.predict(frame)
-        times = []
-        for _ in tqdm(range(runs + 10), desc=f"timing {Path(image_path).name}", unit="frame"):
-            start = time.perf_counter()
-            model.predict(frame)
-            times.append(time.perf_counter() - start)
-        times = 1000 * np.array(times[10:])
-        frames.append({"image": str(image_path), "faces": len(faces),
+        frames.append({"image": str(image_path), "frame": frame, "faces": len(faces),
                        "face_share": max((f["box"][2] - f["box"][0] for f in faces), default=0)
-                       / size[0], "detector": model.last_detector,
-                       "median_ms": float(np.median(times)),
-                       "p90_ms": float(np.percentile(times, 90))})
-        print(f"{Path(image_path).name}: {len(faces)} face(s) by {model.last_detector}, "
-              f"{frames[-1]['median_ms']:.2f} ms median per 640x480 frame")
-    result = {"frame": list(size), "runs": runs, "threads": 1, "refine": model.refine,
-              "flip": model.flip, "frames": frames}
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_path).write_text(json.dumps(result, indent=1))
-    print(f"wrote {out_path}")
+                       / size[0], "detector": model.last_detector, "times": []})
+    with tqdm(total=repeats * len(frames) * runs, desc="timing", unit="frame") as bar:
+        for _ in range(repeats):
+            for entry in frames:
+                for _ in range(10):                      # warm the caches for this photo
+                    model.predict(entry["frame"])
+                times = []
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    model.predict(entry["frame"])
+                    times.append(time.perf_counter() - start)
+                entry["times"].append(1000 * np.array(times))
+                bar.update(runs)
+    for entry in frames:
+        del entry["frame"]
+        times = entry.pop("times")
+        entry.update(median_ms=float(np.median(np.concatenate(times))),
+                     p90_ms=float(np.percentile(np.concatenate(times), 90)),
+                     round_medians_ms=[float(np.median(t)) for t in times])
+        print(f"{Path(entry['image']).name}: {entry['faces']} face(s) by {entry['detector']}, "
+              f"{entry['median_ms']:.2f} ms median per 640x480 frame (rounds: "
+              + ", ".join(f"{m:.2f}" for m in entry["round_medians_ms"]) + ")")
+    return frames
 
 
 def run_video(model, video, out_dir):

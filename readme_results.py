@@ -31,14 +31,33 @@ HEADER = ("| run | NME % | FR@0.10 % | AUC@0.10 | MSE (128 px) | epochs | traini
           "| images/s | checkpoint |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
+# The reported run: every other validation run is compared with it face by face.
+REFERENCE_RUN = "val_resnet_v2"
+
+
+def paired_difference(nmes, reference):
+    """Mean per-face NME difference and its standard error, in NME points."""
+    import numpy as np
+    diff = 100 * (np.asarray(nmes) - np.asarray(reference))
+    return diff.mean(), diff.std(ddof=1) / np.sqrt(len(diff))
+
+
 def validation_section():
-    runs = [(f"`{p.stem}`", json.loads(p.read_text()))
-            for p in sorted(RESULTS.glob("val_*.json"))]
+    runs = [(p.stem, json.loads(p.read_text())) for p in sorted(RESULTS.glob("val_*.json"))]
     if not runs:
         return "_No validation run yet: `make train evaluate` writes results/val_metrics.json._"
-    lines = [HEADER] + [_metrics_row(label, m) for label, m in runs]
+    reference = dict(runs).get(REFERENCE_RUN)
+    header = HEADER.split("\n")
+    lines = [header[0] + f" vs `{REFERENCE_RUN}`, points (paired s.e.) |", header[1] + " --- |"]
+    for name, m in runs:
+        compare = ""
+        if reference and name != REFERENCE_RUN and len(m.get("nmes", [])) == len(reference["nmes"]):
+            compare = "{:+.3f} ({:.3f})".format(*paired_difference(m["nmes"], reference["nmes"]))
+        lines.append(_metrics_row(f"`{name}`", m) + f" {compare} |")
     first = runs[0][1]
-    lines += ["", f"Validation faces: {first['num_faces']} (`{first['record']}`). "
+    lines += ["", f"Validation faces: {first['num_faces']} (`{first['record']}`). The last column "
+              f"is each run's mean NME minus `{REFERENCE_RUN}`'s over the same faces, with the "
+              "standard error of that mean: differences within about two of them are noise. "
               "Files: " + ", ".join(f"results/{p.name}" for p in sorted(RESULTS.glob('val_*.json')))]
     return "\n".join(lines)
 
@@ -76,18 +95,21 @@ def benchmark_section():
 
 
 def speed_section():
-    speed = _load("predict_speed.json")
-    if speed is None:
-        return "_No speed run yet: `make demo` writes results/predict_speed.json._"
-    lines = [f"Detector + int8 landmarks per {speed['frame'][0]}×{speed['frame'][1]} frame, "
-             f"{speed['threads']} thread, {speed['runs']} runs, {speed['refine']} re-crop pass"
-             f"{', flip test' if speed['flip'] else ''} (results/predict_speed.json, "
-             f"`predict.py --speed`):", "",
-             "| photo in the frame | faces | widest face / frame width | detector used "
-             "| median ms | p90 ms |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| `{Path(f['image']).name}` | {f['faces']} | {f['face_share']:.2f} | "
-              f"`{f['detector']}` | **{f['median_ms']:.2f}** | {f['p90_ms']:.2f} |"
-              for f in speed["frames"]]
+    runs = [(p, json.loads(p.read_text())) for p in sorted(RESULTS.glob("predict_speed*.json"))]
+    if not runs:
+        return "_No speed run yet: `predict.py test_images/ --speed results/predict_speed.json`._"
+    first = runs[0][1]
+    lines = [f"Detector + int8 landmarks per {first['frame'][0]}×{first['frame'][1]} frame, "
+             f"{first['threads']} thread, {first.get('rounds', 1)} rounds of {first['runs']} runs "
+             f"per photo, {first['refine']} re-crop pass{', flip test' if first['flip'] else ''} "
+             "(`predict.py test_images/ --speed FILE`):", "",
+             "| file | photo in the frame | faces | widest face / frame width | detector used "
+             "| median ms | p90 ms | median of each round, ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| results/{p.name} | `{Path(f['image']).name}` | {f['faces']} | {f['face_share']:.2f} "
+              f"| `{f['detector']}` | **{f['median_ms']:.2f}** | {f['p90_ms']:.2f} | "
+              + ", ".join(f"{m:.1f}" for m in f.get("round_medians_ms", [])) + " |"
+              for p, speed in runs for f in speed["frames"]]
     return "\n".join(lines)
 
 

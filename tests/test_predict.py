@@ -173,11 +173,12 @@ def test_cli_writes_annotated_images_marks_and_video(tiny_models, tmp_path):
 
     from predict import predictor as make, speed
     speed(make(cnn_model_path=tiny_models / "model.tflite"), PORTRAITS, tmp_path / "speed.json",
-          runs=5)
+          runs=5, repeats=2)
     timing = json.loads((tmp_path / "speed.json").read_text())
     assert [Path(f["image"]).name for f in timing["frames"]] == [p.name for p in PORTRAITS]
     for frame in timing["frames"]:
         assert frame["faces"] == 1 and 0 < frame["median_ms"] <= frame["p90_ms"]
+        assert len(frame["round_medians_ms"]) == 2
         # A face under MIN_FACE_SHARE of the width sends the frame to the full-range model.
         small = frame["face_share"] < fd.MIN_FACE_SHARE[128]
         assert frame["detector"] == (fd.FULL_RANGE if small else fd.SHORT_RANGE).name
@@ -239,6 +240,10 @@ def test_box_mapping_fit_on_annotated_photos(tmp_path):
         assert 0.6 < result["side_over_width"] < 1.4
         assert [row["threshold"] for row in result["threshold_sweep"]] == list(fit_box_mapping.SWEEP)
         assert all(row["missed"] >= 1 for row in result["threshold_sweep"])
+        sweep = {row["share"]: row["missed"] for row in result["size_sweep"]}
+        assert list(sweep) == list(fit_box_mapping.SHARES)
+        assert all(row["faces"] == 3 for row in result["size_sweep"])
+        assert sweep[0.25] == 1                  # the portraits at 25% of the width: found
     # A detector without a mapping is named, with the command that makes one.
     copy = tmp_path / "my_detector.tflite"
     shutil.copy(fd.SHORT_RANGE, copy)
