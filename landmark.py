@@ -232,6 +232,20 @@ def training_summary(checkpoint_dir, images_per_epoch):
             "train_minutes": sum(images_per_epoch / v for v in speeds) / 60}
 
 
+def average_models(predict_fn, export_dirs, card):
+    """predict_fn averaged with the exported models in `export_dirs`, which
+    must mark the same layout at the same input size."""
+    fns = [predict_fn]
+    for path in export_dirs:
+        other, other_card = load_saved_model(path)
+        for key in ("layout", "input_size"):
+            if other_card[key] != card[key]:
+                raise ValueError(f"--average_with {path}: its {key} is {other_card[key]!r}, "
+                                 f"the evaluated model's is {card[key]!r}")
+        fns.append(other)
+    return lambda images: np.mean([np.asarray(fn(images), np.float64) for fn in fns], axis=0)
+
+
 def write_metrics(result, path, **extra):
     """Write an evaluation as JSON (per-face NMEs kept in `nmes`)."""
     path = Path(path)
@@ -382,6 +396,8 @@ def parse_args(argv=None):
     p.add_argument("--eval_only", **flag, help="evaluate and stop")
     p.add_argument("--flip_test", **flag,
                    help="evaluation: average each face with its mirror image (2 passes)")
+    p.add_argument("--average_with", nargs="+", default=[], metavar="EXPORT_DIR",
+                   help="evaluation: average the marks with these exported models' (an ensemble)")
     p.add_argument("--quantization", **flag,
                    help="quantization-aware training / its checkpoints and export")
     p.add_argument("--weight_bits", type=int, default=8, choices=range(2, 9), metavar="{2..8}",
@@ -438,6 +454,9 @@ def main(argv=None):
         else:
             model, card = train(args)
             predict, source = keras_predict(model), f"{checkpoint_dir}/best.weights.h5"
+        if args.average_with:
+            predict, source = average_models(predict, args.average_with, card), \
+                " + ".join([source, *args.average_with])
         if args.flip_test:
             predict, source = flip_averaged(predict, card["input_size"]), f"{source} + flip test"
         result = evaluate(predict, args.val_record)
@@ -449,7 +468,8 @@ def main(argv=None):
     if args.metrics_out:
         write_metrics(result, args.metrics_out, model=source, record=args.val_record,
                       architecture=card["model"], quantized=bool(card.get("quantized")),
-                      loss=card.get("loss"), flip_test=args.flip_test, training=None if args.export_dir else
+                      loss=card.get("loss"), flip_test=args.flip_test,
+                      average_with=args.average_with, training=None if args.export_dir else
                       training_summary(checkpoint_dir, images_per_epoch(args)))
 
 

@@ -69,6 +69,20 @@ def test_end_to_end_300w(tmp_path, monkeypatch, make_300w_folder):
     assert ok, note
     np.testing.assert_allclose(int8.predict(images), predict(images), atol=0.05)
 
+    # --average_with: a model averaged with itself scores as itself; a model
+    # of another layout is refused by name.
+    landmark.main(records + ["--eval_only", "--export_dir", "exported", "--metrics_out", "one.json"])
+    landmark.main(records + ["--eval_only", "--export_dir", "exported", "--average_with", "exported",
+                             "--metrics_out", "avg.json"])
+    one, avg = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "avg.json"))
+    assert avg["nme"] == pytest.approx(one["nme"], rel=1e-6) and avg["average_with"] == ["exported"]
+    import shutil
+    shutil.copytree(tmp_path / "exported", tmp_path / "other")
+    card_path = tmp_path / "other" / landmark.MODEL_CARD
+    card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "layout": "wflw98"}))
+    with pytest.raises(SystemExit, match="--average_with other: its layout is 'wflw98'"):
+        landmark.main(records + ["--eval_only", "--export_dir", "exported", "--average_with", "other"])
+
 
 def test_end_to_end_wflw(tmp_path, monkeypatch, make_wflw_tree):
     root = make_wflw_tree(train=10, test=4)
