@@ -57,7 +57,9 @@ def validation_section():
     first = runs[0][1]
     lines += ["", f"Validation faces: {first['num_faces']} (`{first['record']}`). The last column "
               f"is each run's mean NME minus `{REFERENCE_RUN}`'s over the same faces, with the "
-              "standard error of that mean: differences within about two of them are noise. "
+              "standard error of that mean. It measures the noise of scoring on these faces only, not "
+              "of training (`val_resnet_v2b`, run v2's command run again, differs from it by "
+              "several of them). "
               "Files: " + ", ".join(f"results/{p.name}" for p in sorted(RESULTS.glob('val_*.json')))]
     return "\n".join(lines)
 
