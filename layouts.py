@@ -69,12 +69,17 @@ def flip_averaged(predict_fn, input_size):
     the mirrored crop, mapped back (x -> S-1-x) and relabelled by the
     layout's mirror. predict_fn maps (B, S, S, 3) to (B, 2N) marks divided
     by S; so does the returned function, at twice the cost."""
+    mirrors = {}   # mark count -> mirror permutation, looked up once
+
     def predict(images):
         images = np.asarray(images)
         direct = np.asarray(predict_fn(images), np.float64)
         mirrored = np.asarray(predict_fn(np.ascontiguousarray(images[:, :, ::-1])), np.float64)
         mirrored = mirrored.reshape(len(images), -1, 2)
-        mirror = np.asarray(layout_for_count(mirrored.shape[1]).mirror)
+        count = mirrored.shape[1]
+        if count not in mirrors:
+            mirrors[count] = np.asarray(layout_for_count(count).mirror)
+        mirror = mirrors[count]
         mirrored[..., 0] = (input_size - 1) / input_size - mirrored[..., 0]
         return (direct + mirrored[:, mirror].reshape(len(images), -1)) / 2
     return predict
