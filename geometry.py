@@ -97,3 +97,29 @@ def detector_to_landmark_box(box, mapping):
     cy = (y0 + y1) / 2 + mapping["center_offset"][1] * height
     half = mapping["side_over_width"] * width / 2
     return np.array([cx - half, cy - half, cx + half, cy + half])
+
+
+def cell_centres(cells_per_side):
+    """(cells², 2): (x, y) of each cell's centre as a fraction of the map,
+    cells in row-major order."""
+    index = np.arange(cells_per_side * cells_per_side)
+    return np.stack([index % cells_per_side, index // cells_per_side], 1).astype(
+        np.float32) / cells_per_side + 0.5 / cells_per_side
+
+
+def decode_scores(outputs):
+    """A model's raw outputs -> (B, 2N) marks. (B, 2N) passes through;
+    (B, h, h, N) score maps become each mark's expected cell centre under a
+    softmax over the cells, as network's integral head computes in the graph."""
+    outputs = np.asarray(outputs, np.float32)
+    if outputs.ndim == 2:
+        return outputs
+    if outputs.ndim != 4 or outputs.shape[1] != outputs.shape[2]:
+        raise ValueError(f"model output of shape {outputs.shape} is neither (B, 2N) marks "
+                         "nor (B, h, h, N) score maps")
+    batch, side, _, num_marks = outputs.shape
+    logits = outputs.reshape(batch, side * side, num_marks)
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    xy = np.einsum("bcn,cd->bnd", weights, cell_centres(side))
+    return xy.reshape(batch, num_marks * 2)

@@ -26,7 +26,8 @@ import dataset
 import geometry
 import metrics
 from layouts import flip_averaged, get_layout
-from network import MODELS, RESNET_STAGES, build_model, parse_stages
+import network
+from network import HEADS, MODELS, RESNET_STAGES, build_model, parse_stages
 
 keras = tf.keras
 MODEL_CARD = "landmark.json"
@@ -85,14 +86,21 @@ def nme_metric(layout):
 def qat_wrap(model, weight_bits=8):
     """tfmot's QAT wrapping: its default 8-bit scheme, or its experimental
     n-bit scheme (same layer patterns and BN folding, `weight_bits`-bit
-    weights, 8-bit activations) for other widths."""
+    weights, 8-bit activations) for other widths. An integral head's float
+    tail (network.INTEGRAL_TAIL) is left unquantized: it is not exported."""
     import tensorflow_model_optimization as tfmot
-    if weight_bits == 8:
-        return tfmot.quantization.keras.quantize_model(model)
     keras_q = tfmot.quantization.keras
+    if network.scores_model(model) is model:
+        annotated = keras_q.quantize_annotate_model(model)
+    else:
+        annotated = keras.models.clone_model(model, clone_function=lambda layer: (
+            layer if layer.name in network.INTEGRAL_TAIL
+            else keras_q.quantize_annotate_layer(layer)))
+    if weight_bits == 8:
+        return keras_q.quantize_apply(annotated)
     scheme = keras_q.experimental.default_n_bit.DefaultNBitQuantizeScheme(
         num_bits_weight=weight_bits, num_bits_activation=8)
-    return keras_q.quantize_apply(keras_q.quantize_annotate_model(model), scheme)
+    return keras_q.quantize_apply(annotated, scheme)
 
 
 def make_model(card, quantize=False):
@@ -150,10 +158,15 @@ def calibrate_qat_ranges(qat_model, float_model, images):
 
 
 def export(model, card, export_dir):
-    """SavedModel of `model` with its card as landmark.json inside."""
+    """SavedModel of `model` with its card as landmark.json inside. An
+    integral-head model is saved up to its score maps (network.scores_model);
+    load_saved_model and TFLiteModel decode them."""
     export_dir = Path(export_dir)
     partial = export_dir.with_name(export_dir.name + ".partial")
-    tf.saved_model.save(model, str(partial))
+    scores = network.scores_model(model)
+    if scores is not model:
+        card = {**card, "output": SCORE_MAPS_OUTPUT}
+    tf.saved_model.save(scores, str(partial))
     (partial / MODEL_CARD).write_text(json.dumps(card, indent=1))
     if export_dir.exists():
         import shutil
@@ -161,6 +174,11 @@ def export(model, card, export_dir):
     partial.rename(export_dir)
     print(f"exported {card['model']} ({'QAT' if card.get('quantized') else 'float'}) "
           f"-> {export_dir}/")
+
+
+SCORE_MAPS_OUTPUT = ("score maps (B, h, h, N): each mark is its expected cell centre under a "
+                     "softmax over the cells (geometry.decode_scores), (x, y) in the crop "
+                     "divided by input_size")
 
 
 def load_saved_model(path):
@@ -174,7 +192,7 @@ def load_saved_model(path):
 
     def predict(images):
         outputs = serve(tf.convert_to_tensor(images, tf.float32))
-        return next(iter(outputs.values())).numpy()
+        return geometry.decode_scores(next(iter(outputs.values())).numpy())
     predict.keep_alive = loaded  # the signature needs its variables alive
     return predict, json.loads((path / MODEL_CARD).read_text())
 
@@ -362,6 +380,8 @@ def model_options(args):
     options = {}
     if args.head_channels:
         options["head_channels"] = args.head_channels
+    if args.head != "dense":
+        options["head"] = args.head
     if args.stages is not None:
         options["stages"] = [list(stage) for stage in parse_stages(args.stages)]
     return options
@@ -380,6 +400,9 @@ def parse_args(argv=None):
     p.add_argument("--model", choices=sorted(MODELS), default="resnet")
     p.add_argument("--head_channels", type=int, default=None,
                    help="resnet: channels of the 4×4 map feeding the output (default 64)")
+    p.add_argument("--head", choices=HEADS, default="dense",
+                   help="resnet: 'dense' regresses marks from the last map; 'integral' takes "
+                        "each mark's expected position under a softmax over 16×16 cells")
     p.add_argument("--stages", default=None,
                    help="resnet: FILTERSxBLOCKS per stage, each halving the map (default "
                         + ",".join(f"{f}x{b}" for f, b in RESNET_STAGES) + ")")

@@ -8,6 +8,8 @@ so the quantized graph is int8 from input to output.
 import keras_env  # noqa: F401  (must precede TensorFlow)
 import tensorflow as tf
 
+import geometry
+
 keras = tf.keras
 layers = keras.layers
 
@@ -59,23 +61,85 @@ def _residual(x, filters, stride):
 RESNET_STAGES = ((32, 1), (64, 2), (96, 2), (128, 1))
 
 
-def resnet(num_marks, input_size=128, head_channels=64, stages=RESNET_STAGES):
+def resnet(num_marks, input_size=128, head_channels=64, stages=RESNET_STAGES, head="dense"):
     """A small ResNet of plain 3×3 convolutions (BN, ReLU). Plain convs train
     about 3× faster than MobileNetV2's depthwise ones on these CPUs (110 vs
-    40 images/s measured) and quantize as well. A 1×1 conv squeezes the
-    4×4 map and every position feeds the dense output (position matters for
-    landmarks; global pooling would throw it away). `stages` lists
-    (filters, blocks) per stage, as RESNET_STAGES."""
+    40 images/s measured) and quantize as well. `stages` lists (filters,
+    blocks) per stage, as RESNET_STAGES. `head` is how marks come out:
+    'dense': a 1×1 conv squeezes the last map and every position feeds the
+    dense output (position matters for landmarks; global pooling would throw
+    it away); 'integral': see _integral_head."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose from {sorted(HEADS)}")
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = layers.ReLU()(_bn(layers.Conv2D(16, 3, 2, padding="same", use_bias=False)(inputs)))
+    maps = []
     for filters, repeats in stages:
         x = _residual(x, filters, 2)
         for _ in range(repeats - 1):
             x = _residual(x, filters, 1)
-    x = layers.ReLU()(_bn(layers.Conv2D(head_channels, 1, use_bias=False)(x)))
-    x = layers.Flatten()(x)
-    outputs = _marks_head(x, num_marks)
+        maps.append(x)
+    if head == "integral":
+        outputs = _integral_head(maps, num_marks, head_channels)
+    else:
+        x = layers.ReLU()(_bn(layers.Conv2D(head_channels, 1, use_bias=False)(x)))
+        x = layers.Flatten()(x)
+        outputs = _marks_head(x, num_marks)
     return keras.Model(inputs, outputs, name="resnet")
+
+
+# The finest map the integral head reads: 16×16 cells of 8 px at 128 px in.
+INTEGRAL_CELLS = 16
+
+
+def _integral_head(maps, num_marks, channels):
+    """Integral regression (Sun et al. 2018): a top-down path brings the
+    coarse maps up to INTEGRAL_CELLS² cells, one score map per mark goes
+    through a softmax over the cells, and the mark is the expected cell
+    centre under it, so the output is still (x, y) fractions of the crop."""
+    coarse = [m for m in maps if m.shape[1] <= INTEGRAL_CELLS]
+    if not coarse or coarse[0].shape[1] != INTEGRAL_CELLS:
+        raise ValueError(f"the integral head needs a {INTEGRAL_CELLS}×{INTEGRAL_CELLS} map; "
+                         f"the stages give {[m.shape[1] for m in maps]}")
+    x = _bn(layers.Conv2D(channels, 1, use_bias=False)(coarse[-1]))
+    for lateral in reversed(coarse[:-1]):
+        x = layers.UpSampling2D(2)(x)
+        x = layers.Add()([x, _bn(layers.Conv2D(channels, 1, use_bias=False)(lateral))])
+    x = layers.ReLU()(_bn(layers.Conv2D(channels, 3, padding="same", use_bias=False)(x)))
+    scores = layers.Conv2D(num_marks, 1, kernel_initializer="zeros", name=SCORES_LAYER)(x)
+    return _integral_tail(scores, num_marks)
+
+
+def _integral_tail(scores, num_marks):
+    """Score maps (B, h, h, N) -> (B, 2N) expected positions. Its layers
+    (INTEGRAL_TAIL) stay float under QAT and out of the .tflite: an int8
+    softmax rounds the small weights to 0, pulling each mark towards the
+    crop's corner by the mass lost. geometry.decode_scores is its NumPy twin."""
+    cells = scores.shape[1] * scores.shape[2]
+    weights = layers.Softmax(axis=1, name="cell_weights")(
+        layers.Reshape((cells, num_marks), name="cells")(scores))
+    xy = layers.Dense(2, use_bias=False, trainable=False, name="expected_position",
+                      kernel_initializer=keras.initializers.Constant(
+                          geometry.cell_centres(scores.shape[1])))(
+        layers.Permute((2, 1), name="per_mark")(weights))
+    return layers.Reshape((num_marks * 2,), name="marks")(xy)
+
+
+SCORES_LAYER = "mark_scores"
+INTEGRAL_TAIL = ("cells", "cell_weights", "per_mark", "expected_position", "marks")
+
+
+def scores_model(model):
+    """What gets exported and converted: an integral-head model cut at its
+    score maps (the float tail is geometry.decode_scores' job); others unchanged.
+    Works on QAT-wrapped models too (tfmot prefixes 'quant_')."""
+    for layer in model.layers:
+        if layer.name in (SCORES_LAYER, "quant_" + SCORES_LAYER):
+            return keras.Model(model.input, layer.output, name=model.name + "_scores")
+    return model
+
+
+HEADS = ("dense", "integral")
 
 
 MODELS = {"cnn": original_cnn, "resnet": resnet}

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from geometry import decode_scores
+
 # Ops whose inputs are (activations, weights): the ones a mode must quantize.
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
@@ -57,10 +59,11 @@ class TFLiteModel:
         self.interpreter.set_tensor(self.input["index"], data)
         self.interpreter.invoke()
         out = self.interpreter.get_tensor(self.output["index"])
-        return dequantize(out, self.output) if out.dtype != np.float32 else out
+        return decode_scores(dequantize(out, self.output) if out.dtype != np.float32 else out)
 
     def predict(self, images):
-        """(B, H, W, 3) float pixels -> (B, 2N) float outputs."""
+        """(B, H, W, 3) float pixels -> (B, 2N) float marks (an integral
+        head's score maps decoded)."""
         return np.concatenate([self._invoke_one(image) for image in images])
 
     def latency_ms(self, image, runs=200, warmup=20):

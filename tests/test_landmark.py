@@ -8,6 +8,7 @@ import pytest
 import dataset
 import generate_mesh_dataset as gen
 import landmark
+import network
 
 
 def _train_eval_export(tmp_path, monkeypatch, records, layout, model_flags=()):
@@ -119,3 +120,37 @@ def test_missing_checkpoint_and_bad_model_path_are_clear(tmp_path, monkeypatch, 
     (tmp_path / "notamodel").mkdir()
     with pytest.raises(FileNotFoundError, match="notamodel is not a model exported"):
         landmark.load_saved_model(tmp_path / "notamodel")
+
+
+def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
+    """--head integral: trained, exported up to its score maps, reloaded and
+    converted to int8 with the float tail left to geometry.decode_scores."""
+    train, test = make_300w_folder("train", 10), make_300w_folder("test", 4, seed=1)
+    records = tmp_path / "records"
+    gen.main(["--dataset", "300w", "--train_dirs", str(train), "--test_dirs", str(test),
+              "--out_dir", str(records)])
+    _train_eval_export(tmp_path, monkeypatch, records, "300w68",
+                       ["--head", "integral", "--stages", "8x1,8x1,16x1", "--head_channels", "8"])
+    card = json.loads((tmp_path / "exported" / landmark.MODEL_CARD).read_text())
+    assert card["options"]["head"] == "integral" and "score maps" in card["output"]
+
+    flags = ["--train_record", str(records / "train.record"),
+             "--val_record", str(records / "test.record")]
+    landmark.main(flags + ["--quantization", "--epochs", "1", "--batch_size", "4"])
+    qat, _ = landmark.load_checkpoint("quantized_checkpoints", quantize=True)
+    # The softmax and expectation stay float: only the network before them is wrapped.
+    wrapped = {layer.name for layer in qat.layers if hasattr(layer, "layer")}
+    assert "quant_mark_scores" in wrapped and not wrapped & {
+        "quant_" + name for name in network.INTEGRAL_TAIL}
+    landmark.main(["--export_only", "--quantization"])
+    predict, _ = landmark.load_saved_model(tmp_path / "exported_quantized")
+
+    import ptq_benchmark
+    from tflite_model import TFLiteModel
+    images = next(iter(dataset.eval_dataset(records / "test.record", 8)))[0].numpy()
+    np.testing.assert_allclose(predict(images), qat(images, training=False).numpy(), atol=1e-5)
+    int8 = TFLiteModel(ptq_benchmark.convert(tmp_path / "exported_quantized", "int8_only", images))
+    assert list(int8.output["shape"]) == [1, 16, 16, 68]
+    ok, note = ptq_benchmark.check_dtypes(int8.content, "int8_only")
+    assert ok, note
+    np.testing.assert_allclose(int8.predict(images), predict(images), atol=0.05)
