@@ -37,7 +37,9 @@ from tqdm import tqdm
 
 import dataset
 import landmark
+import network
 import ptq_benchmark
+from geometry import decode_scores
 from tflite_model import TFLiteModel
 
 keras = tf.keras
@@ -441,19 +443,20 @@ def to_tflite(model, card, per_channel, representative):
 
 
 def load_float_model(saved_model_dir):
-    """(Keras model, card) of a float SavedModel exported by landmark.py."""
+    """(Keras model, card) of a float SavedModel exported by landmark.py: the
+    network as exported, so an integral head's ends at its score maps."""
     card = landmark.load_saved_model(saved_model_dir)[1]
     if card.get("quantized"):
         raise ValueError(f"{saved_model_dir} is a QAT model; these techniques start from "
                          "the float model")
-    model = landmark.make_model(card)
+    model = network.scores_model(landmark.make_model(card))
     model.load_weights(str(Path(saved_model_dir) / "variables" / "variables")
                        ).assert_existing_objects_matched()
     return model, card
 
 
 def keras_nme(model, test_record):
-    return landmark.evaluate(lambda x: model(x, training=False).numpy(), test_record,
+    return landmark.evaluate(lambda x: decode_scores(model(x, training=False).numpy()), test_record,
                              desc="float check")["nme"]
 
 
