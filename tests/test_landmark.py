@@ -133,6 +133,14 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
                        ["--head", "integral", "--stages", "8x1,8x1,16x1", "--head_channels", "8"])
     card = json.loads((tmp_path / "exported" / landmark.MODEL_CARD).read_text())
     assert card["options"]["head"] == "integral" and "score maps" in card["output"]
+    # The PTQ techniques rebuild the network as exported, from the SavedModel's variables.
+    import ptq_techniques
+    from geometry import decode_scores
+    float_predict, _ = landmark.load_saved_model(tmp_path / "exported")
+    rebuilt, _ = ptq_techniques.load_float_model(tmp_path / "exported")
+    images = next(iter(dataset.eval_dataset(records / "test.record", 8)))[0].numpy()
+    np.testing.assert_allclose(decode_scores(rebuilt(images, training=False).numpy()),
+                               float_predict(images), atol=1e-5)
 
     flags = ["--train_record", str(records / "train.record"),
              "--val_record", str(records / "test.record")]
@@ -147,7 +155,6 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
 
     import ptq_benchmark
     from tflite_model import TFLiteModel
-    images = next(iter(dataset.eval_dataset(records / "test.record", 8)))[0].numpy()
     np.testing.assert_allclose(predict(images), qat(images, training=False).numpy(), atol=1e-5)
     int8 = TFLiteModel(ptq_benchmark.convert(tmp_path / "exported_quantized", "int8_only", images))
     assert list(int8.output["shape"]) == [1, 16, 16, 68]
