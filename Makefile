@@ -6,9 +6,11 @@ PY := $(VENV)/bin/python
 SHARED ?= ../shared/data/300w
 MODEL ?= resnet
 EPOCHS ?= 200
-# The recipe of the reported model (run v2); `TRAIN_FLAGS=` gives run v1.
-TRAIN_FLAGS ?= --head_channels 96 --rotation 20 --scale_jitter 0.12 --shift 0.07
-RUN ?= resnet_v2
+# The recipe of the reported and bundled model (run v5, integral head);
+# TRAIN_FLAGS='--head_channels 96 --rotation 20 --scale_jitter 0.12 --shift 0.07'
+# RUN=resnet_v2 gives run v2 (dense head), `TRAIN_FLAGS=` run v1.
+TRAIN_FLAGS ?= --head integral --head_channels 64 --rotation 20 --scale_jitter 0.12 --shift 0.07
+RUN ?= resnet_v5
 QAT_EPOCHS ?= 20
 LOSS_EPOCHS ?= 8
 RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.record

@@ -32,7 +32,7 @@ HEADER = ("| run | NME % | FR@0.10 % | AUC@0.10 | MSE (128 px) | epochs | traini
 
 
 # The reported run: every other validation run is compared with it face by face.
-REFERENCE_RUN = "val_resnet_v2"
+REFERENCE_RUN = "val_resnet_v5"
 
 
 def paired_difference(nmes, reference):
@@ -58,8 +58,8 @@ def validation_section():
     lines += ["", f"Validation faces: {first['num_faces']} (`{first['record']}`). The last column "
               f"is each run's mean NME minus `{REFERENCE_RUN}`'s over the same faces, with the "
               "standard error of that mean. It measures the noise of scoring on these faces only, not "
-              "of training (`val_resnet_v2b`, run v2's command run again, differs from it by "
-              "several of them). "
+              "of training (`val_resnet_v2b`, run v2's command run again, differs from `val_resnet_v2` "
+              "by several of them). "
               "Files: " + ", ".join(f"results/{p.name}" for p in sorted(RESULTS.glob('val_*.json')))]
     return "\n".join(lines)
 
@@ -78,7 +78,8 @@ def throughput_section():
     for path in sorted([*RESULTS.glob("val_*.json"), *RESULTS.glob("throughput_*.json")]):
         m = json.loads(path.read_text())
         t = m.get("training") if isinstance(m, dict) else None
-        if t and "images_per_s_median" in t and m.get("architecture"):
+        repeat = isinstance(m, dict) and (m.get("flip_test") or m.get("average_with"))
+        if t and "images_per_s_median" in t and m.get("architecture") and not repeat:
             rows.append((m["architecture"], bool(m.get("quantized")), t["images_per_s_median"],
                          path.name))
     if not rows:
