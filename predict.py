@@ -25,7 +25,8 @@ import geometry
 from face_detector import DEFAULT_MODELS, FaceDetector, detect_faces
 from layouts import flip_averaged, layout_for_count
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ROOT = Path(__file__).resolve().parent
+ASSETS = ROOT / "assets"
 DEFAULT_LANDMARK_MODEL = ASSETS / "landmarks_300w_int8.tflite"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -77,8 +78,8 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         self.detectors = [FaceDetector(path, threshold) for path in
                           ([detector_face_model_path] if detector_face_model_path
                            else DEFAULT_MODELS)]
-        self.predict_fn, self.input_size = load_landmark_model(
-            cnn_model_path or DEFAULT_LANDMARK_MODEL)
+        self.landmark_model = Path(cnn_model_path or DEFAULT_LANDMARK_MODEL)
+        self.predict_fn, self.input_size = load_landmark_model(self.landmark_model)
         self.refine, self.flip = refine, flip
         if flip:  # mirror-averaged marks, at twice the landmark cost
             self.predict_fn = flip_averaged(self.predict_fn, self.input_size)
@@ -199,7 +200,10 @@ def speed(model, image_paths, out_path, runs=200, size=(640, 480), repeats=5):
         frames = _time_frames(model, image_paths, runs, size, repeats)
     finally:
         cv2.setNumThreads(threads)
+    model_path = model.landmark_model.resolve()
     result = {"frame": list(size), "runs": runs, "rounds": repeats, "threads": 1,
+              "landmark_model": str(model_path.relative_to(ROOT) if model_path.is_relative_to(ROOT)
+                                    else model_path),
               "refine": model.refine,
               "flip": model.flip, "frames": frames}
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)

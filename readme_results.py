@@ -104,15 +104,16 @@ def speed_section():
     first = runs[0][1]
     lines = [f"Detector + int8 landmarks per {first['frame'][0]}×{first['frame'][1]} frame, "
              f"{first['threads']} thread, {first.get('rounds', 1)} rounds of {first['runs']} runs "
-             f"per photo, {first['refine']} re-crop pass{', flip test' if first['flip'] else ''} "
-             "(`predict.py test_images/ --speed FILE`):", "",
-             "| file | photo in the frame | faces | widest face / frame width | detector used "
-             "| median ms | p90 ms | median of each round, ms |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| results/{p.name} | `{Path(f['image']).name}` | {f['faces']} | {f['face_share']:.2f} "
-              f"| `{f['detector']}` | **{f['median_ms']:.2f}** | {f['p90_ms']:.2f} | "
-              + ", ".join(f"{m:.1f}" for m in f.get("round_medians_ms", [])) + " |"
-              for p, speed in runs for f in speed["frames"]]
+             "per photo (`predict.py test_images/ --speed FILE`):", "",
+             "| file | landmark model | re-crop passes | flip test | photo in the frame | faces "
+             "| widest face / frame width | detector used | median ms | p90 ms "
+             "| median of each round, ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| results/{p.name} | `{speed.get('landmark_model', 'bundled')}` | {speed['refine']} "
+              f"| {'yes' if speed['flip'] else 'no'} | `{Path(f['image']).name}` | {f['faces']} "
+              f"| {f['face_share']:.2f} | `{f['detector']}` | **{f['median_ms']:.2f}** "
+              f"| {f['p90_ms']:.2f} | " + ", ".join(f"{m:.1f}" for m in f.get("round_medians_ms", []))
+              + " |" for p, speed in runs for f in speed["frames"]]
     return "\n".join(lines)
 
 
