@@ -92,6 +92,8 @@ evaluate-predictor: $(VENV)/.installed
 	    --model runs/split/tflite/qat_int8_only.tflite
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json --flip \
 	    --model runs/split/tflite/qat_int8_only.tflite --out results/predictor_eval_flip.json
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json --refine 1 \
+	    --model runs/split/tflite/qat_int8_only.tflite --out results/predictor_eval_refine1.json
 
 readme: $(VENV)/.installed
 	$(PY) readme_results.py

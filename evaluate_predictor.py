@@ -62,7 +62,8 @@ def main(argv=None):
     p.add_argument("--dirs", nargs="*", default=[], help="300-W style folders")
     p.add_argument("--split", help="a records summary.json: score its test faces")
     p.add_argument("--model", default=None, help="landmark model (default: bundled int8)")
-    p.add_argument("--refine", type=int, default=1, help="re-crops around the predicted marks")
+    p.add_argument("--refine", type=int, default=0,
+                   help="re-crops around the predicted marks (predictor's default: 0)")
     p.add_argument("--flip", action="store_true", help="average with the mirrored crop")
     p.add_argument("--out", default="results/predictor_eval.json")
     args = p.parse_args(argv)

@@ -11,6 +11,9 @@
 `cnn_model_path` may be an exported SavedModel directory or a .tflite file
 (float or integer-only). A box given to `landmarks` is the tight box around
 the face's landmarks, the convention of the annotations and the evaluation.
+`refine` re-crops around the marks that many more times (each a landmark
+pass); the default is none, as the integral-head model scored the same
+without it on the validation photos (README, "The whole predictor").
 """
 import argparse
 import json
@@ -70,7 +73,7 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     """Face detector + landmark model. See the module docstring."""
 
     def __init__(self, detector_face_model_path=None, cnn_model_path=None,
-                 threshold=None, refine=1, flip=False):
+                 threshold=None, refine=0, flip=False):
         if int(refine) != refine or refine < 0:
             raise ValueError(f"refine must be a whole number >= 0, got {refine}")
         # No detector given: the bundled short-range model, then the full-range
@@ -288,7 +291,7 @@ def main(argv=None):
     p.add_argument("--detector", default=None, help="face detector .tflite (default: bundled)")
     p.add_argument("--threshold", type=float, default=None,
                    help="face detector score threshold (default: each model's, see face_detector.py)")
-    p.add_argument("--refine", type=int, default=1,
+    p.add_argument("--refine", type=int, default=0,
                    help="landmark passes re-cropped around the previous pass's marks")
     p.add_argument("--flip", action="store_true",
                    help="average each pass with its mirror image (twice the landmark cost)")
