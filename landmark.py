@@ -399,7 +399,8 @@ def parse_args(argv=None):
     p.add_argument("--loss", choices=sorted(LOSSES), default="wing")
     p.add_argument("--model", choices=sorted(MODELS), default="resnet")
     p.add_argument("--head_channels", type=int, default=None,
-                   help="resnet: channels of the 4×4 map feeding the output (default 64)")
+                   help="resnet: width of the head: the 4×4 map feeding the dense output, or "
+                        "the integral head's top-down path (default 64)")
     p.add_argument("--head", choices=HEADS, default="dense",
                    help="resnet: 'dense' regresses marks from the last map; 'integral' takes "
                         "each mark's expected position under a softmax over 16×16 cells")

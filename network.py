@@ -3,7 +3,9 @@ returns (B, 2N): the marks' (x, y) in the crop divided by its size.
 
 There is no normalisation layer inside: the first convolution's batch norm
 absorbs the pixel scale, and every layer here is one tfmot can quantize,
-so the quantized graph is int8 from input to output.
+so the quantized graph is int8 from input to output. (The integral head's
+softmax and expectation are the exception: they have no weights and are
+not exported; see _integral_tail and scores_model.)
 """
 import keras_env  # noqa: F401  (must precede TensorFlow)
 import tensorflow as tf
