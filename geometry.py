@@ -5,6 +5,8 @@ is the crop it is asked about. Coordinates put pixel centres on integers
 (OpenCV's convention); a crop transform is (scale, x_offset, y_offset) with
   image_xy = crop_xy * scale + offset.
 """
+import functools
+
 import cv2
 import numpy as np
 
@@ -99,12 +101,16 @@ def detector_to_landmark_box(box, mapping):
     return np.array([cx - half, cy - half, cx + half, cy + half])
 
 
+@functools.lru_cache(maxsize=None)
 def cell_centres(cells_per_side):
     """(cells², 2): (x, y) of each cell's centre as a fraction of the map,
-    cells in row-major order."""
+    cells in row-major order. Cached: the predictor decodes every face with
+    it (read-only)."""
     index = np.arange(cells_per_side * cells_per_side)
-    return np.stack([index % cells_per_side, index // cells_per_side], 1).astype(
+    centres = np.stack([index % cells_per_side, index // cells_per_side], 1).astype(
         np.float32) / cells_per_side + 0.5 / cells_per_side
+    centres.setflags(write=False)
+    return centres
 
 
 def decode_scores(outputs):
