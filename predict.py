@@ -45,9 +45,24 @@ def load_landmark_model(path):
     if path.suffix == ".tflite":
         from tflite_model import TFLiteModel
         model = TFLiteModel(path)
+        check_landmark_tflite(model, path)
         return model.predict, model.input_size
     raise FileNotFoundError(f"{path} is neither an exported SavedModel directory "
                             f"nor a .tflite file")
+
+
+def check_landmark_tflite(model, path):
+    """Refuse, naming the file, a .tflite that is not a landmark model: one
+    (1, S, S, 3) input and one output of (1, 2N) marks or (1, h, h, N) score maps."""
+    details = model.interpreter.get_output_details()
+    shapes = [tuple(int(n) for n in d["shape"]) for d in details]
+    image_in = tuple(int(n) for n in model.input["shape"])
+    marks_out = len(shapes) == 1 and (
+        (len(shapes[0]) == 2 and shapes[0][1] % 2 == 0)
+        or (len(shapes[0]) == 4 and shapes[0][1] == shapes[0][2]))
+    if not (marks_out and len(image_in) == 4 and image_in[1] == image_in[2] and image_in[3] == 3):
+        raise ValueError(f"{path} is not a landmark model: input {image_in}, outputs {shapes}; "
+                         f"expected (1, S, S, 3) in and (1, 2N) marks or (1, h, h, N) score maps out")
 
 
 def to_bgr(image):

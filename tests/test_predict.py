@@ -152,6 +152,9 @@ def test_bad_inputs_name_the_problem(tmp_path, tiny_models):
         predictor(cnn_model_path=tmp_path / "model.onnx")
     with pytest.raises(ValueError, match="model.tflite is not a BlazeFace detector"):
         predictor(tiny_models / "model.tflite")     # a 128×128 input, but landmarks out
+    from face_detector import SHORT_RANGE
+    with pytest.raises(ValueError, match=f"{SHORT_RANGE.name} is not a landmark model"):
+        predictor(cnn_model_path=SHORT_RANGE)   # a 128×128 input, but boxes out
     with pytest.raises(ValueError, match="refine must be a whole number >= 0, got -1"):
         predictor(cnn_model_path=tiny_models / "saved", refine=-1)
     (tmp_path / "empty_dir").mkdir()
