@@ -28,6 +28,10 @@ STORE_CENTER = (STORE_SIZE - 1) / 2
 ROTATION_DEG = 30.0
 SCALE_RANGE = (0.85, 1.15)
 SHIFT_FRACTION = 0.08
+# Occlusion (off unless asked for): with this probability a rectangle of
+# random grey level, each side 15-45% of the crop, hides part of the face.
+OCCLUSION = 0.0
+OCCLUSION_SIDES = (0.15, 0.45)
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -141,6 +145,23 @@ def random_photometric(image):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
+def random_occlusion(image, probability):
+    """Hide a random rectangle of a (MODEL_SIZE, MODEL_SIZE, 3) image under a
+    flat grey with `probability`; the marks keep their labels, so the network
+    learns to place hidden marks from the rest of the face."""
+    if probability <= 0:
+        return image
+    size = tf.cast(tf.random.uniform([2], *OCCLUSION_SIDES) * MODEL_SIZE, tf.int32)
+    top_left = tf.cast(tf.random.uniform([2]) * tf.cast(MODEL_SIZE - size + 1, tf.float32),
+                       tf.int32)
+    rows = tf.range(MODEL_SIZE)[:, None]
+    cols = tf.range(MODEL_SIZE)[None, :]
+    inside = ((rows >= top_left[0]) & (rows < top_left[0] + size[0])
+              & (cols >= top_left[1]) & (cols < top_left[1] + size[1]))
+    inside &= tf.random.uniform([]) < probability
+    return tf.where(inside[:, :, None], tf.random.uniform([], 0.0, 255.0), image)
+
+
 def center_crop(face):
     """The deterministic model crop: the centre of the stored crop."""
     offset = int(MODEL_OFFSET)
@@ -150,7 +171,7 @@ def center_crop(face):
 
 
 def train_dataset(path, batch_size, layout_name=None, shuffle=2048, rotation_deg=ROTATION_DEG,
-                  scale_range=SCALE_RANGE, shift_fraction=SHIFT_FRACTION):
+                  scale_range=SCALE_RANGE, shift_fraction=SHIFT_FRACTION, occlusion=OCCLUSION):
     """Augmented, shuffled, batched (images, targets) for one epoch."""
     layout_name = layout_name or record_info(path)[0]
     layout = get_layout(layout_name)
@@ -159,7 +180,8 @@ def train_dataset(path, batch_size, layout_name=None, shuffle=2048, rotation_deg
     def augment(face):
         a, b = random_geometry(rotation_deg, scale_range, shift_fraction)
         image, marks = warp(face["image"], face["marks"], a, b, mirror)
-        return random_photometric(image), to_targets(marks)
+        image = random_occlusion(random_photometric(image), occlusion)
+        return image, to_targets(marks)
 
     return (_load(path, layout.num_marks).cache().shuffle(shuffle)
             .map(augment, num_parallel_calls=AUTOTUNE)

@@ -292,11 +292,23 @@ class EpochTimer(keras.callbacks.Callback):
 def augmentation_settings(args, inherited):
     """Augmentation ranges: flags given > the float run's (for QAT) > defaults."""
     defaults = {"rotation_deg": dataset.ROTATION_DEG, "shift_fraction": dataset.SHIFT_FRACTION,
-                "scale_jitter": round(1 - dataset.SCALE_RANGE[0], 6)}
+                "scale_jitter": round(1 - dataset.SCALE_RANGE[0], 6),
+                "occlusion": dataset.OCCLUSION}
     given = {"rotation_deg": args.rotation, "shift_fraction": args.shift,
-             "scale_jitter": args.scale_jitter}
+             "scale_jitter": args.scale_jitter, "occlusion": args.occlusion}
     return {k: given[k] if given[k] is not None else inherited.get(k, defaults[k])
             for k in defaults}
+
+
+def make_optimizer(schedule, weight_decay):
+    """Adam, or AdamW when `weight_decay` > 0: decoupled decay (scaled by the
+    learning rate) on the kernels only; BatchNorm scales/offsets and biases
+    are left alone."""
+    if not weight_decay:
+        return keras.optimizers.Adam(schedule)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
 
 
 def strategy_for_devices():
@@ -329,6 +341,7 @@ def train(args):
             print(f"QAT ranges calibrated on {len(calibration)} training crops; output layer "
                   f"{list(ranges)[-1]}: {ranges[list(ranges)[-1]]}")
             card = {**float_card, "quantized": True, "weight_bits": args.weight_bits,
+                    "weight_decay": args.weight_decay,
                     "augmentation": augmentation_settings(
                 args, float_card.get("augmentation", {}))}
         else:
@@ -336,6 +349,7 @@ def train(args):
                     "input_size": geometry.MODEL_SIZE, "crop_scale": geometry.CROP_SCALE,
                     "output": "marks (x, y) in the model crop divided by input_size",
                     "input": "RGB pixels 0-255", "quantized": False, "loss": args.loss,
+                    "weight_decay": args.weight_decay,
                     "augmentation": augmentation_settings(args, {}),
                     "options": model_options(args)}
             model = make_model(card)
@@ -347,7 +361,7 @@ def train(args):
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else args.lr, total - warmup, alpha=0.01,
             warmup_target=args.lr if warmup else None, warmup_steps=warmup)
-        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=LOSSES[args.loss],
+        model.compile(optimizer=make_optimizer(schedule, args.weight_decay), loss=LOSSES[args.loss],
                       metrics=[nme_metric(layout)])
     (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
 
@@ -367,7 +381,8 @@ def train(args):
     model.fit(dataset.train_dataset(args.train_record, args.batch_size, layout_name,
                                     rotation_deg=augmentation["rotation_deg"],
                                     shift_fraction=augmentation["shift_fraction"],
-                                    scale_range=(1 - jitter, 1 + jitter)),
+                                    scale_range=(1 - jitter, 1 + jitter),
+                                    occlusion=augmentation["occlusion"]),
               validation_data=dataset.eval_dataset(args.val_record, 64, layout_name),
               epochs=args.epochs, initial_epoch=args.initial_epoch,
               callbacks=callbacks, verbose=2)
@@ -416,6 +431,11 @@ def parse_args(argv=None):
     p.add_argument("--shift", type=float, default=None,
                    help=f"augmentation: largest shift, fraction of the crop (default "
                         f"{dataset.SHIFT_FRACTION}; QAT: the float run's)")
+    p.add_argument("--occlusion", type=float, default=None,
+                   help="augmentation: probability of hiding a random rectangle of the face "
+                        f"(default {dataset.OCCLUSION}; QAT: the float run's)")
+    p.add_argument("--weight_decay", type=float, default=0.0,
+                   help="AdamW's decoupled weight decay on kernels (default 0: Adam)")
     p.add_argument("--export_only", **flag, help="export the best checkpoint and stop")
     p.add_argument("--eval_only", **flag, help="evaluate and stop")
     p.add_argument("--flip_test", **flag,

@@ -43,6 +43,21 @@ def test_augmentation_keeps_each_mark_on_its_pixel(angle, scale, shift, flip):
         np.testing.assert_allclose(moved, unflipped[np.array(layout.mirror)], atol=1e-3)
 
 
+def test_occlusion_hides_one_grey_rectangle_or_nothing():
+    tf.random.set_seed(3)
+    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (MODEL_SIZE, MODEL_SIZE, 3)),
+                        tf.float32)
+    np.testing.assert_array_equal(dataset.random_occlusion(image, 0.0).numpy(), image.numpy())
+    low, high = dataset.OCCLUSION_SIDES
+    for _ in range(5):
+        changed = np.any(dataset.random_occlusion(image, 1.0).numpy() != image.numpy(), axis=-1)
+        rows, cols = np.nonzero(changed)
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        # One filled rectangle (a pixel whose value equals the grey is left as is).
+        assert changed.sum() >= 0.99 * height * width
+        assert low * MODEL_SIZE - 1 <= min(height, width) <= max(height, width) <= high * MODEL_SIZE
+
+
 def _record(tmp_path, make_300w_folder):
     import generate_mesh_dataset as gen
     folder = make_300w_folder("faces", 6)
@@ -66,7 +81,7 @@ def test_eval_pipeline_is_the_centre_crop_and_deterministic(tmp_path, make_300w_
 
 def test_train_pipeline_batches(tmp_path, make_300w_folder):
     path = _record(tmp_path, make_300w_folder)
-    batches = list(dataset.train_dataset(path, 4))
+    batches = list(dataset.train_dataset(path, 4, occlusion=0.5))
     assert len(batches) == 1                  # drop_remainder: 6 faces -> one batch of 4
     images, targets = batches[0]
     assert images.dtype == tf.float32 and 0 <= images.numpy().min() <= images.numpy().max() <= 255

@@ -122,6 +122,23 @@ def test_missing_checkpoint_and_bad_model_path_are_clear(tmp_path, monkeypatch, 
         landmark.load_saved_model(tmp_path / "notamodel")
 
 
+def test_weight_decay_shrinks_kernels_only():
+    keras = landmark.keras
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+                              keras.layers.BatchNormalization()])
+    model.compile(optimizer=landmark.make_optimizer(0.1, 0.5), loss="mse")
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    # A zero loss: only the decay moves anything.
+    model.fit(np.zeros((8, 4), np.float32), np.zeros((8, 3), np.float32), verbose=0,
+              batch_size=8, epochs=1)
+    for variable, old in zip(model.trainable_variables, before):
+        if "kernel" in variable.name:
+            np.testing.assert_allclose(variable.numpy(), old * (1 - 0.1 * 0.5), rtol=1e-5)
+        else:
+            np.testing.assert_array_equal(variable.numpy(), old)
+    assert isinstance(landmark.make_optimizer(0.1, 0.0), keras.optimizers.Adam)
+
+
 def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
     """--head integral: trained, exported up to its score maps, reloaded and
     converted to int8 with the float tail left to geometry.decode_scores."""
@@ -130,9 +147,11 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
     gen.main(["--dataset", "300w", "--train_dirs", str(train), "--test_dirs", str(test),
               "--out_dir", str(records)])
     _train_eval_export(tmp_path, monkeypatch, records, "300w68",
-                       ["--head", "integral", "--stages", "8x1,8x1,16x1", "--head_channels", "8"])
+                       ["--head", "integral", "--stages", "8x1,8x1,16x1", "--head_channels", "8",
+                        "--occlusion", "0.5", "--weight_decay", "0.01"])
     card = json.loads((tmp_path / "exported" / landmark.MODEL_CARD).read_text())
     assert card["options"]["head"] == "integral" and "score maps" in card["output"]
+    assert card["augmentation"]["occlusion"] == 0.5 and card["weight_decay"] == 0.01
     # The PTQ techniques rebuild the network as exported, from the SavedModel's variables.
     import ptq_techniques
     from geometry import decode_scores
