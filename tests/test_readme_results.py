@@ -13,6 +13,13 @@ def test_sections_are_rebuilt_from_result_files(tmp_path, monkeypatch):
         "record": "tfrecords/test.record", "model": "checkpoints/best.weights.h5",
         "architecture": "resnet", "quantized": False,
         "training": {"epochs": 200, "train_minutes": 41.2, "images_per_s_median": 95.0}}))
+    # The predictor's other settings are compared face by face with its defaults.
+    common = {"faces": 3, "missed": 0, "missed_share": 0.0, "fr": 0.0, "auc": 0.6,
+              "model": "m.tflite", "split": "tfrecords/summary.json", "refine": 0}
+    (results / "predictor_eval.json").write_text(json.dumps(
+        {**common, "nme": 0.04, "flip": False, "nmes": [0.03, 0.04, 0.05]}))
+    (results / "predictor_eval_flip.json").write_text(json.dumps(
+        {**common, "nme": 0.039, "flip": True, "nmes": [0.029, 0.039, 0.049]}))
     readme = tmp_path / "README.md"
     blocks = "".join(f"<!-- BEGIN {n} -->\nold\n<!-- END {n} -->\n" for n in readme_results.SECTIONS)
     readme.write_text("# title\n" + blocks)
@@ -23,6 +30,8 @@ def test_sections_are_rebuilt_from_result_files(tmp_path, monkeypatch):
     assert "old" not in text and text.startswith("# title\n")
     assert "| `val_metrics` | 4.123 | 0.83 | 0.6000 | 3.250 | 200 | 41 | 95 |" in text
     assert "| resnet | no | 95 | results/val_metrics.json |" in text
+    assert "| **4.000** | 0.00 | 0.6000 |  |" in text
+    assert "| **3.900** | 0.00 | 0.6000 | -0.100 (0.000) |" in text
     readme_results.main()                       # idempotent
     assert readme.read_text() == text
 
