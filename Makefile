@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 SHARED ?= ../shared/data/300w
 MODEL ?= resnet
 EPOCHS ?= 200
-# The recipe of the reported and bundled model (run v5, integral head);
-# TRAIN_FLAGS='--head_channels 96 --rotation 20 --scale_jitter 0.12 --shift 0.07'
-# RUN=resnet_v2 gives run v2 (dense head), `TRAIN_FLAGS=` run v1.
-TRAIN_FLAGS ?= --head integral --head_channels 64 --rotation 20 --scale_jitter 0.12 --shift 0.07
-RUN ?= resnet_v5
+# The recipe of the reported and bundled model (run v6: integral head, the
+# default augmentation, occlusion and weight decay);
+# TRAIN_FLAGS='--head integral --head_channels 64 --rotation 20 --scale_jitter 0.12 --shift 0.07'
+# RUN=resnet_v5 gives run v5, TRAIN_FLAGS='--head_channels 96 --rotation 20 --scale_jitter 0.12
+# --shift 0.07' RUN=resnet_v2 run v2 (dense head), `TRAIN_FLAGS=` run v1.
+TRAIN_FLAGS ?= --head integral --head_channels 64 --occlusion 0.5 --weight_decay 0.05
+RUN ?= resnet_v6
 QAT_EPOCHS ?= 20
 LOSS_EPOCHS ?= 8
 RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.record
