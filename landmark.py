@@ -465,6 +465,10 @@ def parse_args(argv=None):
             parse_stages(args.stages)
         except ValueError as err:
             p.error(str(err))
+    if args.occlusion is not None and not 0 <= args.occlusion <= 1:
+        p.error(f"--occlusion is a probability between 0 and 1, got {args.occlusion}")
+    if args.weight_decay < 0:
+        p.error(f"--weight_decay must be >= 0, got {args.weight_decay}")
     return args
 
 

@@ -106,6 +106,15 @@ def test_bad_stages_flag_is_named(text, capsys):
     assert "--stages" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, name", [(["--occlusion", "1.5"], "--occlusion"),
+                                         (["--occlusion=-0.1"], "--occlusion"),
+                                         (["--weight_decay=-1"], "--weight_decay")])
+def test_bad_regulariser_flags_are_named(flags, name, capsys):
+    with pytest.raises(SystemExit):
+        landmark.parse_args(flags)
+    assert name in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("text, value", [("True", True), ("false", False), ("1", True)])
 def test_boolean_flags_read_like_the_original(text, value):
     assert landmark.parse_args([f"--quantization={text}"]).quantization is value
