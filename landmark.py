@@ -289,6 +289,59 @@ class EpochTimer(keras.callbacks.Callback):
         logs["images_per_s"] = self.images_per_epoch / logs["epoch_seconds"]
 
 
+class WeightAverage(keras.callbacks.Callback):
+    """An exponential moving average of the weights (Polyak averaging), BN
+    statistics included, updated after every training step. Validation, so
+    the choice of the best checkpoint, and both checkpoints see the average;
+    the optimizer keeps stepping the raw weights, swapped back in when the
+    next epoch begins. After fit the model holds the average. The decay
+    ramps up as min(decay, (1 + t) / (10 + t)) so that early averages do not
+    drag the random initialisation along. Place it before the checkpoints."""
+
+    def __init__(self, decay):
+        super().__init__()
+        self.decay = decay
+
+    def on_train_begin(self, logs=None):
+        self.tracked = [w for w in self.model.weights if w.dtype.is_floating]
+        self.average = [tf.Variable(w.read_value(), trainable=False) for w in self.tracked]
+        self.raw = [tf.Variable(w.read_value(), trainable=False) for w in self.tracked]
+        self.step = tf.Variable(0.0, trainable=False)
+        self.swapped = False
+
+    @tf.function
+    def _update(self):
+        self.step.assign_add(1.0)
+        decay = tf.minimum(self.decay, (1.0 + self.step) / (10.0 + self.step))
+        for average, weight in zip(self.average, self.tracked):
+            average.assign(decay * average + (1.0 - decay) * weight)
+
+    @staticmethod
+    def _copy(sources, targets):
+        for source, target in zip(sources, targets):
+            target.assign(source)
+
+    def _swap_in_average(self):
+        if not self.swapped:
+            self._copy(self.tracked, self.raw)
+            self._copy(self.average, self.tracked)
+            self.swapped = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update()
+
+    def on_test_begin(self, logs=None):
+        self._swap_in_average()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.swapped:
+            self._copy(self.raw, self.tracked)
+            self.swapped = False
+
+    def on_train_end(self, logs=None):
+        self._swap_in_average()
+
+
 def augmentation_settings(args, inherited):
     """Augmentation ranges: flags given > the float run's (for QAT) > defaults."""
     defaults = {"rotation_deg": dataset.ROTATION_DEG, "shift_fraction": dataset.SHIFT_FRACTION,
@@ -349,7 +402,7 @@ def train(args):
                     "input_size": geometry.MODEL_SIZE, "crop_scale": geometry.CROP_SCALE,
                     "output": "marks (x, y) in the model crop divided by input_size",
                     "input": "RGB pixels 0-255", "quantized": False, "loss": args.loss,
-                    "weight_decay": args.weight_decay,
+                    "weight_decay": args.weight_decay, "weight_average": args.weight_average,
                     "augmentation": augmentation_settings(args, {}),
                     "options": model_options(args)}
             model = make_model(card)
@@ -365,7 +418,9 @@ def train(args):
                       metrics=[nme_metric(layout)])
     (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
 
-    callbacks = [
+    # The weight average must be swapped in before the checkpoints save.
+    callbacks = [WeightAverage(args.weight_average)] if args.weight_average else []
+    callbacks += [
         EpochTimer(steps * args.batch_size),
         keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.weights.h5"),
                                         monitor="val_nme", mode="min",
@@ -436,6 +491,10 @@ def parse_args(argv=None):
                         f"(default {dataset.OCCLUSION}; QAT: the float run's)")
     p.add_argument("--weight_decay", type=float, default=0.0,
                    help="AdamW's decoupled weight decay on kernels (default 0: Adam)")
+    p.add_argument("--weight_average", type=float, default=0.0, metavar="DECAY",
+                   help="float training: validate and checkpoint an exponential moving "
+                        "average of the weights with this decay per step, e.g. 0.999 "
+                        "(default 0: the raw weights)")
     p.add_argument("--export_only", **flag, help="export the best checkpoint and stop")
     p.add_argument("--eval_only", **flag, help="evaluate and stop")
     p.add_argument("--flip_test", **flag,
@@ -469,6 +528,10 @@ def parse_args(argv=None):
         p.error(f"--occlusion is a probability between 0 and 1, got {args.occlusion}")
     if args.weight_decay < 0:
         p.error(f"--weight_decay must be >= 0, got {args.weight_decay}")
+    if not 0 <= args.weight_average < 1:
+        p.error(f"--weight_average is a decay between 0 and 1 (0: off), got {args.weight_average}")
+    if args.weight_average and args.quantization:
+        p.error("--weight_average applies to float training, not --quantization")
     return args
 
 

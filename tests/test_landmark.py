@@ -108,7 +108,10 @@ def test_bad_stages_flag_is_named(text, capsys):
 
 @pytest.mark.parametrize("flags, name", [(["--occlusion", "1.5"], "--occlusion"),
                                          (["--occlusion=-0.1"], "--occlusion"),
-                                         (["--weight_decay=-1"], "--weight_decay")])
+                                         (["--weight_decay=-1"], "--weight_decay"),
+                                         (["--weight_average", "1"], "--weight_average"),
+                                         (["--weight_average", "0.9", "--quantization"],
+                                          "--weight_average")])
 def test_bad_regulariser_flags_are_named(flags, name, capsys):
     with pytest.raises(SystemExit):
         landmark.parse_args(flags)
@@ -146,6 +149,58 @@ def test_weight_decay_shrinks_kernels_only():
         else:
             np.testing.assert_array_equal(variable.numpy(), old)
     assert isinstance(landmark.make_optimizer(0.1, 0.0), keras.optimizers.Adam)
+
+
+def test_weight_average_is_what_validation_and_checkpoints_see(tmp_path):
+    """The averaged weights follow the raw ones step by step with the
+    ramped decay; validation and the saved checkpoint use the average, and
+    the raw weights train on as if no average were kept."""
+    keras, tf = landmark.keras, landmark.tf
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    y = x @ np.array([[1.0], [-2.0], [0.5]], np.float32)
+
+    def fit(callbacks):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+        model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0,
+                  validation_data=(x, y), callbacks=callbacks)
+        return model
+
+    class Record(keras.callbacks.Callback):  # after the average: sees raw weights
+        raw, tested = [], []
+
+        def on_train_begin(self, logs=None):
+            self.initial = self.model.get_weights()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.raw.append(self.model.get_weights())
+
+        def on_test_begin(self, logs=None):
+            self.tested.append(self.model.get_weights())
+
+    decay, record = 0.9, Record()
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "last.weights.h5"),
+                                                 save_weights_only=True)
+    averaged = fit([landmark.WeightAverage(decay), record, checkpoint])
+    plain = fit([])
+
+    average, expected = record.initial, []
+    for t, raw in enumerate(record.raw, start=1):
+        d = min(decay, (1 + t) / (10 + t))
+        average = [d * a + (1 - d) * w for a, w in zip(average, raw)]
+        expected.append(average)
+    for got, want in zip(averaged.get_weights(), expected[-1]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for epoch, tested in enumerate(record.tested):  # 4 steps an epoch
+        for got, want in zip(tested, expected[4 * epoch + 3]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(record.raw[-1], plain.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(record.raw[-1][0], expected[-1][0])
+    averaged.load_weights(str(tmp_path / "last.weights.h5"))
+    for got, want in zip(averaged.get_weights(), expected[-1]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
