@@ -212,10 +212,12 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
               "--out_dir", str(records)])
     _train_eval_export(tmp_path, monkeypatch, records, "300w68",
                        ["--head", "integral", "--stages", "8x1,8x1,16x1", "--head_channels", "8",
-                        "--occlusion", "0.5", "--weight_decay", "0.01"])
+                        "--occlusion", "0.5", "--weight_decay", "0.01",
+                        "--weight_average", "0.9"])
     card = json.loads((tmp_path / "exported" / landmark.MODEL_CARD).read_text())
     assert card["options"]["head"] == "integral" and "score maps" in card["output"]
     assert card["augmentation"]["occlusion"] == 0.5 and card["weight_decay"] == 0.01
+    assert card["weight_average"] == 0.9
     # The PTQ techniques rebuild the network as exported, from the SavedModel's variables.
     import ptq_techniques
     from geometry import decode_scores
