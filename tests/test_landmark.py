@@ -155,7 +155,7 @@ def test_weight_average_is_what_validation_and_checkpoints_see(tmp_path):
     """The averaged weights follow the raw ones step by step with the
     ramped decay; validation and the saved checkpoint use the average, and
     the raw weights train on as if no average were kept."""
-    keras, tf = landmark.keras, landmark.tf
+    keras = landmark.keras
     x = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
     y = x @ np.array([[1.0], [-2.0], [0.5]], np.float32)
 
@@ -168,10 +168,8 @@ def test_weight_average_is_what_validation_and_checkpoints_see(tmp_path):
         return model
 
     class Record(keras.callbacks.Callback):  # after the average: sees raw weights
-        raw, tested = [], []
-
         def on_train_begin(self, logs=None):
-            self.initial = self.model.get_weights()
+            self.initial, self.raw, self.tested = self.model.get_weights(), [], []
 
         def on_train_batch_end(self, batch, logs=None):
             self.raw.append(self.model.get_weights())
