@@ -394,7 +394,7 @@ def train(args):
             print(f"QAT ranges calibrated on {len(calibration)} training crops; output layer "
                   f"{list(ranges)[-1]}: {ranges[list(ranges)[-1]]}")
             card = {**float_card, "quantized": True, "weight_bits": args.weight_bits,
-                    "weight_decay": args.weight_decay,
+                    "weight_decay": args.weight_decay, "weight_average": 0.0,
                     "augmentation": augmentation_settings(
                 args, float_card.get("augmentation", {}))}
         else:

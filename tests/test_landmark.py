@@ -234,7 +234,8 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
     assert "quant_mark_scores" in wrapped and not wrapped & {
         "quant_" + name for name in network.INTEGRAL_TAIL}
     landmark.main(["--export_only", "--quantization"])
-    predict, _ = landmark.load_saved_model(tmp_path / "exported_quantized")
+    predict, qat_card = landmark.load_saved_model(tmp_path / "exported_quantized")
+    assert qat_card["weight_average"] == 0  # QAT does not inherit the float run's average
 
     import ptq_benchmark
     from tflite_model import TFLiteModel
