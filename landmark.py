@@ -67,6 +67,33 @@ def mse_loss(y_true, y_pred):
 
 
 LOSSES = {"wing": wing_loss(), "l1": l1_loss, "mse": mse_loss}
+# 'wing_nme': Wing loss with each face weighted as NME weighs it (nme_weighted).
+LOSS_NAMES = sorted(LOSSES) + ["wing_nme"]
+# Eye-corner distances below this fraction of the crop (near-profile faces)
+# are counted as this, so no single face can swamp a batch.
+MIN_EYE_DISTANCE = 0.1
+
+
+def nme_weighted(loss_fn, layout):
+    """`loss_fn` with each face's loss divided by its outer-eye-corner
+    distance, as NME divides its error, and rescaled so a batch's weights
+    average 1. Plain losses count a pixel of error the same on every face;
+    NME counts it more on faces whose eye corners are close (turned heads)."""
+    left, right = layout.eye_corners
+
+    def loss(y_true, y_pred):
+        true = tf.reshape(y_true, [-1, layout.num_marks, 2])
+        distance = tf.norm(true[:, left] - true[:, right], axis=-1)
+        inverse = 1.0 / tf.maximum(distance, MIN_EYE_DISTANCE)
+        return loss_fn(y_true, y_pred) * inverse / tf.reduce_mean(inverse)
+    return loss
+
+
+def make_loss(name, layout):
+    """The training loss called `name` (LOSS_NAMES) for marks in `layout`."""
+    if name == "wing_nme":
+        return nme_weighted(LOSSES["wing"], layout)
+    return LOSSES[name]
 
 
 def nme_metric(layout):
@@ -394,6 +421,7 @@ def train(args):
             print(f"QAT ranges calibrated on {len(calibration)} training crops; output layer "
                   f"{list(ranges)[-1]}: {ranges[list(ranges)[-1]]}")
             card = {**float_card, "quantized": True, "weight_bits": args.weight_bits,
+                    "loss": args.loss or float_card.get("loss", "wing"),
                     "weight_decay": args.weight_decay, "weight_average": 0.0,
                     "augmentation": augmentation_settings(
                 args, float_card.get("augmentation", {}))}
@@ -401,7 +429,7 @@ def train(args):
             card = {"model": args.model, "num_marks": layout.num_marks, "layout": layout_name,
                     "input_size": geometry.MODEL_SIZE, "crop_scale": geometry.CROP_SCALE,
                     "output": "marks (x, y) in the model crop divided by input_size",
-                    "input": "RGB pixels 0-255", "quantized": False, "loss": args.loss,
+                    "input": "RGB pixels 0-255", "quantized": False, "loss": args.loss or "wing",
                     "weight_decay": args.weight_decay, "weight_average": args.weight_average,
                     "augmentation": augmentation_settings(args, {}),
                     "options": model_options(args)}
@@ -414,7 +442,7 @@ def train(args):
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else args.lr, total - warmup, alpha=0.01,
             warmup_target=args.lr if warmup else None, warmup_steps=warmup)
-        model.compile(optimizer=make_optimizer(schedule, args.weight_decay), loss=LOSSES[args.loss],
+        model.compile(optimizer=make_optimizer(schedule, args.weight_decay), loss=make_loss(card["loss"], layout),
                       metrics=[nme_metric(layout)])
     (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
 
@@ -452,6 +480,8 @@ def model_options(args):
         options["head_channels"] = args.head_channels
     if args.head != "dense":
         options["head"] = args.head
+    if args.integral_cells is not None:
+        options["integral_cells"] = args.integral_cells
     if args.stages is not None:
         options["stages"] = [list(stage) for stage in parse_stages(args.stages)]
     return options
@@ -466,7 +496,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default 2e-3 float, 1e-4 QAT)")
-    p.add_argument("--loss", choices=sorted(LOSSES), default="wing")
+    p.add_argument("--loss", choices=LOSS_NAMES, default=None,
+                   help="default wing (QAT: the float run's); wing_nme: Wing loss with faces "
+                        "weighted as NME weighs them")
     p.add_argument("--model", choices=sorted(MODELS), default="resnet")
     p.add_argument("--head_channels", type=int, default=None,
                    help="resnet: width of the head: the 4×4 map feeding the dense output, or "
@@ -474,6 +506,8 @@ def parse_args(argv=None):
     p.add_argument("--head", choices=HEADS, default="dense",
                    help="resnet: 'dense' regresses marks from the last map; 'integral' takes "
                         "each mark's expected position under a softmax over 16×16 cells")
+    p.add_argument("--integral_cells", type=int, choices=(16, 32), default=None,
+                   help="integral head: cells a side of the score maps (default 16)")
     p.add_argument("--stages", default=None,
                    help="resnet: FILTERSxBLOCKS per stage, each halving the map (default "
                         + ",".join(f"{f}x{b}" for f, b in RESNET_STAGES) + ")")
@@ -532,6 +566,8 @@ def parse_args(argv=None):
         p.error(f"--weight_average is a decay between 0 and 1 (0: off), got {args.weight_average}")
     if args.weight_average and args.quantization:
         p.error("--weight_average applies to float training, not --quantization")
+    if args.integral_cells is not None and args.head != "integral":
+        p.error("--integral_cells needs --head integral")
     return args
 
 

@@ -63,16 +63,20 @@ def _residual(x, filters, stride):
 RESNET_STAGES = ((32, 1), (64, 2), (96, 2), (128, 1))
 
 
-def resnet(num_marks, input_size=128, head_channels=64, stages=RESNET_STAGES, head="dense"):
+def resnet(num_marks, input_size=128, head_channels=64, stages=RESNET_STAGES, head="dense",
+           integral_cells=None):
     """A small ResNet of plain 3×3 convolutions (BN, ReLU). Plain convs train
     about 3× faster than MobileNetV2's depthwise ones on these CPUs (110 vs
     40 images/s measured) and quantize as well. `stages` lists (filters,
     blocks) per stage, as RESNET_STAGES. `head` is how marks come out:
     'dense': a 1×1 conv squeezes the last map and every position feeds the
     dense output (position matters for landmarks; global pooling would throw
-    it away); 'integral': see _integral_head."""
+    it away); 'integral': see _integral_head, with `integral_cells` cells
+    a side (default INTEGRAL_CELLS)."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose from {sorted(HEADS)}")
+    if integral_cells is not None and head != "integral":
+        raise ValueError("integral_cells needs head='integral'")
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = layers.ReLU()(_bn(layers.Conv2D(16, 3, 2, padding="same", use_bias=False)(inputs)))
     maps = []
@@ -82,7 +86,8 @@ def resnet(num_marks, input_size=128, head_channels=64, stages=RESNET_STAGES, he
             x = _residual(x, filters, 1)
         maps.append(x)
     if head == "integral":
-        outputs = _integral_head(maps, num_marks, head_channels)
+        outputs = _integral_head(maps, num_marks, head_channels,
+                                 integral_cells or INTEGRAL_CELLS)
     else:
         x = layers.ReLU()(_bn(layers.Conv2D(head_channels, 1, use_bias=False)(x)))
         x = layers.Flatten()(x)
@@ -90,24 +95,34 @@ def resnet(num_marks, input_size=128, head_channels=64, stages=RESNET_STAGES, he
     return keras.Model(inputs, outputs, name="resnet")
 
 
-# The finest map the integral head reads: 16×16 cells of 8 px at 128 px in.
+# The map the integral head's top-down path ends its 3×3 convolution on:
+# 16×16 cells of 8 px at 128 px in. A finer score map (integral_cells=32)
+# takes one more, cheap step: upsample, add a 1×1 lateral from the 32×32
+# map, ReLU (a 3×3 convolution at 32×32 would cost half the network again).
 INTEGRAL_CELLS = 16
 
 
-def _integral_head(maps, num_marks, channels):
+def _integral_head(maps, num_marks, channels, cells=INTEGRAL_CELLS):
     """Integral regression (Sun et al. 2018): a top-down path brings the
-    coarse maps up to INTEGRAL_CELLS² cells, one score map per mark goes
-    through a softmax over the cells, and the mark is the expected cell
-    centre under it, so the output is still (x, y) fractions of the crop."""
+    coarse maps up to `cells`² cells, one score map per mark goes through a
+    softmax over the cells, and the mark is the expected cell centre under
+    it, so the output is still (x, y) fractions of the crop."""
+    sides = [m.shape[1] for m in maps]
+    if INTEGRAL_CELLS not in sides or cells not in sides or cells < INTEGRAL_CELLS:
+        raise ValueError(f"the integral head needs the {INTEGRAL_CELLS}×{INTEGRAL_CELLS} map and a "
+                         f"{cells}×{cells} one (at least {INTEGRAL_CELLS}); the stages give {sides}")
     coarse = [m for m in maps if m.shape[1] <= INTEGRAL_CELLS]
-    if not coarse or coarse[0].shape[1] != INTEGRAL_CELLS:
-        raise ValueError(f"the integral head needs a {INTEGRAL_CELLS}×{INTEGRAL_CELLS} map; "
-                         f"the stages give {[m.shape[1] for m in maps]}")
     x = _bn(layers.Conv2D(channels, 1, use_bias=False)(coarse[-1]))
     for lateral in reversed(coarse[:-1]):
         x = layers.UpSampling2D(2)(x)
         x = layers.Add()([x, _bn(layers.Conv2D(channels, 1, use_bias=False)(lateral))])
     x = layers.ReLU()(_bn(layers.Conv2D(channels, 3, padding="same", use_bias=False)(x)))
+    # The last map of each finer side, coarsest first, down to `cells`.
+    finer = {m.shape[1]: m for m in maps if INTEGRAL_CELLS < m.shape[1] <= cells}
+    for side in sorted(finer):
+        x = layers.UpSampling2D(2)(x)
+        x = layers.ReLU()(layers.Add()([x, _bn(layers.Conv2D(channels, 1, use_bias=False)(
+            finer[side]))]))
     scores = layers.Conv2D(num_marks, 1, kernel_initializer="zeros", name=SCORES_LAYER)(x)
     return _integral_tail(scores, num_marks)
 

@@ -111,11 +111,30 @@ def test_bad_stages_flag_is_named(text, capsys):
                                          (["--weight_decay=-1"], "--weight_decay"),
                                          (["--weight_average", "1"], "--weight_average"),
                                          (["--weight_average", "0.9", "--quantization"],
-                                          "--weight_average")])
+                                          "--weight_average"),
+                                         (["--integral_cells", "24"], "--integral_cells"),
+                                         (["--integral_cells", "32"], "--integral_cells")])
 def test_bad_regulariser_flags_are_named(flags, name, capsys):
     with pytest.raises(SystemExit):
         landmark.parse_args(flags)
     assert name in capsys.readouterr().err
+
+
+def test_nme_weighted_loss_weighs_faces_as_nme_does():
+    """Two faces with the same pixel error; the one whose eye corners are
+    half as far apart counts twice as much, and the weights average 1."""
+    layout = landmark.get_layout("300w68")
+    left, right = layout.eye_corners
+    true = np.full((2, layout.num_marks, 2), 0.5, np.float32)
+    true[0, left, 0], true[0, right, 0] = 0.3, 0.7     # eye distance 0.4
+    true[1, left, 0], true[1, right, 0] = 0.4, 0.6     # eye distance 0.2
+    pred = true + 0.01
+    flat = lambda a: a.reshape(2, -1)  # noqa: E731
+    loss = landmark.make_loss("wing_nme", layout)(flat(true), flat(pred)).numpy()
+    plain = landmark.LOSSES["wing"](flat(true), flat(pred)).numpy()
+    # weights 1/0.4 and 1/0.2, divided by their mean 3.75: 2/3 and 4/3.
+    np.testing.assert_allclose(loss, plain * [2 / 3, 4 / 3], rtol=1e-5)
+    assert landmark.make_loss("wing", layout) is landmark.LOSSES["wing"]
 
 
 @pytest.mark.parametrize("text, value", [("True", True), ("false", False), ("1", True)])
@@ -211,9 +230,11 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
     _train_eval_export(tmp_path, monkeypatch, records, "300w68",
                        ["--head", "integral", "--stages", "8x1,8x1,16x1", "--head_channels", "8",
                         "--occlusion", "0.5", "--weight_decay", "0.01",
-                        "--weight_average", "0.9"])
+                        "--weight_average", "0.9", "--integral_cells", "32",
+                        "--loss", "wing_nme"])
     card = json.loads((tmp_path / "exported" / landmark.MODEL_CARD).read_text())
     assert card["options"]["head"] == "integral" and "score maps" in card["output"]
+    assert card["options"]["integral_cells"] == 32 and card["loss"] == "wing_nme"
     assert card["augmentation"]["occlusion"] == 0.5 and card["weight_decay"] == 0.01
     assert card["weight_average"] == 0.9
     # The PTQ techniques rebuild the network as exported, from the SavedModel's variables.
@@ -236,12 +257,13 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
     landmark.main(["--export_only", "--quantization"])
     predict, qat_card = landmark.load_saved_model(tmp_path / "exported_quantized")
     assert qat_card["weight_average"] == 0  # QAT does not inherit the float run's average
+    assert qat_card["loss"] == "wing_nme"  # ... but does its loss
 
     import ptq_benchmark
     from tflite_model import TFLiteModel
     np.testing.assert_allclose(predict(images), qat(images, training=False).numpy(), atol=1e-5)
     int8 = TFLiteModel(ptq_benchmark.convert(tmp_path / "exported_quantized", "int8_only", images))
-    assert list(int8.output["shape"]) == [1, 16, 16, 68]
+    assert list(int8.output["shape"]) == [1, 32, 32, 68]
     ok, note = ptq_benchmark.check_dtypes(int8.content, "int8_only")
     assert ok, note
     np.testing.assert_allclose(int8.predict(images), predict(images), atol=0.05)

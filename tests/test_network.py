@@ -25,11 +25,12 @@ def test_decode_refuses_other_shapes(shape):
         geometry.decode_scores(np.zeros(shape))
 
 
-def test_graph_tail_matches_numpy_decode():
+@pytest.mark.parametrize("cells", [16, 32])
+def test_graph_tail_matches_numpy_decode(cells):
     model = network.build_model("resnet", 5, head="integral", head_channels=8,
-                                stages=((8, 1), (8, 1), (8, 1)))
+                                stages=((8, 1), (8, 1), (8, 1)), integral_cells=cells)
     scores_model = network.scores_model(model)
-    assert scores_model is not model and scores_model.output.shape[1:] == (16, 16, 5)
+    assert scores_model is not model and scores_model.output.shape[1:] == (cells, cells, 5)
     layer = model.get_layer(network.SCORES_LAYER)
     kernel, bias = layer.get_weights()
     rng = np.random.default_rng(1)
@@ -47,5 +48,11 @@ def test_graph_tail_matches_numpy_decode():
 def test_integral_head_needs_a_16_cell_map():
     with pytest.raises(ValueError, match="16×16"):
         network.build_model("resnet", 5, head="integral", stages=((8, 1),))
+    # 32 cells need the 32×32 map as well; 64 px maps are not among the stages'.
+    with pytest.raises(ValueError, match="64×64"):
+        network.build_model("resnet", 5, head="integral", stages=((8, 1), (8, 1)),
+                            integral_cells=64)
+    with pytest.raises(ValueError, match="integral_cells needs"):
+        network.build_model("resnet", 5, integral_cells=32)
     with pytest.raises(ValueError, match="unknown head"):
         network.build_model("resnet", 5, head="heatmap")
