@@ -32,6 +32,9 @@ SHIFT_FRACTION = 0.08
 # random grey level, each side 15-45% of the crop, hides part of the face.
 OCCLUSION = 0.0
 OCCLUSION_SIDES = (0.15, 0.45)
+# The calm phase's augmentation (landmark.py --calm_epochs): run v5's milder
+# ranges, which still cover the face detector's box jitter, and no occlusion.
+CALM = {"rotation_deg": 20.0, "scale_jitter": 0.12, "shift_fraction": 0.07, "occlusion": 0.0}
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -121,7 +124,7 @@ def warp(image, marks, a, b, mirror):
 
 def random_geometry(rotation_deg=ROTATION_DEG, scale_range=SCALE_RANGE,
                     shift_fraction=SHIFT_FRACTION):
-    angle = tf.random.uniform([], -1.0, 1.0) * math.radians(rotation_deg)
+    angle = tf.random.uniform([], -1.0, 1.0) * (rotation_deg * math.pi / 180)
     scale = tf.random.uniform([], *scale_range)
     shift = tf.random.uniform([2], -1.0, 1.0) * shift_fraction * MODEL_SIZE
     flip = tf.random.uniform([]) < 0.5
@@ -149,7 +152,7 @@ def random_occlusion(image, probability):
     """Hide a random rectangle of a (MODEL_SIZE, MODEL_SIZE, 3) image under a
     flat grey with `probability`; the marks keep their labels, so the network
     learns to place hidden marks from the rest of the face."""
-    if probability <= 0:
+    if isinstance(probability, (int, float)) and probability <= 0:
         return image
     size = tf.cast(tf.random.uniform([2], *OCCLUSION_SIDES) * MODEL_SIZE, tf.int32)
     top_left = tf.cast(tf.random.uniform([2]) * tf.cast(MODEL_SIZE - size + 1, tf.float32),
@@ -171,16 +174,27 @@ def center_crop(face):
 
 
 def train_dataset(path, batch_size, layout_name=None, shuffle=2048, rotation_deg=ROTATION_DEG,
-                  scale_range=SCALE_RANGE, shift_fraction=SHIFT_FRACTION, occlusion=OCCLUSION):
-    """Augmented, shuffled, batched (images, targets) for one epoch."""
+                  scale_range=SCALE_RANGE, shift_fraction=SHIFT_FRACTION, occlusion=OCCLUSION,
+                  calm=None):
+    """Augmented, shuffled, batched (images, targets) for one epoch. `calm`:
+    an optional boolean tf.Variable; faces augmented while it is True get
+    the CALM ranges instead (it is read per face, so flip it between epochs)."""
     layout_name = layout_name or record_info(path)[0]
     layout = get_layout(layout_name)
     mirror = tf.constant(layout.mirror, tf.int32)
 
     def augment(face):
-        a, b = random_geometry(rotation_deg, scale_range, shift_fraction)
+        rotation, scales, shift, hide = rotation_deg, scale_range, shift_fraction, occlusion
+        if calm is not None:
+            pick = lambda calm_value, value: tf.where(calm, calm_value, value)  # noqa: E731
+            rotation = pick(CALM["rotation_deg"], float(rotation_deg))
+            scales = (pick(1.0 - CALM["scale_jitter"], float(scale_range[0])),
+                      pick(1.0 + CALM["scale_jitter"], float(scale_range[1])))
+            shift = pick(CALM["shift_fraction"], float(shift_fraction))
+            hide = pick(CALM["occlusion"], float(occlusion))
+        a, b = random_geometry(rotation, scales, shift)
         image, marks = warp(face["image"], face["marks"], a, b, mirror)
-        image = random_occlusion(random_photometric(image), occlusion)
+        image = random_occlusion(random_photometric(image), hide)
         return image, to_targets(marks)
 
     return (_load(path, layout.num_marks).cache().shuffle(shuffle)

@@ -369,13 +369,28 @@ class WeightAverage(keras.callbacks.Callback):
         self._swap_in_average()
 
 
+class CalmAugmentation(keras.callbacks.Callback):
+    """Sets `calm` (the variable dataset.train_dataset reads) from epoch
+    `first` on: the last epochs train on dataset.CALM's milder augmentation,
+    closer to the centred, upright crops the model is scored on. The first
+    batches of an epoch may have been prepared before the switch."""
+
+    def __init__(self, calm, first):
+        super().__init__()
+        self.calm, self.first = calm, first
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calm.assign(epoch >= self.first)
+
+
 def augmentation_settings(args, inherited):
     """Augmentation ranges: flags given > the float run's (for QAT) > defaults."""
     defaults = {"rotation_deg": dataset.ROTATION_DEG, "shift_fraction": dataset.SHIFT_FRACTION,
                 "scale_jitter": round(1 - dataset.SCALE_RANGE[0], 6),
-                "occlusion": dataset.OCCLUSION}
+                "occlusion": dataset.OCCLUSION, "calm_epochs": 0}
     given = {"rotation_deg": args.rotation, "shift_fraction": args.shift,
-             "scale_jitter": args.scale_jitter, "occlusion": args.occlusion}
+             "scale_jitter": args.scale_jitter, "occlusion": args.occlusion,
+             "calm_epochs": args.calm_epochs}
     return {k: given[k] if given[k] is not None else inherited.get(k, defaults[k])
             for k in defaults}
 
@@ -460,12 +475,16 @@ def train(args):
         keras.callbacks.TensorBoard(str(Path("logs") / checkpoint_dir.name),
                                     profile_batch=0),
     ]
+    calm = None
+    if augmentation.get("calm_epochs"):
+        calm = tf.Variable(False, trainable=False)
+        callbacks.insert(0, CalmAugmentation(calm, args.epochs - augmentation["calm_epochs"]))
     jitter = augmentation["scale_jitter"]
     model.fit(dataset.train_dataset(args.train_record, args.batch_size, layout_name,
                                     rotation_deg=augmentation["rotation_deg"],
                                     shift_fraction=augmentation["shift_fraction"],
                                     scale_range=(1 - jitter, 1 + jitter),
-                                    occlusion=augmentation["occlusion"]),
+                                    occlusion=augmentation["occlusion"], calm=calm),
               validation_data=dataset.eval_dataset(args.val_record, 64, layout_name),
               epochs=args.epochs, initial_epoch=args.initial_epoch,
               callbacks=callbacks, verbose=2)
@@ -523,6 +542,9 @@ def parse_args(argv=None):
     p.add_argument("--occlusion", type=float, default=None,
                    help="augmentation: probability of hiding a random rectangle of the face "
                         f"(default {dataset.OCCLUSION}; QAT: the float run's)")
+    p.add_argument("--calm_epochs", type=int, default=None, metavar="N",
+                   help="train the last N epochs with milder augmentation (run v5's ranges, "
+                        "no occlusion; default 0; QAT: the float run's)")
     p.add_argument("--weight_decay", type=float, default=0.0,
                    help="AdamW's decoupled weight decay on kernels (default 0: Adam)")
     p.add_argument("--weight_average", type=float, default=0.0, metavar="DECAY",
@@ -560,6 +582,8 @@ def parse_args(argv=None):
             p.error(str(err))
     if args.occlusion is not None and not 0 <= args.occlusion <= 1:
         p.error(f"--occlusion is a probability between 0 and 1, got {args.occlusion}")
+    if args.calm_epochs is not None and args.calm_epochs < 0:
+        p.error(f"--calm_epochs must be >= 0, got {args.calm_epochs}")
     if args.weight_decay < 0:
         p.error(f"--weight_decay must be >= 0, got {args.weight_decay}")
     if not 0 <= args.weight_average < 1:

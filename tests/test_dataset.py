@@ -94,3 +94,26 @@ def test_not_a_record_is_a_clear_error(tmp_path):
         dataset.record_info(bogus)
     with pytest.raises(FileNotFoundError, match="record file not found"):
         dataset.record_info(tmp_path / "missing.record")
+
+
+def test_calm_variable_switches_to_the_calm_ranges(tmp_path, make_300w_folder):
+    """Zoomed out 2× by the base ranges, faces come back to their size when
+    `calm` is set (dataset.CALM: scale within ±12%), without a new pipeline."""
+    path = _record(tmp_path, make_300w_folder)
+    left, right = get_layout("300w68").eye_corners
+
+    def eye_distances(targets):
+        marks = targets.numpy().reshape(len(targets), -1, 2)
+        return np.linalg.norm(marks[:, left] - marks[:, right], axis=-1)
+
+    stored = eye_distances(next(iter(dataset.eval_dataset(path, 6)))[1])
+    calm = tf.Variable(False)
+    pipeline = dataset.train_dataset(path, 4, rotation_deg=0.0, scale_range=(0.5, 0.5),
+                                     shift_fraction=0.0, occlusion=1.0, calm=calm)
+    zoomed_out = eye_distances(next(iter(pipeline))[1])
+    np.testing.assert_allclose(zoomed_out, 0.5 * stored.mean(), rtol=0.25)
+    calm.assign(True)
+    calmed = eye_distances(next(iter(pipeline))[1])
+    jitter = dataset.CALM["scale_jitter"]
+    assert (calmed >= (1 - jitter) * stored.min() - 1e-4).all()
+    assert (calmed <= (1 + jitter) * stored.max() + 1e-4).all()

@@ -113,11 +113,20 @@ def test_bad_stages_flag_is_named(text, capsys):
                                          (["--weight_average", "0.9", "--quantization"],
                                           "--weight_average"),
                                          (["--integral_cells", "24"], "--integral_cells"),
+                                         (["--calm_epochs=-1"], "--calm_epochs"),
                                          (["--integral_cells", "32"], "--integral_cells")])
 def test_bad_regulariser_flags_are_named(flags, name, capsys):
     with pytest.raises(SystemExit):
         landmark.parse_args(flags)
     assert name in capsys.readouterr().err
+
+
+def test_calm_augmentation_starts_at_its_epoch():
+    calm = landmark.tf.Variable(False)
+    callback = landmark.CalmAugmentation(calm, 8)
+    for epoch, expected in [(0, False), (7, False), (8, True), (9, True)]:
+        callback.on_epoch_begin(epoch)
+        assert bool(calm.numpy()) is expected
 
 
 def test_nme_weighted_loss_weighs_faces_as_nme_does():
@@ -231,10 +240,11 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
                        ["--head", "integral", "--stages", "8x1,8x1,16x1", "--head_channels", "8",
                         "--occlusion", "0.5", "--weight_decay", "0.01",
                         "--weight_average", "0.9", "--integral_cells", "32",
-                        "--loss", "wing_nme"])
+                        "--loss", "wing_nme", "--calm_epochs", "1"])
     card = json.loads((tmp_path / "exported" / landmark.MODEL_CARD).read_text())
     assert card["options"]["head"] == "integral" and "score maps" in card["output"]
     assert card["options"]["integral_cells"] == 32 and card["loss"] == "wing_nme"
+    assert card["augmentation"]["calm_epochs"] == 1
     assert card["augmentation"]["occlusion"] == 0.5 and card["weight_decay"] == 0.01
     assert card["weight_average"] == 0.9
     # The PTQ techniques rebuild the network as exported, from the SavedModel's variables.
