@@ -457,8 +457,8 @@ def train(args):
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else args.lr, total - warmup, alpha=0.01,
             warmup_target=args.lr if warmup else None, warmup_steps=warmup)
-        model.compile(optimizer=make_optimizer(schedule, args.weight_decay), loss=make_loss(card["loss"], layout),
-                      metrics=[nme_metric(layout)])
+        model.compile(optimizer=make_optimizer(schedule, args.weight_decay),
+                      loss=make_loss(card["loss"], layout), metrics=[nme_metric(layout)])
     (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
 
     # The weight average must be swapped in before the checkpoints save.
