@@ -109,8 +109,9 @@ def _integral_head(maps, num_marks, channels, cells=INTEGRAL_CELLS):
     it, so the output is still (x, y) fractions of the crop."""
     sides = [m.shape[1] for m in maps]
     if INTEGRAL_CELLS not in sides or cells not in sides or cells < INTEGRAL_CELLS:
-        raise ValueError(f"the integral head needs the {INTEGRAL_CELLS}×{INTEGRAL_CELLS} map and a "
-                         f"{cells}×{cells} one (at least {INTEGRAL_CELLS}); the stages give {sides}")
+        raise ValueError(f"the integral head needs the {INTEGRAL_CELLS}×{INTEGRAL_CELLS} map and "
+                         f"a {cells}×{cells} one (at least {INTEGRAL_CELLS}); "
+                         f"the stages give {sides}")
     coarse = [m for m in maps if m.shape[1] <= INTEGRAL_CELLS]
     x = _bn(layers.Conv2D(channels, 1, use_bias=False)(coarse[-1]))
     for lateral in reversed(coarse[:-1]):
