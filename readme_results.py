@@ -128,15 +128,15 @@ def predictor_section():
     where = f"the test faces of `{first['split']}`" if first.get("split") else ", ".join(first["dirs"])
     # Other settings are compared face by face with the first file (the defaults).
     reference = first.get("nmes")
-    lines = [f"Detector + landmarks (`{first['model']}`) on {where} (`evaluate_predictor.py`):", "",
-             "| file | re-crop passes | flip test | faces | missed | NME % | FR@0.10 % | AUC@0.10 "
-             f"| vs results/{runs[0][0].name}, points (paired s.e.) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"Detector + landmarks on {where} (`evaluate_predictor.py`):", "",
+             "| file | landmark model | re-crop passes | flip test | faces | missed | NME % "
+             f"| FR@0.10 % | AUC@0.10 | vs results/{runs[0][0].name}, points (paired s.e.) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p, r in runs:
         compare = ""
         if p != runs[0][0] and reference and len(r.get("nmes", [])) == len(reference):
             compare = "{:+.3f} ({:.3f})".format(*paired_difference(r["nmes"], reference))
-        lines.append(f"| results/{p.name} | {r.get('refine', 1)} | {'yes' if r.get('flip') else 'no'} "
+        lines.append(f"| results/{p.name} | `{r['model']}` | {r.get('refine', 1)} | {'yes' if r.get('flip') else 'no'} "
                      f"| {r['faces']} | **{r['missed']}** ({100 * r['missed_share']:.1f}%) "
                      f"| **{100 * r['nme']:.3f}** | {100 * r['fr']:.2f} | {r['auc']:.4f} | {compare} |")
     return "\n".join(lines)

@@ -30,6 +30,7 @@ def test_sections_are_rebuilt_from_result_files(tmp_path, monkeypatch):
     assert "old" not in text and text.startswith("# title\n")
     assert "| `val_metrics` | 4.123 | 0.83 | 0.6000 | 3.250 | 200 | 41 | 95 |" in text
     assert "| resnet | no | 95 | results/val_metrics.json |" in text
+    assert "| results/predictor_eval.json | `m.tflite` | 0 | no | 3 |" in text
     assert "| **4.000** | 0.00 | 0.6000 |  |" in text
     assert "| **3.900** | 0.00 | 0.6000 | -0.100 (0.000) |" in text
     readme_results.main()                       # idempotent
