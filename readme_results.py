@@ -14,6 +14,12 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 
 
+def _in_order(paths):
+    """Paths sorted with their numbers read as numbers: run v10 after v9."""
+    return sorted(paths, key=lambda p: [int(part) if part.isdigit() else part
+                                        for part in re.split(r"(\d+)", p.name)])
+
+
 def _load(name):
     path = RESULTS / name
     return json.loads(path.read_text()) if path.is_file() else None
@@ -43,7 +49,7 @@ def paired_difference(nmes, reference):
 
 
 def validation_section():
-    runs = [(p.stem, json.loads(p.read_text())) for p in sorted(RESULTS.glob("val_*.json"))]
+    runs = [(p.stem, json.loads(p.read_text())) for p in _in_order(RESULTS.glob("val_*.json"))]
     if not runs:
         return "_No validation run yet: `make train evaluate` writes results/val_metrics.json._"
     reference = dict(runs).get(REFERENCE_RUN)
@@ -60,7 +66,7 @@ def validation_section():
               "standard error of that mean. It measures the noise of scoring on these faces only, not "
               "of training (`val_resnet_v2b`, run v2's command run again, differs from `val_resnet_v2` "
               "by several of them). "
-              "Files: " + ", ".join(f"results/{p.name}" for p in sorted(RESULTS.glob('val_*.json')))]
+              "Files: " + ", ".join(f"results/{name}.json" for name, _ in runs)]
     return "\n".join(lines)
 
 
@@ -75,7 +81,7 @@ def loss_section():
 
 def throughput_section():
     rows = []
-    for path in sorted([*RESULTS.glob("val_*.json"), *RESULTS.glob("throughput_*.json")]):
+    for path in _in_order([*RESULTS.glob("val_*.json"), *RESULTS.glob("throughput_*.json")]):
         m = json.loads(path.read_text())
         t = m.get("training") if isinstance(m, dict) else None
         # Re-evaluations of a run (flip test, ensembles, its last checkpoint)

@@ -42,3 +42,12 @@ def test_missing_marker_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(readme_results, "ROOT", tmp_path)
     with pytest.raises(SystemExit, match="BEGIN validation"):
         readme_results.main()
+
+
+def test_runs_are_listed_in_numeric_order():
+    from pathlib import Path
+    names = ["val_resnet_v10.json", "val_resnet_v9_flip.json", "val_resnet_v9.json",
+             "val_resnet_v1.json", "val_resnet_v10_last.json"]
+    assert [p.name for p in readme_results._in_order(map(Path, names))] == [
+        "val_resnet_v1.json", "val_resnet_v9.json", "val_resnet_v9_flip.json",
+        "val_resnet_v10.json", "val_resnet_v10_last.json"]
