@@ -74,17 +74,20 @@ LOSS_NAMES = sorted(LOSSES) + ["wing_nme"]
 MIN_EYE_DISTANCE = 0.1
 
 
+def _eye_distance(targets, layout):
+    """(B,) outer-eye-corner distances of flat (B, 2N) targets, in their units."""
+    marks = tf.reshape(targets, [-1, layout.num_marks, 2])
+    left, right = layout.eye_corners
+    return tf.norm(marks[:, left] - marks[:, right], axis=-1)
+
+
 def nme_weighted(loss_fn, layout):
     """`loss_fn` with each face's loss divided by its outer-eye-corner
     distance, as NME divides its error, and rescaled so a batch's weights
     average 1. Plain losses count a pixel of error the same on every face;
     NME counts it more on faces whose eye corners are close (turned heads)."""
-    left, right = layout.eye_corners
-
     def loss(y_true, y_pred):
-        true = tf.reshape(y_true, [-1, layout.num_marks, 2])
-        distance = tf.norm(true[:, left] - true[:, right], axis=-1)
-        inverse = 1.0 / tf.maximum(distance, MIN_EYE_DISTANCE)
+        inverse = 1.0 / tf.maximum(_eye_distance(y_true, layout), MIN_EYE_DISTANCE)
         return loss_fn(y_true, y_pred) * inverse / tf.reduce_mean(inverse)
     return loss
 
@@ -98,13 +101,9 @@ def make_loss(name, layout):
 
 def nme_metric(layout):
     """Keras metric: NME of each face (scale-free, so crop units do)."""
-    left, right = layout.eye_corners
-
     def nme(y_true, y_pred):
-        true = tf.reshape(y_true, [-1, layout.num_marks, 2])
-        pred = tf.reshape(y_pred, [-1, layout.num_marks, 2])
-        norm = tf.norm(true[:, left] - true[:, right], axis=-1)
-        return tf.reduce_mean(tf.norm(pred - true, axis=-1), axis=-1) / norm
+        error = tf.norm(tf.reshape(y_pred - y_true, [-1, layout.num_marks, 2]), axis=-1)
+        return tf.reduce_mean(error, axis=-1) / _eye_distance(y_true, layout)
     return nme
 
 
