@@ -12,6 +12,7 @@ model.json (architecture and layout). Exports are SavedModels with a
 landmark.json beside saved_model.pb (input size, marks, layout).
 """
 import argparse
+import csv
 import json
 import sys
 import time
@@ -301,7 +302,8 @@ def write_metrics(result, path, **extra):
 # ------------------------------------------------------------------ train --
 
 class EpochTimer(keras.callbacks.Callback):
-    """Logs training throughput (images/s) into the epoch's logs."""
+    """Logs training throughput (images/s) and the learning rate into the
+    epoch's logs."""
 
     def __init__(self, images_per_epoch):
         super().__init__()
@@ -313,6 +315,7 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs["epoch_seconds"] = time.perf_counter() - self.start
         logs["images_per_s"] = self.images_per_epoch / logs["epoch_seconds"]
+        logs["lr"] = float(self.model.optimizer.learning_rate)  # at the epoch's last step
 
 
 class WeightAverage(keras.callbacks.Callback):
@@ -419,6 +422,9 @@ def train(args):
     layout = get_layout(layout_name)
     checkpoint_dir = Path(args.qat_checkpoint_dir if args.quantization else args.checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = checkpoint_dir / "last.weights.h5"
+    if args.initial_epoch and not resume_from.is_file():
+        raise FileNotFoundError(f"--initial_epoch {args.initial_epoch}: no {resume_from} to resume from")
     steps = train_count // args.batch_size
     print(f"{layout_name}: {train_count} training faces ({steps} steps of {args.batch_size}), "
           f"{val_count} validation faces")
@@ -450,7 +456,7 @@ def train(args):
             model = make_model(card)
         augmentation = card["augmentation"]
         if args.initial_epoch:
-            model.load_weights(str(checkpoint_dir / "last.weights.h5"))
+            model.load_weights(str(resume_from))
         total = args.epochs * steps
         warmup = min(steps * 3, total // 10) if not args.quantization else 0
         schedule = keras.optimizers.schedules.CosineDecay(
@@ -458,6 +464,12 @@ def train(args):
             warmup_target=args.lr if warmup else None, warmup_steps=warmup)
         model.compile(optimizer=make_optimizer(schedule, args.weight_decay),
                       loss=make_loss(card["loss"], layout), metrics=[nme_metric(layout)])
+        if args.initial_epoch:
+            # The schedule reads the optimizer's step count: go on from where
+            # the run stopped, not from the warm-up. (Adam's moments start
+            # afresh; with --weight_average the average restarts from the
+            # saved weights, which are the old average.)
+            model.optimizer.iterations.assign(args.initial_epoch * steps)
     (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
 
     # The weight average must be swapped in before the checkpoints save.
@@ -466,7 +478,9 @@ def train(args):
         EpochTimer(steps * args.batch_size),
         keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.weights.h5"),
                                         monitor="val_nme", mode="min",
-                                        save_best_only=True, save_weights_only=True),
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=best_so_far(
+                                            checkpoint_dir, args.initial_epoch)),
         keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "last.weights.h5"),
                                         save_weights_only=True),
         keras.callbacks.CSVLogger(str(checkpoint_dir / "history.csv"),
@@ -489,6 +503,19 @@ def train(args):
               callbacks=callbacks, verbose=2)
     model.load_weights(str(checkpoint_dir / "best.weights.h5"))
     return model, card
+
+
+def best_so_far(checkpoint_dir, initial_epoch):
+    """The lowest validation NME in `checkpoint_dir`'s history.csv over the
+    first `initial_epoch` epochs, so that a resumed run replaces
+    best.weights.h5 only with a better model; None for a fresh run."""
+    history = Path(checkpoint_dir) / "history.csv"
+    if not initial_epoch or not history.is_file():
+        return None
+    with history.open() as f:
+        scores = [float(row["val_nme"]) for row in csv.DictReader(f)
+                  if int(row["epoch"]) < initial_epoch and row.get("val_nme")]
+    return min(scores) if scores else None
 
 
 def model_options(args):
@@ -569,7 +596,9 @@ def parse_args(argv=None):
                         "from ('last' when the validation faces were trained on)")
     p.add_argument("--export_dir", default=None,
                    help="default: exported, or exported_quantized with --quantization")
-    p.add_argument("--initial_epoch", type=int, default=0, help="resume from last.weights.h5")
+    p.add_argument("--initial_epoch", type=int, default=0,
+                   help="resume an interrupted run from last.weights.h5 at this epoch "
+                        "(same --epochs and flags; the learning-rate schedule goes on from there)")
     p.add_argument("--metrics_out", default=None, help="write the evaluation here (JSON)")
     args = p.parse_args(argv)
     if args.lr is None:
@@ -589,6 +618,8 @@ def parse_args(argv=None):
         p.error(f"--weight_average is a decay between 0 and 1 (0: off), got {args.weight_average}")
     if args.weight_average and args.quantization:
         p.error("--weight_average applies to float training, not --quantization")
+    if not args.export_only and not args.eval_only and not 0 <= args.initial_epoch < args.epochs:
+        p.error(f"--initial_epoch must be in [0, --epochs={args.epochs}), got {args.initial_epoch}")
     if args.integral_cells is not None and args.head != "integral":
         p.error("--integral_cells needs --head integral")
     return args

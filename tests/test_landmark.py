@@ -114,7 +114,9 @@ def test_bad_stages_flag_is_named(text, capsys):
                                           "--weight_average"),
                                          (["--integral_cells", "24"], "--integral_cells"),
                                          (["--calm_epochs=-1"], "--calm_epochs"),
-                                         (["--integral_cells", "32"], "--integral_cells")])
+                                         (["--integral_cells", "32"], "--integral_cells"),
+                                         (["--initial_epoch", "10"], "--initial_epoch"),
+                                         (["--initial_epoch=-1"], "--initial_epoch")])
 def test_bad_regulariser_flags_are_named(flags, name, capsys):
     with pytest.raises(SystemExit):
         landmark.parse_args(flags)
@@ -177,6 +179,48 @@ def test_weight_decay_shrinks_kernels_only():
         else:
             np.testing.assert_array_equal(variable.numpy(), old)
     assert isinstance(landmark.make_optimizer(0.1, 0.0), keras.optimizers.Adam)
+
+
+def test_resume_goes_on_with_the_schedule_and_keeps_the_best(tmp_path, monkeypatch,
+                                                             make_300w_folder):
+    """--initial_epoch: the learning rate of a resumed epoch is the one an
+    uninterrupted run had there (not the warm-up's), history.csv goes on,
+    and best.weights.h5 is replaced only by a better model than the best
+    before the resume."""
+    import csv
+    train, test = make_300w_folder("train", 8), make_300w_folder("test", 2, seed=1)
+    gen.main(["--dataset", "300w", "--train_dirs", str(train), "--test_dirs", str(test),
+              "--out_dir", str(tmp_path / "records")])
+    monkeypatch.chdir(tmp_path)
+    flags = ["--train_record", "records/train.record", "--val_record", "records/test.record",
+             "--epochs", "3", "--batch_size", "4", "--stages", "8x1,8x1", "--head_channels", "8"]
+
+    def history(run):
+        with open(tmp_path / run / "history.csv") as f:
+            return list(csv.DictReader(f))
+
+    with pytest.raises(SystemExit, match="--initial_epoch 2: no fresh/last.weights.h5"):
+        landmark.main(flags + ["--checkpoint_dir", "fresh", "--initial_epoch", "2"])
+    landmark.main(flags + ["--checkpoint_dir", "whole"])
+    whole = history("whole")
+    best_file = tmp_path / "whole" / "best.weights.h5"
+    saved = best_file.read_bytes()
+    # Rerun the last epoch as a run interrupted after two epochs would.
+    landmark.main(flags + ["--checkpoint_dir", "whole", "--initial_epoch", "2"])
+    resumed = history("whole")
+    assert [row["epoch"] for row in resumed] == ["0", "1", "2", "2"]
+    assert float(resumed[3]["lr"]) == pytest.approx(float(whole[2]["lr"]), rel=1e-5)
+    assert float(whole[0]["lr"]) != pytest.approx(float(whole[2]["lr"]), rel=1e-3)
+    before = min(float(row["val_nme"]) for row in whole[:2])
+    assert (best_file.read_bytes() != saved) == (float(resumed[3]["val_nme"]) < before)
+
+
+def test_best_so_far_reads_the_epochs_before_the_resume(tmp_path):
+    (tmp_path / "history.csv").write_text("epoch,loss,val_nme\n0,9,0.30\n1,8,0.20\n2,7,0.25\n"
+                                          "3,6,0.10\n")
+    assert landmark.best_so_far(tmp_path, 3) == 0.20
+    assert landmark.best_so_far(tmp_path, 0) is None
+    assert landmark.best_so_far(tmp_path / "none", 3) is None
 
 
 def test_weight_average_is_what_validation_and_checkpoints_see(tmp_path):
