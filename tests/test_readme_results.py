@@ -40,7 +40,7 @@ def test_sections_are_rebuilt_from_result_files(tmp_path, monkeypatch):
 def test_missing_marker_is_an_error(tmp_path, monkeypatch):
     (tmp_path / "README.md").write_text("# nothing to fill\n")
     monkeypatch.setattr(readme_results, "ROOT", tmp_path)
-    with pytest.raises(SystemExit, match="BEGIN validation"):
+    with pytest.raises(SystemExit, match="BEGIN targets"):
         readme_results.main()
 
 
@@ -51,3 +51,45 @@ def test_runs_are_listed_in_numeric_order():
     assert [p.name for p in readme_results._in_order(map(Path, names))] == [
         "val_resnet_v1.json", "val_resnet_v9.json", "val_resnet_v9_flip.json",
         "val_resnet_v10.json", "val_resnet_v10_last.json"]
+
+
+def test_targets_table_reads_each_target_from_its_file(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def write(name, **fields):
+        (results / name).write_text(json.dumps(fields))
+
+    run = {"fr": 0.0, "auc": 0.6, "mse": 3.0, "num_faces": 121, "architecture": "resnet"}
+    write("val_resnet_v10.json", **run, nme=0.0428, model="checkpoints_v10/best.weights.h5",
+          training={"train_minutes": 47})
+    # Not one network, or trained too long: the best one-network figure skips them.
+    write("val_resnet_v10_flip.json", **run, nme=0.035, model="x", flip_test=True,
+          training={"train_minutes": 47})
+    write("val_resnet_v11.json", **run, nme=0.036, model="y", training={"train_minutes": 75})
+    write("val_resnet_v12.json", **run, nme=0.0421, model="checkpoints_v12/best.weights.h5",
+          training={"train_minutes": 55})
+    rows = [{"model": "float", "mode": "float32", "nme": 0.0420, "latency_ms_1thread_median": 3.0},
+            {"model": "qat", "mode": "int8_only", "nme": 0.0431, "latency_ms_1thread_median": 1.2},
+            {"model": "qat", "mode": "16x8", "nme": None, "latency_ms_1thread_median": None}]
+    write("ptq_benchmark.json", rows=rows, models={"float": "f", "qat": "q"})
+    write("predict_speed.json", frame=[640, 480], landmark_model="m.tflite",
+          frames=[{"image": "test_images/a.jpg", "median_ms": 6.5, "face_share": 0.3,
+                   "detector": "short.tflite"},
+                  {"image": "test_images/b.png", "median_ms": 12.0, "face_share": 0.1,
+                   "detector": "full.tflite"}])
+    write("predictor_eval_v10.json", nme=0.0395, missed_share=0.02)
+    monkeypatch.setattr(readme_results, "ROOT", tmp_path)
+    monkeypatch.setattr(readme_results, "RESULTS", results)
+    monkeypatch.setattr(readme_results, "BUNDLED_VALIDATION", "val_resnet_v10.json")
+    monkeypatch.setattr(readme_results, "BUNDLED_PREDICTOR_EVAL", "predictor_eval_v10.json")
+    table = readme_results.targets_section()
+    assert ("| validation NME ≤ 4.0%, one network trained ≤ 60 min | best 4.210% "
+            "(`checkpoints_v12/best.weights.h5`); bundled recipe 4.280% "
+            "(results/val_resnet_v10.json) | **no** | results/val_resnet_v12.json |") in table
+    assert "| +0.110 points (`q` vs `f`) | **no** |" in table
+    assert "| 0.40× | yes |" in table
+    assert "6.50 ms median, `a.jpg`" in table and "short.tflite`; `m.tflite`) | yes |" in table
+    assert "12.00 ms median, `b.png`" in table and "full.tflite`; `m.tflite`) | **no** |" in table
+    assert "| 3.950%, 2.0% missed | **no** |" in table   # NME met, misses not
+    assert "under 1 MB" not in table                      # no bundled file in tmp_path
