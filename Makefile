@@ -6,15 +6,22 @@ PY := $(VENV)/bin/python
 SHARED ?= ../shared/data/300w
 MODEL ?= resnet
 EPOCHS ?= 200
-# The recipe of the reported and bundled model (run v6: integral head, the
-# default augmentation, occlusion and weight decay);
-# TRAIN_FLAGS='--head integral --head_channels 64 --rotation 20 --scale_jitter 0.12 --shift 0.07'
-# RUN=resnet_v5 gives run v5, TRAIN_FLAGS='--head_channels 96 --rotation 20 --scale_jitter 0.12
-# --shift 0.07' RUN=resnet_v2 run v2 (dense head), `TRAIN_FLAGS=` run v1.
-TRAIN_FLAGS ?= --head integral --head_channels 64 --occlusion 0.5 --weight_decay 0.05
-RUN ?= resnet_v6
-QAT_EPOCHS ?= 20
+# The recipe of the bundled model (run v10: integral head with 32x32 score
+# maps, the default augmentation with occlusion, weight decay and a weight
+# average, the NME-weighted Wing loss, and the last 50 epochs calm). Other
+# runs of the README: TRAIN_FLAGS='--head integral --head_channels 64
+# --occlusion 0.5 --weight_decay 0.05' RUN=resnet_v6 QAT_EPOCHS=20 gives run
+# v6 (the bundle before run v10); TRAIN_FLAGS='--head integral --head_channels 64
+# --rotation 20 --scale_jitter 0.12 --shift 0.07' RUN=resnet_v5 run v5;
+# TRAIN_FLAGS='--head_channels 96 --rotation 20 --scale_jitter 0.12 --shift 0.07'
+# RUN=resnet_v2 run v2 (dense head); `TRAIN_FLAGS=` run v1.
+TRAIN_FLAGS ?= --head integral --head_channels 64 --occlusion 0.5 --weight_decay 0.05 \
+    --weight_average 0.999 --integral_cells 32 --loss wing_nme --calm_epochs 50
+RUN ?= resnet_v10
+QAT_EPOCHS ?= 10
 LOSS_EPOCHS ?= 8
+# The loss study's short runs are run v2's recipe (dense head), whatever TRAIN_FLAGS is.
+LOSS_FLAGS ?= --head_channels 96 --rotation 20 --scale_jitter 0.12 --shift 0.07
 RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.record
 
 BUNDLE := assets/landmarks_300w
@@ -80,7 +87,7 @@ techniques: $(VENV)/.installed
 # Short runs, one per loss, same schedule: which loss to train with.
 loss-study: $(VENV)/.installed
 	for loss in wing l1 mse; do \
-	    $(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --loss $$loss --epochs $(LOSS_EPOCHS) $(RECORDS) \
+	    $(PY) landmark.py --model $(MODEL) $(LOSS_FLAGS) --loss $$loss --epochs $(LOSS_EPOCHS) $(RECORDS) \
 	        --checkpoint_dir runs/loss_$$loss --metrics_out results/loss_$$loss.json || exit 1; \
 	done
 
