@@ -93,16 +93,19 @@ loss-study: $(VENV)/.installed
 
 # The whole predictor (detector + the split-trained QAT model as int8) on the
 # validation photos: the bundled model trained on those faces, so it cannot be
-# scored on them.
+# scored on them. Files are named after the run (RUN=resnet_v10 -> _v10);
+# results/predictor_eval.json, _flip and _refine1 are run v6's, from when
+# this target wrote unsuffixed names.
+SPLIT := $(RUN:resnet_%=%)
 evaluate-predictor: $(VENV)/.installed
 	$(PY) ptq_benchmark.py --float_model exported --qat_model exported_quantized \
-	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/split
+	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/split_$(SPLIT)
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json \
-	    --model runs/split/tflite/qat_int8_only.tflite
+	    --model runs/split_$(SPLIT)/tflite/qat_int8_only.tflite --out results/predictor_eval_$(SPLIT).json
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json --flip \
-	    --model runs/split/tflite/qat_int8_only.tflite --out results/predictor_eval_flip.json
+	    --model runs/split_$(SPLIT)/tflite/qat_int8_only.tflite --out results/predictor_eval_$(SPLIT)_flip.json
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json --refine 1 \
-	    --model runs/split/tflite/qat_int8_only.tflite --out results/predictor_eval_refine1.json
+	    --model runs/split_$(SPLIT)/tflite/qat_int8_only.tflite --out results/predictor_eval_$(SPLIT)_refine1.json
 
 readme: $(VENV)/.installed
 	$(PY) readme_results.py
