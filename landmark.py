@@ -259,14 +259,19 @@ def evaluate(predict_fn, record_path, batch_size=64, desc="evaluating"):
     return result
 
 
+def history_rows(checkpoint_dir):
+    """The rows of a run's history.csv (Keras' CSVLogger), [] if it has none."""
+    path = Path(checkpoint_dir) / "history.csv"
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
 def training_summary(checkpoint_dir, images_per_epoch):
     """Epochs, best epoch, throughput and training minutes (excluding
     validation) from a run's history.csv."""
-    import csv
-    path = Path(checkpoint_dir) / "history.csv"
-    if not path.is_file():
-        return None
-    rows = list(csv.DictReader(path.open()))
+    rows = history_rows(checkpoint_dir)
     if not rows:
         return None
     best = min(rows, key=lambda r: float(r["val_nme"]))
@@ -509,12 +514,8 @@ def best_so_far(checkpoint_dir, initial_epoch):
     """The lowest validation NME in `checkpoint_dir`'s history.csv over the
     first `initial_epoch` epochs, so that a resumed run replaces
     best.weights.h5 only with a better model; None for a fresh run."""
-    history = Path(checkpoint_dir) / "history.csv"
-    if not initial_epoch or not history.is_file():
-        return None
-    with history.open() as f:
-        scores = [float(row["val_nme"]) for row in csv.DictReader(f)
-                  if int(row["epoch"]) < initial_epoch and row.get("val_nme")]
+    scores = [float(row["val_nme"]) for row in history_rows(checkpoint_dir)
+              if int(row["epoch"]) < initial_epoch and row.get("val_nme")]
     return min(scores) if scores else None
 
 

@@ -20,6 +20,11 @@ def _in_order(paths):
                                         for part in re.split(r"(\d+)", p.name)])
 
 
+def _validation_runs():
+    """(path, metrics) of every results/val_*.json, in run order."""
+    return [(p, json.loads(p.read_text())) for p in _in_order(RESULTS.glob("val_*.json"))]
+
+
 def _load(name):
     path = RESULTS / name
     return json.loads(path.read_text()) if path.is_file() else None
@@ -49,7 +54,7 @@ def paired_difference(nmes, reference):
 
 
 def validation_section():
-    runs = [(p.stem, json.loads(p.read_text())) for p in _in_order(RESULTS.glob("val_*.json"))]
+    runs = [(p.stem, m) for p, m in _validation_runs()]
     if not runs:
         return "_No validation run yet: `make train evaluate` writes results/val_metrics.json._"
     reference = dict(runs).get(REFERENCE_RUN)
@@ -160,11 +165,6 @@ def _single_network(m):
     return not (m.get("flip_test") or m.get("average_with") or m.get("quantized"))
 
 
-def _benchmark_row(rows, model, mode):
-    return next((r for r in rows if r["model"] == model and r["mode"] == mode
-                 and r.get("nme") is not None), None)
-
-
 def targets_section():
     """The issues' targets, each against the file that measures it."""
     lines = ["| target | measured | met | from |", "| --- | --- | --- | --- |"]
@@ -172,7 +172,7 @@ def targets_section():
     def row(target, measured, met, source):
         lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} | {source} |")
 
-    runs = [(p.name, json.loads(p.read_text())) for p in _in_order(RESULTS.glob("val_*.json"))]
+    runs = [(p.name, m) for p, m in _validation_runs()]
     timed = [(name, m) for name, m in runs if _single_network(m)
              and (m.get("training") or {}).get("train_minutes", 61) <= 60]
     if timed:
@@ -185,8 +185,10 @@ def targets_section():
             f"results/{name}")
     benchmark = _load("ptq_benchmark.json")
     if benchmark:
-        float32 = _benchmark_row(benchmark["rows"], "float", "float32")
-        int8 = _benchmark_row(benchmark["rows"], "qat", "int8_only")
+        # Rows keyed as ptq_benchmark.summary_lines keys them (a row the
+        # converter refused has no NME).
+        find = {(r["model"], r["mode"]): r for r in benchmark["rows"] if r.get("nme") is not None}
+        float32, int8 = find.get(("float", "float32")), find.get(("qat", "int8_only"))
         if float32 and int8:
             models = benchmark.get("models", {})
             gap = 100 * (int8["nme"] - float32["nme"])
