@@ -100,6 +100,92 @@ def make_loss(name, layout):
     return LOSSES[name]
 
 
+def cell_targets(targets, side, sigma):
+    """(B, side², N) target distributions over the integral head's cells: a
+    Gaussian of `sigma` cells around each mark of the flat (B, 2N) targets
+    (fractions of the crop), normalised over the cells, cells in
+    geometry.cell_centres' order."""
+    centres = tf.constant(geometry.cell_centres(side))                   # (C, 2)
+    marks = tf.reshape(tf.cast(targets, tf.float32), [tf.shape(targets)[0], -1, 2])
+    offsets = centres[None, :, None, :] - marks[:, None, :, :]           # (B, C, N, 2)
+    logits = -tf.reduce_sum(tf.square(offsets), axis=-1) * side ** 2 / (2.0 * sigma ** 2)
+    return tf.nn.softmax(logits, axis=1)
+
+
+def js_divergence(p, q, axis=1):
+    """Jensen-Shannon divergence (nats, 0..ln 2) between distributions along `axis`."""
+    m = 0.5 * (p + q)
+
+    def kl(a):
+        return tf.reduce_sum(a * (tf.math.log(a + 1e-12) - tf.math.log(m + 1e-12)), axis=axis)
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+class HeatmapRegularised(keras.Model):
+    """Training view of an integral-head model with DSNT's regulariser
+    (Nibali et al. 2018): the loss is the marks loss plus `weight` × the
+    Jensen-Shannon divergence between each mark's softmax over the cells and
+    a Gaussian of `sigma` cells around its target, averaged over the marks.
+    The marks loss alone only places each map's mean and leaves the maps
+    diffuse (run v10's spread over about 3 cells); this pulls them towards
+    one compact peak at the mark.
+
+    It shares the model's layers and variables, so its checkpoints are the
+    model's. Compile it with the optimizer only: `marks_loss` and
+    `marks_metric` (per-face functions, as make_loss and nme_metric give)
+    are reported as `loss` (regulariser included) and `nme`, as a plain
+    model compiled with them would be."""
+
+    def __init__(self, model, weight, sigma, marks_loss, marks_metric):
+        scores = network.scores_model(model)
+        if scores is model:
+            raise ValueError("--heatmap_loss needs an integral-head model (--head integral)")
+        # The softmax again, from this model's score maps: a QAT model shares
+        # the float model's tail layers, whose .output is the float graph's.
+        _, side, _, num_marks = scores.output.shape
+        cell_weights = keras.layers.Softmax(axis=1)(
+            keras.layers.Reshape((side * side, num_marks))(scores.output))
+        super().__init__(model.input, [model.output, cell_weights], name=model.name)
+        self.heatmap_weight, self.heatmap_sigma = float(weight), float(sigma)
+        self.cells_per_side = side
+        self.marks_loss, self.marks_metric = marks_loss, marks_metric
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.nme_tracker = keras.metrics.Mean(name="nme")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.nme_tracker]
+
+    def heatmap_loss(self, y, cell_weights):
+        target = cell_targets(y, self.cells_per_side, self.heatmap_sigma)
+        return tf.reduce_mean(js_divergence(cell_weights, target))
+
+    def total_loss(self, y, outputs):
+        marks, cell_weights = outputs
+        return (tf.reduce_mean(self.marks_loss(y, marks)) + sum(self.losses)
+                + self.heatmap_weight * self.heatmap_loss(y, cell_weights))
+
+    def _report(self, y, marks, loss):
+        self.loss_tracker.update_state(loss, sample_weight=tf.shape(marks)[0])
+        self.nme_tracker.update_state(self.marks_metric(y, marks))
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            outputs = self(x, training=True)
+            loss = self.total_loss(y, outputs)
+            # Gradients are summed over replicas (MirroredStrategy).
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        self.optimizer.minimize(scaled, self.trainable_variables, tape=tape)
+        return self._report(y, outputs[0], loss)
+
+    def test_step(self, data):
+        x, y = data
+        outputs = self(x, training=False)
+        return self._report(y, outputs[0], self.total_loss(y, outputs))
+
+
 def nme_metric(layout):
     """Keras metric: NME of each face (scale-free, so crop units do)."""
     def nme(y_true, y_pred):
@@ -447,6 +533,7 @@ def train(args):
                   f"{list(ranges)[-1]}: {ranges[list(ranges)[-1]]}")
             card = {**float_card, "quantized": True, "weight_bits": args.weight_bits,
                     "loss": args.loss or float_card.get("loss", "wing"),
+                    "heatmap_loss": heatmap_settings(args, float_card.get("heatmap_loss")),
                     "weight_decay": args.weight_decay, "weight_average": 0.0,
                     "augmentation": augmentation_settings(
                 args, float_card.get("augmentation", {}))}
@@ -455,6 +542,7 @@ def train(args):
                     "input_size": geometry.MODEL_SIZE, "crop_scale": geometry.CROP_SCALE,
                     "output": "marks (x, y) in the model crop divided by input_size",
                     "input": "RGB pixels 0-255", "quantized": False, "loss": args.loss or "wing",
+                    "heatmap_loss": heatmap_settings(args, None),
                     "weight_decay": args.weight_decay, "weight_average": args.weight_average,
                     "augmentation": augmentation_settings(args, {}),
                     "options": model_options(args)}
@@ -467,14 +555,21 @@ def train(args):
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else args.lr, total - warmup, alpha=0.01,
             warmup_target=args.lr if warmup else None, warmup_steps=warmup)
-        model.compile(optimizer=make_optimizer(schedule, args.weight_decay),
-                      loss=make_loss(card["loss"], layout), metrics=[nme_metric(layout)])
+        optimizer = make_optimizer(schedule, args.weight_decay)
+        loss, metric = make_loss(card["loss"], layout), nme_metric(layout)
+        if card["heatmap_loss"]:
+            trained = HeatmapRegularised(model, card["heatmap_loss"]["weight"],
+                                         card["heatmap_loss"]["sigma"], loss, metric)
+            trained.compile(optimizer=optimizer)
+        else:
+            trained = model
+            trained.compile(optimizer=optimizer, loss=loss, metrics=[metric])
         if args.initial_epoch:
             # The schedule reads the optimizer's step count: go on from where
             # the run stopped, not from the warm-up. (Adam's moments start
             # afresh; with --weight_average the average restarts from the
             # saved weights, which are the old average.)
-            model.optimizer.iterations.assign(args.initial_epoch * steps)
+            trained.optimizer.iterations.assign(args.initial_epoch * steps)
     (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
 
     # The weight average must be swapped in before the checkpoints save.
@@ -498,7 +593,7 @@ def train(args):
         calm = tf.Variable(False, trainable=False)
         callbacks.insert(0, CalmAugmentation(calm, args.epochs - augmentation["calm_epochs"]))
     jitter = augmentation["scale_jitter"]
-    model.fit(dataset.train_dataset(args.train_record, args.batch_size, layout_name,
+    trained.fit(dataset.train_dataset(args.train_record, args.batch_size, layout_name,
                                     rotation_deg=augmentation["rotation_deg"],
                                     shift_fraction=augmentation["shift_fraction"],
                                     scale_range=(1 - jitter, 1 + jitter),
@@ -517,6 +612,16 @@ def best_so_far(checkpoint_dir, initial_epoch):
     scores = [float(row["val_nme"]) for row in history_rows(checkpoint_dir)
               if int(row["epoch"]) < initial_epoch and row.get("val_nme")]
     return min(scores) if scores else None
+
+
+def heatmap_settings(args, inherited):
+    """The card's heatmap regulariser: {"weight", "sigma"} or None (off).
+    Flags given > the float run's (for QAT) > off."""
+    if args.heatmap_loss is None:
+        return inherited
+    if not args.heatmap_loss:
+        return None
+    return {"weight": args.heatmap_loss, "sigma": args.heatmap_sigma}
 
 
 def model_options(args):
@@ -572,6 +677,12 @@ def parse_args(argv=None):
     p.add_argument("--calm_epochs", type=int, default=None, metavar="N",
                    help="train the last N epochs with milder augmentation (run v5's ranges, "
                         "no occlusion; default 0; QAT: the float run's)")
+    p.add_argument("--heatmap_loss", type=float, default=None, metavar="WEIGHT",
+                   help="integral head: add WEIGHT × the Jensen-Shannon divergence between each "
+                        "mark's softmax and a Gaussian around its target (DSNT's regulariser; "
+                        "default 0: off; QAT: the float run's)")
+    p.add_argument("--heatmap_sigma", type=float, default=1.0, metavar="CELLS",
+                   help="--heatmap_loss: the Gaussian's standard deviation in cells (default 1)")
     p.add_argument("--weight_decay", type=float, default=0.0,
                    help="AdamW's decoupled weight decay on kernels (default 0: Adam)")
     p.add_argument("--weight_average", type=float, default=0.0, metavar="DECAY",
@@ -621,6 +732,12 @@ def parse_args(argv=None):
         p.error("--weight_average applies to float training, not --quantization")
     if not args.export_only and not args.eval_only and not 0 <= args.initial_epoch < args.epochs:
         p.error(f"--initial_epoch must be in [0, --epochs={args.epochs}), got {args.initial_epoch}")
+    if args.heatmap_loss is not None and args.heatmap_loss < 0:
+        p.error(f"--heatmap_loss must be >= 0, got {args.heatmap_loss}")
+    if args.heatmap_sigma <= 0:
+        p.error(f"--heatmap_sigma must be > 0, got {args.heatmap_sigma}")
+    if args.heatmap_loss and not args.quantization and args.head != "integral":
+        p.error("--heatmap_loss needs --head integral")
     if args.integral_cells is not None and args.head != "integral":
         p.error("--integral_cells needs --head integral")
     return args

@@ -116,11 +116,60 @@ def test_bad_stages_flag_is_named(text, capsys):
                                          (["--calm_epochs=-1"], "--calm_epochs"),
                                          (["--integral_cells", "32"], "--integral_cells"),
                                          (["--initial_epoch", "10"], "--initial_epoch"),
-                                         (["--initial_epoch=-1"], "--initial_epoch")])
+                                         (["--initial_epoch=-1"], "--initial_epoch"),
+                                         (["--heatmap_loss=-1"], "--heatmap_loss"),
+                                         (["--heatmap_loss", "1"], "--heatmap_loss"),
+                                         (["--heatmap_sigma", "0"], "--heatmap_sigma")])
 def test_bad_regulariser_flags_are_named(flags, name, capsys):
     with pytest.raises(SystemExit):
         landmark.parse_args(flags)
     assert name in capsys.readouterr().err
+
+
+def test_cell_targets_are_gaussians_around_the_marks():
+    side, sigma = 16, 1.5
+    targets = np.array([[0.25, 0.75, 0.5, 0.5]], np.float32)   # two marks
+    cells = landmark.cell_targets(targets, side, sigma).numpy()  # (1, 256, 2)
+    np.testing.assert_allclose(cells.sum(axis=1), 1.0, atol=1e-5)
+    centres = landmark.geometry.cell_centres(side)
+    for mark, (x, y) in enumerate(targets.reshape(2, 2)):
+        weights = cells[0, :, mark]
+        mean = weights @ centres
+        # Cut off at the map's edges: a mark 4 cells from them moves by 1/60 cell.
+        np.testing.assert_allclose(mean, (x, y), atol=1.5e-3)
+        spread = np.sqrt(weights @ ((centres - mean) ** 2)) * side   # in cells
+        np.testing.assert_allclose(spread, sigma, rtol=0.05)
+
+
+def test_js_divergence_by_hand():
+    p = np.array([[0.5, 0.5, 0.0]]).T[None]   # (1, 3 cells, 1 mark)
+    q = np.array([[0.0, 0.5, 0.5]]).T[None]
+    # m = (.25, .5, .25): KL(p||m) = .5 ln 2 + .5 ln 1 = .5 ln 2, likewise KL(q||m).
+    np.testing.assert_allclose(landmark.js_divergence(p, q).numpy(), [[0.5 * np.log(2)]],
+                               rtol=1e-5)
+    np.testing.assert_allclose(landmark.js_divergence(p, p).numpy(), [[0.0]], atol=1e-6)
+
+
+def test_heatmap_regulariser_adds_its_weighted_divergence():
+    model = network.build_model("resnet", 68, head="integral", stages=((8, 1), (8, 1), (16, 1)),
+                                head_channels=8, integral_cells=32)
+    layout = landmark.get_layout("300w68")
+    plain, nme = landmark.make_loss("wing", layout), landmark.nme_metric(layout)
+    regularised = landmark.HeatmapRegularised(model, 3.0, 1.0, plain, nme)
+    regularised.compile(optimizer="sgd")
+    images = np.random.default_rng(0).uniform(0, 255, (4, 128, 128, 3)).astype(np.float32)
+    targets = np.random.default_rng(1).uniform(0.2, 0.8, (4, 136)).astype(np.float32)
+    marks, cell_weights = regularised(images)
+    np.testing.assert_allclose(marks.numpy(), model(images).numpy(), atol=1e-6)
+    divergence = landmark.js_divergence(cell_weights, landmark.cell_targets(targets, 32, 1.0))
+    assert np.all(divergence.numpy() > 0.1)   # flat maps against 1-cell Gaussians
+    expected = np.mean(plain(targets, marks).numpy()) + 3.0 * np.mean(divergence.numpy())
+    logs = regularised.evaluate(images, targets, batch_size=4, verbose=0, return_dict=True)
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-5)
+    np.testing.assert_allclose(logs["nme"], np.mean(nme(targets, marks).numpy()), rtol=1e-5)
+    with pytest.raises(ValueError, match="integral"):
+        landmark.HeatmapRegularised(network.build_model(
+            "resnet", 68, stages=((8, 1), (8, 1), (16, 1)), head_channels=8), 1.0, 1.0, plain, nme)
 
 
 def test_calm_augmentation_starts_at_its_epoch():
@@ -284,13 +333,13 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
                        ["--head", "integral", "--stages", "8x1,8x1,16x1", "--head_channels", "8",
                         "--occlusion", "0.5", "--weight_decay", "0.01",
                         "--weight_average", "0.9", "--integral_cells", "32",
-                        "--loss", "wing_nme", "--calm_epochs", "1"])
+                        "--loss", "wing_nme", "--calm_epochs", "1", "--heatmap_loss", "2"])
     card = json.loads((tmp_path / "exported" / landmark.MODEL_CARD).read_text())
     assert card["options"]["head"] == "integral" and "score maps" in card["output"]
     assert card["options"]["integral_cells"] == 32 and card["loss"] == "wing_nme"
     assert card["augmentation"]["calm_epochs"] == 1
     assert card["augmentation"]["occlusion"] == 0.5 and card["weight_decay"] == 0.01
-    assert card["weight_average"] == 0.9
+    assert card["weight_average"] == 0.9 and card["heatmap_loss"] == {"weight": 2, "sigma": 1}
     # The PTQ techniques rebuild the network as exported, from the SavedModel's variables.
     import ptq_techniques
     from geometry import decode_scores
@@ -312,6 +361,7 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
     predict, qat_card = landmark.load_saved_model(tmp_path / "exported_quantized")
     assert qat_card["weight_average"] == 0  # QAT does not inherit the float run's average
     assert qat_card["loss"] == "wing_nme"  # ... but does its loss
+    assert qat_card["heatmap_loss"] == card["heatmap_loss"]  # ... and its regulariser
 
     import ptq_benchmark
     from tflite_model import TFLiteModel
