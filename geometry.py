@@ -113,6 +113,21 @@ def cell_centres(cells_per_side):
     return centres
 
 
+def score_spread(outputs):
+    """(B, h, h, N) score maps -> (B, N) spread of each mark's softmax over
+    the cells: the root of the summed x and y variances, in cells. A map
+    concentrated on one cell spreads 0; a uniform one about 0.41 h."""
+    outputs = np.asarray(outputs, np.float64)
+    batch, side, _, num_marks = outputs.shape
+    logits = outputs.reshape(batch, side * side, num_marks)
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    centres = cell_centres(side).astype(np.float64) * side          # (C, 2), in cells
+    mean = np.einsum("bcn,cd->bnd", weights, centres)
+    squares = np.einsum("bcn,cd->bnd", weights, centres ** 2)
+    return np.sqrt(np.maximum(squares - mean ** 2, 0).sum(axis=-1))
+
+
 def decode_scores(outputs):
     """A model's raw outputs -> (B, 2N) marks. (B, 2N) passes through;
     (B, h, h, N) score maps become each mark's expected cell centre under a

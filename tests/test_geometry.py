@@ -55,3 +55,15 @@ def test_shrinking_crop_blurs_only_what_it_reads_with_the_same_pixels():
                          ((320, 240), 1500), ((300, 10), 200.5), ((2000, 2000), 300)):
         patch, _ = geometry.crop(image, center, side, 128)
         np.testing.assert_array_equal(patch, _crop_blurring_the_whole_image(image, center, side, 128))
+
+
+def test_score_spread_of_a_peak_and_of_a_flat_map():
+    side = 16
+    peaked = np.full((1, side, side, 2), -1e4)
+    peaked[0, 3, 5, 0] = 0.0                       # all weight on one cell
+    peaked[0, 3, 5:7, 1] = 0.0                     # half on each of two neighbours
+    spread = geometry.score_spread(peaked)
+    np.testing.assert_allclose(spread, [[0.0, 0.5]], atol=1e-6)   # x s.d. of {5, 6}: 0.5
+    flat = geometry.score_spread(np.zeros((1, side, side, 1)))
+    # Uniform over 0..h-1 on each axis: variance (h² - 1) / 12, summed over x and y.
+    np.testing.assert_allclose(flat, [[np.sqrt(2 * (side ** 2 - 1) / 12)]], rtol=1e-6)

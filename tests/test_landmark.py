@@ -84,6 +84,10 @@ def test_end_to_end_300w(tmp_path, monkeypatch, make_300w_folder):
     with pytest.raises(SystemExit, match="--average_with other: its layout is 'wflw98'"):
         landmark.main(records + ["--eval_only", "--export_dir", "exported", "--average_with", "other"])
 
+    import map_spread   # measures score maps only
+    with pytest.raises(SystemExit, match="exported outputs marks, not score maps"):
+        map_spread.main(["exported", "--record", records[-1]])
+
 
 def test_end_to_end_wflw(tmp_path, monkeypatch, make_wflw_tree):
     root = make_wflw_tree(train=10, test=4)
@@ -340,6 +344,13 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
     assert card["augmentation"]["calm_epochs"] == 1
     assert card["augmentation"]["occlusion"] == 0.5 and card["weight_decay"] == 0.01
     assert card["weight_average"] == 0.9 and card["heatmap_loss"] == {"weight": 2, "sigma": 1}
+    import map_spread
+    map_spread.main([str(tmp_path / "exported"), "--record", str(records / "test.record"),
+                     "--out", str(tmp_path / "spread.json")])
+    spread = json.loads((tmp_path / "spread.json").read_text())["models"][str(tmp_path / "exported")]
+    # A barely trained map is near uniform (0.41 of the side); none can pass
+    # half the diagonal (all weight split between opposite corners).
+    assert spread["faces"] == 4 and 0 < spread["p10_cells"] <= spread["p90_cells"] < 31 / 2 ** 0.5
     # The PTQ techniques rebuild the network as exported, from the SavedModel's variables.
     import ptq_techniques
     from geometry import decode_scores
@@ -371,3 +382,13 @@ def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
     ok, note = ptq_benchmark.check_dtypes(int8.content, "int8_only")
     assert ok, note
     np.testing.assert_allclose(int8.predict(images), predict(images), atol=0.05)
+
+
+def test_map_spread_names_a_missing_record_and_a_model_path_that_is_not_a_model(tmp_path):
+    import map_spread
+    with pytest.raises(SystemExit, match="no.record"):
+        map_spread.main([str(tmp_path / "nothing"), "--record", str(tmp_path / "no.record")])
+    record = tmp_path / "some.record"
+    record.write_bytes(b"")
+    with pytest.raises(SystemExit, match="nothing is not a model"):
+        map_spread.main([str(tmp_path / "nothing"), "--record", str(record)])
