@@ -101,24 +101,29 @@ def make_loss(name, layout):
 
 
 def cell_targets(targets, side, sigma):
-    """(B, side², N) target distributions over the integral head's cells: a
+    """(B, N, side²) target distributions over the integral head's cells: a
     Gaussian of `sigma` cells around each mark of the flat (B, 2N) targets
-    (fractions of the crop), normalised over the cells, cells in
-    geometry.cell_centres' order."""
-    centres = tf.constant(geometry.cell_centres(side))                   # (C, 2)
+    (fractions of the crop), normalised over the cells (in
+    geometry.cell_centres' row-major order). The Gaussian is separable, so
+    it is built as the outer product of its normalised x and y profiles."""
+    centres = tf.constant(geometry.cell_centres(side)[:side, 0])         # x of one row
     marks = tf.reshape(tf.cast(targets, tf.float32), [tf.shape(targets)[0], -1, 2])
-    offsets = centres[None, :, None, :] - marks[:, None, :, :]           # (B, C, N, 2)
-    logits = -tf.reduce_sum(tf.square(offsets), axis=-1) * side ** 2 / (2.0 * sigma ** 2)
-    return tf.nn.softmax(logits, axis=1)
+
+    def profile(coordinate):                                             # (B, N, side)
+        offsets = centres[None, None, :] - coordinate[:, :, None]
+        return tf.nn.softmax(-tf.square(offsets) * side ** 2 / (2.0 * sigma ** 2), axis=-1)
+    grid = profile(marks[..., 1])[..., :, None] * profile(marks[..., 0])[..., None, :]
+    return tf.reshape(grid, [tf.shape(targets)[0], -1, side * side])
 
 
-def js_divergence(p, q, axis=1):
-    """Jensen-Shannon divergence (nats, 0..ln 2) between distributions along `axis`."""
-    m = 0.5 * (p + q)
-
-    def kl(a):
-        return tf.reduce_sum(a * (tf.math.log(a + 1e-12) - tf.math.log(m + 1e-12)), axis=axis)
-    return 0.5 * kl(p) + 0.5 * kl(q)
+def js_divergence(p, q, axis=-1, log_p=None):
+    """Jensen-Shannon divergence (nats, 0..ln 2) between distributions along
+    `axis`; `log_p`, if given, is log(p) (a log-softmax is exact where p
+    underflows)."""
+    log_p = tf.math.log(p + 1e-12) if log_p is None else log_p
+    log_m = tf.math.log(0.5 * (p + q) + 1e-12)
+    return 0.5 * tf.reduce_sum(p * (log_p - log_m) + q * (tf.math.log(q + 1e-12) - log_m),
+                               axis=axis)
 
 
 class HeatmapRegularised(keras.Model):
@@ -140,12 +145,14 @@ class HeatmapRegularised(keras.Model):
         scores = network.scores_model(model)
         if scores is model:
             raise ValueError("--heatmap_loss needs an integral-head model (--head integral)")
-        # The softmax again, from this model's score maps: a QAT model shares
-        # the float model's tail layers, whose .output is the float graph's.
+        # The second output is this model's score maps, marks first:
+        # (B, N, cells). (A QAT model shares the float model's tail layers,
+        # whose .output is the float graph's.) The loss takes their softmax
+        # along the last axis, where reductions are cheapest.
         _, side, _, num_marks = scores.output.shape
-        cell_weights = keras.layers.Softmax(axis=1)(
+        per_mark = keras.layers.Permute((2, 1))(
             keras.layers.Reshape((side * side, num_marks))(scores.output))
-        super().__init__(model.input, [model.output, cell_weights], name=model.name)
+        super().__init__(model.input, [model.output, per_mark], name=model.name)
         self.heatmap_weight, self.heatmap_sigma = float(weight), float(sigma)
         self.cells_per_side = side
         self.marks_loss, self.marks_metric = marks_loss, marks_metric
@@ -156,14 +163,16 @@ class HeatmapRegularised(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.nme_tracker]
 
-    def heatmap_loss(self, y, cell_weights):
+    def heatmap_loss(self, y, scores):
+        """Mean JS divergence of the (B, N, cells) scores' softmax from the targets."""
+        log_p = tf.nn.log_softmax(scores, axis=-1)
         target = cell_targets(y, self.cells_per_side, self.heatmap_sigma)
-        return tf.reduce_mean(js_divergence(cell_weights, target))
+        return tf.reduce_mean(js_divergence(tf.exp(log_p), target, log_p=log_p))
 
     def total_loss(self, y, outputs):
-        marks, cell_weights = outputs
+        marks, scores = outputs
         return (tf.reduce_mean(self.marks_loss(y, marks)) + sum(self.losses)
-                + self.heatmap_weight * self.heatmap_loss(y, cell_weights))
+                + self.heatmap_weight * self.heatmap_loss(y, scores))
 
     def _report(self, y, marks, loss):
         self.loss_tracker.update_state(loss, sample_weight=tf.shape(marks)[0])

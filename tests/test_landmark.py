@@ -133,11 +133,11 @@ def test_bad_regulariser_flags_are_named(flags, name, capsys):
 def test_cell_targets_are_gaussians_around_the_marks():
     side, sigma = 16, 1.5
     targets = np.array([[0.25, 0.75, 0.5, 0.5]], np.float32)   # two marks
-    cells = landmark.cell_targets(targets, side, sigma).numpy()  # (1, 256, 2)
-    np.testing.assert_allclose(cells.sum(axis=1), 1.0, atol=1e-5)
+    cells = landmark.cell_targets(targets, side, sigma).numpy()  # (1, 2, 256)
+    np.testing.assert_allclose(cells.sum(axis=-1), 1.0, atol=1e-5)
     centres = landmark.geometry.cell_centres(side)
     for mark, (x, y) in enumerate(targets.reshape(2, 2)):
-        weights = cells[0, :, mark]
+        weights = cells[0, mark]
         mean = weights @ centres
         # Cut off at the map's edges: a mark 4 cells from them moves by 1/60 cell.
         np.testing.assert_allclose(mean, (x, y), atol=1.5e-3)
@@ -146,8 +146,8 @@ def test_cell_targets_are_gaussians_around_the_marks():
 
 
 def test_js_divergence_by_hand():
-    p = np.array([[0.5, 0.5, 0.0]]).T[None]   # (1, 3 cells, 1 mark)
-    q = np.array([[0.0, 0.5, 0.5]]).T[None]
+    p = np.array([[[0.5, 0.5, 0.0]]])   # (1 face, 1 mark, 3 cells)
+    q = np.array([[[0.0, 0.5, 0.5]]])
     # m = (.25, .5, .25): KL(p||m) = .5 ln 2 + .5 ln 1 = .5 ln 2, likewise KL(q||m).
     np.testing.assert_allclose(landmark.js_divergence(p, q).numpy(), [[0.5 * np.log(2)]],
                                rtol=1e-5)
@@ -163,9 +163,10 @@ def test_heatmap_regulariser_adds_its_weighted_divergence():
     regularised.compile(optimizer="sgd")
     images = np.random.default_rng(0).uniform(0, 255, (4, 128, 128, 3)).astype(np.float32)
     targets = np.random.default_rng(1).uniform(0.2, 0.8, (4, 136)).astype(np.float32)
-    marks, cell_weights = regularised(images)
+    marks, scores = regularised(images)
     np.testing.assert_allclose(marks.numpy(), model(images).numpy(), atol=1e-6)
-    divergence = landmark.js_divergence(cell_weights, landmark.cell_targets(targets, 32, 1.0))
+    weights = np.exp(scores.numpy()) / np.exp(scores.numpy()).sum(axis=-1, keepdims=True)
+    divergence = landmark.js_divergence(weights, landmark.cell_targets(targets, 32, 1.0))
     assert np.all(divergence.numpy() > 0.1)   # flat maps against 1-cell Gaussians
     expected = np.mean(plain(targets, marks).numpy()) + 3.0 * np.mean(divergence.numpy())
     logs = regularised.evaluate(images, targets, batch_size=4, verbose=0, return_dict=True)
