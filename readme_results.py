@@ -180,6 +180,13 @@ def targets_section():
         bundled = dict(runs).get(BUNDLED_VALIDATION)
         also = (f"; bundled recipe {100 * bundled['nme']:.3f}% (results/{BUNDLED_VALIDATION})"
                 if bundled else "")
+        # A better run that took longer than the budget is shown, not counted.
+        over_name, over = min(((n, m) for n, m in runs if _single_network(m)),
+                              key=lambda run: run[1]["nme"])
+        if over["nme"] < best["nme"]:
+            minutes = (over.get("training") or {}).get("train_minutes")
+            took = f"{minutes:.0f} min" if minutes else "a training time not recorded"
+            also += f"; over the budget, {100 * over['nme']:.3f}% in {took} (results/{over_name})"
         row("validation NME ≤ 4.0%, one network trained ≤ 60 min",
             f"best {100 * best['nme']:.3f}% (`{best['model']}`){also}", best["nme"] <= 0.04,
             f"results/{name}")
