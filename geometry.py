@@ -113,15 +113,21 @@ def cell_centres(cells_per_side):
     return centres
 
 
+def cell_weights(outputs):
+    """(B, h, h, N) score maps -> (B, h², N): each mark's softmax over the
+    cells, in cell_centres' order."""
+    batch, side, _, num_marks = outputs.shape
+    logits = outputs.reshape(batch, side * side, num_marks)
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
 def score_spread(outputs):
     """(B, h, h, N) score maps -> (B, N) spread of each mark's softmax over
     the cells: the root of the summed x and y variances, in cells. A map
     concentrated on one cell spreads 0; a uniform one about 0.41 h."""
-    outputs = np.asarray(outputs, np.float64)
-    batch, side, _, num_marks = outputs.shape
-    logits = outputs.reshape(batch, side * side, num_marks)
-    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-    weights /= weights.sum(axis=1, keepdims=True)
+    weights = cell_weights(np.asarray(outputs, np.float64))
+    side = np.asarray(outputs).shape[1]
     centres = cell_centres(side).astype(np.float64) * side          # (C, 2), in cells
     mean = np.einsum("bcn,cd->bnd", weights, centres)
     squares = np.einsum("bcn,cd->bnd", weights, centres ** 2)
@@ -139,8 +145,5 @@ def decode_scores(outputs):
         raise ValueError(f"model output of shape {outputs.shape} is neither (B, 2N) marks "
                          "nor (B, h, h, N) score maps")
     batch, side, _, num_marks = outputs.shape
-    logits = outputs.reshape(batch, side * side, num_marks)
-    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-    weights /= weights.sum(axis=1, keepdims=True)
-    xy = np.einsum("bcn,cd->bnd", weights, cell_centres(side))
+    xy = np.einsum("bcn,cd->bnd", cell_weights(outputs), cell_centres(side))
     return xy.reshape(batch, num_marks * 2)

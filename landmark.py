@@ -303,8 +303,9 @@ SCORE_MAPS_OUTPUT = ("score maps (B, h, h, N): each mark is its expected cell ce
                      "divided by input_size")
 
 
-def load_saved_model(path):
-    """(predict_fn, card) of an exported SavedModel directory."""
+def load_saved_model(path, raw=False):
+    """(predict_fn, card) of an exported SavedModel directory; with `raw`,
+    predict_fn returns the model's outputs undecoded (score maps stay maps)."""
     path = Path(path)
     if not (path / "saved_model.pb").is_file() or not (path / MODEL_CARD).is_file():
         raise FileNotFoundError(f"{path} is not a model exported by landmark.py "
@@ -313,8 +314,8 @@ def load_saved_model(path):
     serve = loaded.signatures["serving_default"]
 
     def predict(images):
-        outputs = serve(tf.convert_to_tensor(images, tf.float32))
-        return geometry.decode_scores(next(iter(outputs.values())).numpy())
+        outputs = next(iter(serve(tf.convert_to_tensor(images, tf.float32)).values())).numpy()
+        return outputs if raw else geometry.decode_scores(outputs)
     predict.keep_alive = loaded  # the signature needs its variables alive
     return predict, json.loads((path / MODEL_CARD).read_text())
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import keras_env  # noqa: F401  (must precede TensorFlow)
 import numpy as np
-import tensorflow as tf
 
 import dataset
 import geometry
@@ -27,12 +26,11 @@ PERCENTILES = (10, 50, 90)
 
 def score_maps(export_dir):
     """images -> raw (B, h, h, N) outputs of an exported score-map model."""
-    _, card = load_saved_model(export_dir)   # checks the directory and reads the card
+    maps, card = load_saved_model(export_dir, raw=True)
     if "score maps" not in card.get("output", ""):
         raise ValueError(f"{export_dir} outputs marks, not score maps: "
                          f"no spread to measure (its {MODEL_CARD} says {card.get('output')!r})")
-    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
-    return lambda images: next(iter(serve(tf.constant(images, tf.float32)).values())).numpy()
+    return maps
 
 
 def spread_summary(maps_fn, record):
