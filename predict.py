@@ -212,6 +212,7 @@ def speed(model, image_paths, out_path, runs=200, size=(640, 480), repeats=5):
     that answered (the full-range one runs too when faces are small).
     OpenCV is held to one thread as well (it would split resizes over the
     cores), so the whole frame runs on one core."""
+    from tflite_model import cpu_info
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -223,7 +224,7 @@ def speed(model, image_paths, out_path, runs=200, size=(640, 480), repeats=5):
               "landmark_model": str(model_path.relative_to(ROOT) if model_path.is_relative_to(ROOT)
                                     else model_path),
               "refine": model.refine,
-              "flip": model.flip, "frames": frames}
+              "flip": model.flip, "cpu": cpu_info(), "frames": frames}
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps(result, indent=1))
     print(f"wrote {out_path}")

@@ -27,7 +27,7 @@ import landmark
 import metrics
 from layouts import get_layout
 from predict import face_crops, image_paths
-from tflite_model import TFLiteModel, weighted_op_dtypes
+from tflite_model import TFLiteModel, cpu_info, weighted_op_dtypes
 
 MODES = ("float32", "dynamic_range", "int8_float_fallback", "int8_only", "float16", "16x8")
 # What each mode promises for the activations and weights of conv / dense ops.
@@ -172,9 +172,12 @@ def markdown(report):
     def cell(value, fmt):
         return "" if value is None else fmt.format(value)
 
+    cpu = report.get("cpu")  # reports before the CPU was recorded have none
+    on = (f" of a {cpu['model']} ({'with' if cpu['int8_dot_product'] else 'without'} int8 "
+          "dot-product instructions)" if cpu else "")
     lines = [f"Test faces: {report['num_faces']} from `{report['test_record']}` "
              f"({report['scoring']}). Latency: median / p90 of {report['runs']} single-face "
-             f"invokes after 20 warm-ups, LiteRT interpreter, {report['cpu_count']} cores.", ""]
+             f"invokes after 20 warm-ups, LiteRT interpreter, {report['cpu_count']} cores{on}.", ""]
     for model in ("float", "qat"):
         rows = [r for r in report["rows"] if r["model"] == model]
         if not rows:
@@ -366,7 +369,7 @@ def main(argv=None):
                                      args.modes, args.out_dir if args.keep_tflite else None)
     report = {"test_record": test, "scoring": scoring, "num_faces": num_faces,
               "num_calibration": len(representative), "runs": args.runs,
-              "cpu_count": os.cpu_count(), "models": models, "rows": rows,
+              "cpu_count": os.cpu_count(), "cpu": cpu_info(), "models": models, "rows": rows,
               "layers": layers, "denylisted": denied, "summary": summary_lines(rows)}
     write_report(report, args.out_dir)
 

@@ -4,6 +4,7 @@ Shared by the benchmark (accuracy, latency, dtype checks) and the predictor.
 Integer-only models take and return int8: inputs are quantized and outputs
 dequantized here with the tensors' own scale and zero point.
 """
+import platform
 import time
 from pathlib import Path
 
@@ -14,6 +15,23 @@ from geometry import decode_scores
 
 # Ops whose inputs are (activations, weights): the ones a mode must quantize.
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+# CPU flags of int8 dot-product instructions (x86 VNNI, ARM dot product).
+# Without one, int8 kernels multiply-add at about the float32 rate.
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "asimddp")
+
+
+def cpu_info(cpuinfo="/proc/cpuinfo"):
+    """The CPU that latencies were timed on: its model name and whether it
+    has int8 dot-product instructions (None where /proc/cpuinfo is absent)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return {"model": platform.processor() or platform.machine(), "int8_dot_product": None}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"model": fields.get("model name") or fields.get("CPU part") or platform.machine(),
+            "int8_dot_product": bool(flags & set(INT8_DOT_FLAGS))}
 
 
 def quantize(values, detail):

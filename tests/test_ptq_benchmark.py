@@ -9,7 +9,7 @@ import tensorflow as tf
 import generate_mesh_dataset as gen
 import landmark
 import ptq_benchmark as pb
-from tflite_model import TFLiteModel, dequantize, quantize
+from tflite_model import TFLiteModel, cpu_info, dequantize, quantize
 
 keras = tf.keras
 
@@ -105,6 +105,7 @@ def test_benchmark_writes_every_row_and_file(models, tmp_path, make_300w_folder)
         assert row["nme"] is not None or row["note"].startswith("not supported")
     assert (out / "ced.png").stat().st_size > 0
     assert "| int8_only |" in (out / "ptq_benchmark.md").read_text()
+    assert set(report["cpu"]) == {"model", "int8_dot_product"}
 
 
 def test_a_path_that_is_not_a_model_is_a_clear_error(tmp_path):
@@ -132,3 +133,14 @@ def test_label_free_mode_scores_against_the_float_model(models, tmp_path):
     float32 = next(r for r in report["rows"] if (r["model"], r["mode"]) == ("float", "float32"))
     assert float32["nme"] == pytest.approx(0.0, abs=1e-6)     # the reference agrees with itself
     assert "label-free" in (out / "ptq_benchmark.md").read_text()
+
+
+def test_cpu_info_reads_the_model_and_int8_dot_product_flags(tmp_path):
+    block = "processor\t: {n}\nmodel name\t: Test CPU @ 2.80GHz\nflags\t\t: fpu avx2 fma{extra}\n\n"
+    without = tmp_path / "avx2"
+    without.write_text(block.format(n=0, extra="") + block.format(n=1, extra=""))
+    assert cpu_info(without) == {"model": "Test CPU @ 2.80GHz", "int8_dot_product": False}
+    vnni = tmp_path / "vnni"
+    vnni.write_text(block.format(n=0, extra=" avx512f avx512_vnni"))
+    assert cpu_info(vnni)["int8_dot_product"] is True
+    assert cpu_info(tmp_path / "absent")["int8_dot_product"] is None

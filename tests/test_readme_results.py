@@ -72,7 +72,8 @@ def test_targets_table_reads_each_target_from_its_file(tmp_path, monkeypatch):
     rows = [{"model": "float", "mode": "float32", "nme": 0.0420, "latency_ms_1thread_median": 3.0},
             {"model": "qat", "mode": "int8_only", "nme": 0.0431, "latency_ms_1thread_median": 1.2},
             {"model": "qat", "mode": "16x8", "nme": None, "latency_ms_1thread_median": None}]
-    write("ptq_benchmark.json", rows=rows, models={"float": "f", "qat": "q"})
+    write("ptq_benchmark.json", rows=rows, models={"float": "f", "qat": "q"},
+          cpu={"model": "Xeon", "int8_dot_product": True})
     write("predict_speed.json", frame=[640, 480], landmark_model="m.tflite",
           frames=[{"image": "test_images/a.jpg", "median_ms": 6.5, "face_share": 0.3,
                    "detector": "short.tflite"},
@@ -89,8 +90,9 @@ def test_targets_table_reads_each_target_from_its_file(tmp_path, monkeypatch):
             "(results/val_resnet_v10.json); over the budget, 3.600% in 75 min "
             "(results/val_resnet_v11.json) | **no** | results/val_resnet_v12.json |") in table
     assert "| +0.110 points (`q` vs `f`) | **no** |" in table
-    assert "| 0.40× | yes |" in table
+    assert "| 0.40× on Xeon (int8 dot product: yes) | yes |" in table
     assert "6.50 ms median, `a.jpg`" in table and "short.tflite`; `m.tflite`) | yes |" in table
+    # A timing file from before the CPU was recorded names none.
     assert "12.00 ms median, `b.png`" in table and "full.tflite`; `m.tflite`) | **no** |" in table
     assert "| 3.950%, 2.0% missed | **no** |" in table   # NME met, misses not
     assert "under 1 MB" not in table                      # no bundled file in tmp_path
