@@ -111,6 +111,15 @@ def benchmark_section():
     return path.read_text().strip() + "\n\nCED curves per mode: results/ced.png"
 
 
+def _on_cpu(report):
+    """' on CPU X (int8 dot product: yes/no)' for a timing file that recorded its CPU."""
+    cpu = report.get("cpu")
+    if not cpu:
+        return ""
+    dot = {True: "yes", False: "no"}.get(cpu["int8_dot_product"], "unknown")
+    return f" on {cpu['model']} (int8 dot product: {dot})"
+
+
 def speed_section():
     runs = [(p, json.loads(p.read_text())) for p in sorted(RESULTS.glob("predict_speed*.json"))]
     if not runs:
@@ -121,13 +130,14 @@ def speed_section():
              "per photo (`predict.py test_images/ --speed FILE`):", "",
              "| file | landmark model | re-crop passes | flip test | photo in the frame | faces "
              "| widest face / frame width | detector used | median ms | p90 ms "
-             "| median of each round, ms |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| median of each round, ms | CPU |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| results/{p.name} | `{speed.get('landmark_model', 'bundled')}` | {speed['refine']} "
               f"| {'yes' if speed['flip'] else 'no'} | `{Path(f['image']).name}` | {f['faces']} "
               f"| {f['face_share']:.2f} | `{f['detector']}` | **{f['median_ms']:.2f}** "
               f"| {f['p90_ms']:.2f} | " + ", ".join(f"{m:.1f}" for m in f.get("round_medians_ms", []))
-              + " |" for p, speed in runs for f in speed["frames"]]
+              + f" | {_on_cpu(speed).removeprefix(' on ') or 'not recorded'} |"
+              for p, speed in runs for f in speed["frames"]]
     return "\n".join(lines)
 
 
@@ -158,15 +168,6 @@ def predictor_section():
 BUNDLED_VALIDATION = "val_resnet_v10.json"
 BUNDLED_PREDICTOR_EVAL = "predictor_eval_v10.json"
 BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
-
-
-def _on_cpu(report):
-    """' on CPU X (int8 dot product: yes/no)' for a timing file that recorded its CPU."""
-    cpu = report.get("cpu")
-    if not cpu:
-        return ""
-    dot = {True: "yes", False: "no"}.get(cpu["int8_dot_product"], "unknown")
-    return f" on {cpu['model']} (int8 dot product: {dot})"
 
 
 def _single_network(m):

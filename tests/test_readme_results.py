@@ -96,3 +96,17 @@ def test_targets_table_reads_each_target_from_its_file(tmp_path, monkeypatch):
     assert "12.00 ms median, `b.png`" in table and "full.tflite`; `m.tflite`) | **no** |" in table
     assert "| 3.950%, 2.0% missed | **no** |" in table   # NME met, misses not
     assert "under 1 MB" not in table                      # no bundled file in tmp_path
+
+
+def test_speed_table_names_each_files_cpu(tmp_path, monkeypatch):
+    frame = {"image": "test_images/a.jpg", "faces": 1, "face_share": 0.3, "detector": "short.tflite",
+             "median_ms": 6.5, "p90_ms": 7.0, "round_medians_ms": [6.5]}
+    timing = {"frame": [640, 480], "threads": 1, "runs": 200, "refine": 0, "flip": False,
+              "frames": [frame]}
+    (tmp_path / "predict_speed.json").write_text(json.dumps(timing))
+    (tmp_path / "predict_speed_vnni.json").write_text(
+        json.dumps({**timing, "cpu": {"model": "Xeon", "int8_dot_product": True}}))
+    monkeypatch.setattr(readme_results, "RESULTS", tmp_path)
+    rows = readme_results.speed_section().splitlines()[4:]
+    assert rows[0].endswith("| 6.5 | not recorded |")
+    assert rows[1].endswith("| 6.5 | Xeon (int8 dot product: yes) |")
