@@ -165,8 +165,8 @@ def predictor_section():
 
 # The bundled recipe's files: its validation run, and its split model through
 # the whole predictor (the bundled weights have seen every local face).
-BUNDLED_VALIDATION = "val_resnet_v10.json"
-BUNDLED_PREDICTOR_EVAL = "predictor_eval_v10.json"
+BUNDLED_VALIDATION = "val_resnet_v11.json"
+BUNDLED_PREDICTOR_EVAL = "predictor_eval_v11.json"
 BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
 
 
