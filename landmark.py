@@ -433,7 +433,12 @@ class WeightAverage(keras.callbacks.Callback):
         self.decay = decay
 
     def on_train_begin(self, logs=None):
-        self.tracked = [w for w in self.model.weights if w.dtype.is_floating]
+        # Not the variables of metric trackers a model holds as attributes
+        # (HeatmapRegularised's): Keras resets those every epoch, and restoring
+        # them made the logged training loss and nme running means.
+        trackers = {v.ref() for metric in self.model.metrics for v in metric.variables}
+        self.tracked = [w for w in self.model.weights
+                        if w.dtype.is_floating and w.ref() not in trackers]
         self.average = [tf.Variable(w.read_value(), trainable=False) for w in self.tracked]
         self.raw = [tf.Variable(w.read_value(), trainable=False) for w in self.tracked]
         self.step = tf.Variable(0.0, trainable=False)

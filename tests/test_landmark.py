@@ -327,6 +327,33 @@ def test_weight_average_is_what_validation_and_checkpoints_see(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_weight_average_leaves_the_regularisers_metrics_to_keras():
+    """Each epoch logs its own training loss and nme: the average must not
+    save and restore HeatmapRegularised's metric trackers (it once did, and
+    the logs became running means since the first epoch)."""
+    keras = landmark.keras
+    model = network.build_model("resnet", 68, head="integral", stages=((8, 1), (8, 1), (16, 1)),
+                                head_channels=8, integral_cells=32)
+    layout = landmark.get_layout("300w68")
+    regularised = landmark.HeatmapRegularised(model, 1.0, 1.0, landmark.make_loss("wing", layout),
+                                              landmark.nme_metric(layout))
+    regularised.compile(optimizer=keras.optimizers.SGD(0.0))
+    images = np.random.default_rng(0).uniform(0, 255, (8, 128, 128, 3)).astype(np.float32)
+    targets = np.random.default_rng(1).uniform(0.2, 0.8, (8, 136)).astype(np.float32)
+
+    class Count(keras.callbacks.Callback):  # faces the nme tracker has seen
+        counts = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.counts.append(float(self.model.nme_tracker.count.numpy()))
+
+    count = Count()
+    regularised.fit(images, targets, batch_size=4, epochs=2, shuffle=False, verbose=0,
+                    validation_data=(images, targets),
+                    callbacks=[landmark.WeightAverage(0.9), count])
+    assert count.counts == [4, 8, 4, 8]
+
+
 def test_integral_head_end_to_end(tmp_path, monkeypatch, make_300w_folder):
     """--head integral: trained, exported up to its score maps, reloaded and
     converted to int8 with the float tail left to geometry.decode_scores."""
