@@ -102,11 +102,11 @@ SPLIT := $(RUN:resnet_%=%)
 evaluate-predictor: $(VENV)/.installed
 	$(PY) ptq_benchmark.py --float_model exported --qat_model exported_quantized \
 	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/split_$(SPLIT)
-	$(PY) evaluate_predictor.py --split tfrecords/summary.json \
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json --no-flip \
 	    --model runs/split_$(SPLIT)/tflite/qat_int8_only.tflite --out results/predictor_eval_$(SPLIT).json
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json --flip \
 	    --model runs/split_$(SPLIT)/tflite/qat_int8_only.tflite --out results/predictor_eval_$(SPLIT)_flip.json
-	$(PY) evaluate_predictor.py --split tfrecords/summary.json --refine 1 \
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json --refine 1 --no-flip \
 	    --model runs/split_$(SPLIT)/tflite/qat_int8_only.tflite --out results/predictor_eval_$(SPLIT)_refine1.json
 
 readme: $(VENV)/.installed

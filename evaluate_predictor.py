@@ -64,7 +64,9 @@ def main(argv=None):
     p.add_argument("--model", default=None, help="landmark model (default: bundled int8)")
     p.add_argument("--refine", type=int, default=0,
                    help="re-crops around the predicted marks (predictor's default: 0)")
-    p.add_argument("--flip", action="store_true", help="average with the mirrored crop")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="average with the mirrored crop (the predictor's default; "
+                        "--no-flip: one invoke)")
     p.add_argument("--out", default="results/predictor_eval.json")
     args = p.parse_args(argv)
     try:

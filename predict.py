@@ -14,6 +14,9 @@ the face's landmarks, the convention of the annotations and the evaluation.
 `refine` re-crops around the marks that many more times (each a landmark
 pass); the default is none, as the integral-head model scored the same
 without it on the validation photos (README, "The whole predictor").
+`flip` (on by default) averages each pass with its mirror image, a second
+landmark invoke: 0.12 NME points better end to end on the validation
+photos with the bundled recipe (README, "The whole predictor").
 """
 import argparse
 import json
@@ -88,7 +91,7 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     """Face detector + landmark model. See the module docstring."""
 
     def __init__(self, detector_face_model_path=None, cnn_model_path=None,
-                 threshold=None, refine=0, flip=False):
+                 threshold=None, refine=0, flip=True):
         if int(refine) != refine or refine < 0:
             raise ValueError(f"refine must be a whole number >= 0, got {refine}")
         # No detector given: the bundled short-range model, then the full-range
@@ -309,8 +312,9 @@ def main(argv=None):
                    help="face detector score threshold (default: each model's, see face_detector.py)")
     p.add_argument("--refine", type=int, default=0,
                    help="landmark passes re-cropped around the previous pass's marks")
-    p.add_argument("--flip", action="store_true",
-                   help="average each pass with its mirror image (twice the landmark cost)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="average each pass with its mirror image (the default; --no-flip "
+                        "halves the landmark cost)")
     p.add_argument("--montage", default=None, help="also write all annotated images side by side here")
     p.add_argument("--speed", default=None, metavar="JSON",
                    help="time detector + landmarks on each image fitted into a 640x480 frame")

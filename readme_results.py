@@ -163,10 +163,12 @@ def predictor_section():
     return "\n".join(lines)
 
 
-# The bundled recipe's files: its validation run, and its split model through
-# the whole predictor (the bundled weights have seen every local face).
+# The bundled recipe's files: its validation run, and a split model of it
+# through the default predictor, flip test included (the bundled weights have
+# seen every local face; run v12 is the recipe trained 260 epochs, the one
+# split model of it whose flip test was scored end to end).
 BUNDLED_VALIDATION = "val_resnet_v11.json"
-BUNDLED_PREDICTOR_EVAL = "predictor_eval_v11.json"
+BUNDLED_PREDICTOR_EVAL = "predictor_eval_v12_flip.json"
 BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
 
 
@@ -230,8 +232,8 @@ def targets_section():
                 frame["median_ms"] <= 10, "results/predict_speed.json")
     proxy = _load(BUNDLED_PREDICTOR_EVAL)
     if proxy:
-        row("held-out predictor NME ≤ 4.0%, ≤ 1% missed (scored elsewhere; here the bundled "
-            "recipe's split model on the validation photos)",
+        row("held-out predictor NME ≤ 4.0%, ≤ 1% missed (scored elsewhere; here a split model "
+            "of the bundled recipe through the default predictor on the validation photos)",
             f"{100 * proxy['nme']:.3f}%, {100 * proxy['missed_share']:.1f}% missed",
             proxy["nme"] <= 0.04 and proxy["missed_share"] <= 0.01,
             f"results/{BUNDLED_PREDICTOR_EVAL}")
