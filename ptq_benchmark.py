@@ -173,7 +173,7 @@ def markdown(report):
         return "" if value is None else fmt.format(value)
 
     cpu = report.get("cpu")  # reports before the CPU was recorded have none
-    on = (f" of a {cpu['model']} ({'with' if cpu['int8_dot_product'] else 'without'} int8 "
+    on = (f" ({cpu['model']}, {'with' if cpu['int8_dot_product'] else 'without'} int8 "
           "dot-product instructions)" if cpu else "")
     lines = [f"Test faces: {report['num_faces']} from `{report['test_record']}` "
              f"({report['scoring']}). Latency: median / p90 of {report['runs']} single-face "
