@@ -126,8 +126,8 @@ def score_spread(outputs):
     """(B, h, h, N) score maps -> (B, N) spread of each mark's softmax over
     the cells: the root of the summed x and y variances, in cells. A map
     concentrated on one cell spreads 0; a uniform one about 0.41 h."""
-    weights = cell_weights(np.asarray(outputs, np.float64))
-    side = np.asarray(outputs).shape[1]
+    outputs = np.asarray(outputs, np.float64)
+    weights, side = cell_weights(outputs), outputs.shape[1]
     centres = cell_centres(side).astype(np.float64) * side          # (C, 2), in cells
     mean = np.einsum("bcn,cd->bnd", weights, centres)
     squares = np.einsum("bcn,cd->bnd", weights, centres ** 2)

@@ -111,13 +111,17 @@ def benchmark_section():
     return path.read_text().strip() + "\n\nCED curves per mode: results/ced.png"
 
 
-def _on_cpu(report):
-    """' on CPU X (int8 dot product: yes/no)' for a timing file that recorded its CPU."""
+def _cpu(report):
+    """'CPU X (int8 dot product: yes/no)' of a timing file, '' if it recorded none."""
     cpu = report.get("cpu")
     if not cpu:
         return ""
     dot = {True: "yes", False: "no"}.get(cpu["int8_dot_product"], "unknown")
-    return f" on {cpu['model']} (int8 dot product: {dot})"
+    return f"{cpu['model']} (int8 dot product: {dot})"
+
+
+def _on_cpu(report):
+    return f" on {_cpu(report)}" if _cpu(report) else ""
 
 
 def speed_section():
@@ -136,7 +140,7 @@ def speed_section():
               f"| {'yes' if speed['flip'] else 'no'} | `{Path(f['image']).name}` | {f['faces']} "
               f"| {f['face_share']:.2f} | `{f['detector']}` | **{f['median_ms']:.2f}** "
               f"| {f['p90_ms']:.2f} | " + ", ".join(f"{m:.1f}" for m in f.get("round_medians_ms", []))
-              + f" | {_on_cpu(speed).removeprefix(' on ') or 'not recorded'} |"
+              + f" | {_cpu(speed) or 'not recorded'} |"
               for p, speed in runs for f in speed["frames"]]
     return "\n".join(lines)
 
