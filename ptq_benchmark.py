@@ -27,7 +27,7 @@ import landmark
 import metrics
 from layouts import get_layout
 from predict import face_crops, image_paths
-from tflite_model import TFLiteModel, cpu_info, weighted_op_dtypes
+from tflite_model import TFLiteModel, cpu_info, latency_ms, weighted_op_dtypes
 
 MODES = ("float32", "dynamic_range", "int8_float_fallback", "int8_only", "float16", "16x8")
 # What each mode promises for the activations and weights of conv / dense ops.
@@ -116,15 +116,32 @@ def representative_images(record, count, seed=0):
     return images[np.sort(pick)]
 
 
-def measure(content, score, sample_image, runs):
-    """Accuracy (via `score`), latency at 1 and all threads, and size."""
+LATENCY_KEYS = ("latency_ms_1thread_median", "latency_ms_1thread_p90",
+                "latency_ms_allthreads_median")
+
+
+def measure(content, score):
+    """Accuracy (via `score`) and size; time_rows adds the latencies."""
     row = score(TFLiteModel(content, num_threads=os.cpu_count()))
-    row["latency_ms_1thread_median"], row["latency_ms_1thread_p90"] = (
-        TFLiteModel(content, num_threads=1).latency_ms(sample_image, runs))
-    row["latency_ms_allthreads_median"], _ = (
-        TFLiteModel(content, num_threads=os.cpu_count()).latency_ms(sample_image, runs))
     row["size_kb"] = len(content) / 1024
     return row
+
+
+def time_rows(timed, sample_image, runs):
+    """Fill in LATENCY_KEYS of each (row, content) in `timed`, at 1 thread
+    and at all cores. All of them are timed together, taking turns, so the
+    ratios between rows are measured under the same conditions."""
+    if not timed:
+        return
+    tqdm.write(f"timing {len(timed)} models in turn, {runs} invokes each, 1 thread "
+               f"then {os.cpu_count()}")
+    for threads, median_key, p90_key in ((1, *LATENCY_KEYS[:2]),
+                                         (os.cpu_count(), LATENCY_KEYS[2], None)):
+        models = [TFLiteModel(content, num_threads=threads) for _, content in timed]
+        for (row, _), (median, p90) in zip(timed, latency_ms(models, sample_image, runs)):
+            row[median_key] = median
+            if p90_key:
+                row[p90_key] = p90
 
 
 def layer_errors(saved_model_dir, representative, worst=SELECTIVE_LAYERS):
@@ -175,9 +192,12 @@ def markdown(report):
     cpu = report.get("cpu")  # reports before the CPU was recorded have none
     on = (f" ({cpu['model']}, {'with' if cpu['int8_dot_product'] else 'without'} int8 "
           "dot-product instructions)" if cpu else "")
+    # Reports before the models took turns (time_rows) were timed one by one.
+    turns = ", the models taking turns" if report.get("timing") == "in turn" else ""
     lines = [f"Test faces: {report['num_faces']} from `{report['test_record']}` "
              f"({report['scoring']}). Latency: median / p90 of {report['runs']} single-face "
-             f"invokes after 20 warm-ups, LiteRT interpreter, {report['cpu_count']} cores{on}.", ""]
+             f"invokes after 20 warm-ups{turns}, LiteRT interpreter, "
+             f"{report['cpu_count']} cores{on}.", ""]
     for model in ("float", "qat"):
         rows = [r for r in report["rows"] if r["model"] == model]
         if not rows:
@@ -277,14 +297,13 @@ def agreement_scorer(reference, crops, layout_name):
 
 
 def empty_row(model, mode, note):
-    keys = ("nme", "fr", "auc", "mse", "latency_ms_1thread_median", "latency_ms_1thread_p90",
-            "latency_ms_allthreads_median", "size_kb", "dtype_check_ok")
+    keys = ("nme", "fr", "auc", "mse", *LATENCY_KEYS, "size_kb", "dtype_check_ok")
     return {"model": model, "mode": mode, **dict.fromkeys(keys), "note": note}
 
 
 def benchmark(models, representative, score, sample_image, runs, modes=MODES, out_dir=None):
     """Rows for each model × mode (+ int8_selective on the float model)."""
-    rows, layers, denied = [], [], []
+    rows, layers, denied, timed = [], [], [], []
     jobs = [(m, mode) for m in models for mode in modes]
     if "float" in models and "int8_only" in modes:
         jobs.append(("float", "int8_selective"))
@@ -303,12 +322,14 @@ def benchmark(models, representative, score, sample_image, runs, modes=MODES, ou
             note = f"float: {', '.join(denied)}" + (f"; {note}" if note else "")
         elif not ok:
             note = f"NOT AS PROMISED: {note}"
-        row = {"model": model, "mode": mode, **measure(content, score, sample_image, runs),
+        row = {"model": model, "mode": mode, **measure(content, score),
                "dtype_check_ok": ok, "note": note}
         rows.append(row)
+        timed.append((row, content))
         if out_dir is not None:
             (Path(out_dir) / "tflite").mkdir(parents=True, exist_ok=True)
             (Path(out_dir) / "tflite" / f"{model}_{mode}.tflite").write_bytes(content)
+    time_rows(timed, sample_image, runs)
     return rows, layers, denied
 
 
@@ -368,7 +389,7 @@ def main(argv=None):
     rows, layers, denied = benchmark(models, representative, score, sample, args.runs,
                                      args.modes, args.out_dir if args.keep_tflite else None)
     report = {"test_record": test, "scoring": scoring, "num_faces": num_faces,
-              "num_calibration": len(representative), "runs": args.runs,
+              "num_calibration": len(representative), "runs": args.runs, "timing": "in turn",
               "cpu_count": os.cpu_count(), "cpu": cpu_info(), "models": models, "rows": rows,
               "layers": layers, "denylisted": denied, "summary": summary_lines(rows)}
     write_report(report, args.out_dir)

@@ -487,7 +487,7 @@ def run(args):
     representative = ptq_benchmark.representative_images(args.rep_record, args.num_calibration)
     calibration = ptq_benchmark.representative_images(args.rep_record, args.num_optimize)
     sample = ptq_benchmark.representative_images(args.test_record, 1)[0]
-    rows, cle_float_nme = [], None
+    rows, timed, cle_float_nme = [], [], None
     jobs = [(t, b) for b in args.bits for t in args.techniques if t != "qat"]
     for technique, bits_name in tqdm(jobs, desc="techniques", unit="model"):
         tqdm.write(f"{technique} at {bits_name}")
@@ -500,7 +500,8 @@ def run(args):
         content = to_tflite(quant_model, card, per_channel, rep)
         row = {"technique": technique, "bits": bits_name, "num_calibration": len(rep)}
         if bits_name == "W8A8":
-            row.update(ptq_benchmark.measure(content, score, sample, args.runs))
+            row.update(ptq_benchmark.measure(content, score))
+            timed.append((row, content))
         else:
             row.update(score(TFLiteModel(content)))
         row["weights_off_grid_steps"] = grid_error(content, find_units(quant_model))
@@ -513,6 +514,7 @@ def run(args):
         row["note"] = note
         rows.append(row)
         tqdm.write(f"  NME {100 * row['nme']:.3f}%")
+    ptq_benchmark.time_rows(timed, sample, args.runs)
     if "qat" in args.techniques and "W4A8" in args.bits:
         if Path(args.qat_w4_model).is_dir():
             rows.append(qat_row(args.qat_w4_model, args.test_record))
@@ -523,7 +525,7 @@ def run(args):
             "num_faces": dataset.record_info(args.test_record)[1], "float_nme": float_nme,
             "folded_nme": folded_nme, "num_calibration": args.num_calibration,
             "num_optimize": len(calibration), "adaround_iterations": args.adaround_iterations,
-            "runs": args.runs, "rows": rows}
+            "runs": args.runs, "timing": "in turn", "rows": rows}
 
 
 def merge(previous, report):
@@ -538,6 +540,9 @@ def merge(previous, report):
     kept = [r for r in previous["rows"] if (r["technique"], r["bits"]) not in done]
     order = {key: i for i, key in enumerate((t, b) for b in BITS for t in TECHNIQUES)}
     rows = sorted(kept + report["rows"], key=lambda r: order[(r["technique"], r["bits"])])
+    # Rows timed in different runs did not take turns with each other.
+    if any(r.get("latency_ms_1thread_median") is not None for r in kept):
+        report = {**report, "timing": "in turn within each merged run"}
     return {**report, "rows": rows}
 
 
@@ -569,7 +574,8 @@ def markdown(report):
              f"from {report['num_calibration']} training crops unless the row says otherwise; "
              f"AdaRound and bias correction use {report['num_optimize']} training crops, "
              f"AdaRound {report['adaround_iterations']} iterations per layer. W8A8 latency: "
-             f"median of {report['runs']} single-face invokes, 1 thread.", "",
+             f"median of {report['runs']} single-face invokes, 1 thread"
+             f"{', the models taking turns' if report.get('timing') == 'in turn' else ''}.", "",
              "| technique | bits | NME % | Δ vs float | FR@0.10 % | 1-thread ms | size KB | note |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["rows"]:

@@ -9,7 +9,7 @@ import tensorflow as tf
 import generate_mesh_dataset as gen
 import landmark
 import ptq_benchmark as pb
-from tflite_model import TFLiteModel, cpu_info, dequantize, quantize
+from tflite_model import TFLiteModel, cpu_info, dequantize, latency_ms, quantize
 
 keras = tf.keras
 
@@ -106,6 +106,8 @@ def test_benchmark_writes_every_row_and_file(models, tmp_path, make_300w_folder)
     assert (out / "ced.png").stat().st_size > 0
     assert "| int8_only |" in (out / "ptq_benchmark.md").read_text()
     assert set(report["cpu"]) == {"model", "int8_dot_product"}
+    assert report["timing"] == "in turn"
+    assert "the models taking turns" in (out / "ptq_benchmark.md").read_text()
 
 
 def test_a_path_that_is_not_a_model_is_a_clear_error(tmp_path):
@@ -144,3 +146,30 @@ def test_cpu_info_reads_the_model_and_int8_dot_product_flags(tmp_path):
     vnni.write_text(block.format(n=0, extra=" avx512f avx512_vnni"))
     assert cpu_info(vnni)["int8_dot_product"] is True
     assert cpu_info(tmp_path / "absent")["int8_dot_product"] is None
+
+
+def test_models_are_timed_taking_turns(models):
+    """One invoke of each model per round, after each one's warm-ups: timed
+    block by block, the machine's drift would pick the winner."""
+    root, representative = models
+    calls = []
+
+    class Spy:
+        """The interpreter, noting whose invoke() ran."""
+        def __init__(self, interpreter, name):
+            self.interpreter, self.name = interpreter, name
+
+        def invoke(self):
+            calls.append(self.name)
+            self.interpreter.invoke()
+
+        def __getattr__(self, attribute):
+            return getattr(self.interpreter, attribute)
+
+    content = pb.convert(root / "float", "float32", representative)
+    timed = [TFLiteModel(content) for _ in "abc"]
+    for model, name in zip(timed, "abc"):
+        model.interpreter = Spy(model.interpreter, name)
+    result = latency_ms(timed, representative[0], runs=4, warmup=2)
+    assert calls == list("aabbcc") + list("abc") * 4
+    assert len(result) == 3 and all(0 < median <= p90 for median, p90 in result)

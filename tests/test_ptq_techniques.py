@@ -216,3 +216,8 @@ def test_update_replaces_only_the_rerun_rows_of_the_same_setup():
         ("qat", "W4A8", 0.06)]
     with pytest.raises(ValueError, match="num_optimize was 1000, this run's is 10"):
         pt.merge(previous, {**report, "num_optimize": 10})
+    # Latencies from two runs did not take turns with each other.
+    assert "timing" not in merged
+    timed = {**previous, "rows": [{"technique": "nearest", "bits": "W8A8", "nme": 0.05,
+                                   "latency_ms_1thread_median": 1.0}]}
+    assert pt.merge(timed, {**report, "timing": "in turn"})["timing"] != "in turn"
