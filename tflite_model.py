@@ -93,10 +93,9 @@ def latency_ms(models, image, runs=200, warmup=20):
     each TFLiteModel, after `warmup` untimed ones. Only invoke() is timed.
     The models take turns, one invoke each per round, so that drift on the
     machine (clock speed, other load) falls on all of them alike and their
-    ratios are fair. (Timed one after the other, the same QAT model's
-    int8_only and int8_float_fallback files, which differ only in their
-    input and output types, measured 1.10 and 0.64 ms; taking turns, 1.01
-    and 1.06.)"""
+    ratios are fair. (Timed one after the other, two files that differ only
+    in their input and output types once measured 1.7x apart; README,
+    "Timing: the models take turns".)"""
     for model in models:
         model._set_input(image)
         for _ in range(warmup):
