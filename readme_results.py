@@ -121,7 +121,8 @@ def _cpu(report):
 
 
 def _on_cpu(report):
-    return f" on {_cpu(report)}" if _cpu(report) else ""
+    cpu = _cpu(report)
+    return f" on {cpu}" if cpu else ""
 
 
 def speed_section():
