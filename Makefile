@@ -6,20 +6,23 @@ PY := $(VENV)/bin/python
 SHARED ?= ../shared/data/300w
 MODEL ?= resnet
 EPOCHS ?= 200
-# The recipe of the bundled model (run v11: integral head with 32x32 score
-# maps, the default augmentation with occlusion, weight decay and a weight
-# average, the NME-weighted Wing loss, the last 50 epochs calm, and the
-# score maps pulled towards a Gaussian around each mark). Other runs of the
-# README: without --heatmap_loss 5 and RUN=resnet_v10 it is run v10 (the
-# bundle before run v11); TRAIN_FLAGS='--head integral --head_channels 64
-# --occlusion 0.5 --weight_decay 0.05' RUN=resnet_v6 QAT_EPOCHS=20 gives run
-# v6; TRAIN_FLAGS='--head integral --head_channels 64
-# --rotation 20 --scale_jitter 0.12 --shift 0.07' RUN=resnet_v5 run v5;
+# The recipe of the bundled model (run v15: integral head with 96 channels and
+# 32x32 score maps, two residual blocks on the 32x32 map, the default
+# augmentation with occlusion, weight decay and a weight average, the
+# NME-weighted Wing loss, the last 50 epochs calm, and the score maps pulled
+# towards a Gaussian around each mark). Other runs of the README: with
+# --head_channels 64 and without --stages, RUN=resnet_v11 is run v11 (the
+# bundle before run v15); run v11 without --heatmap_loss 5 and RUN=resnet_v10
+# is run v10; TRAIN_FLAGS='--head integral --head_channels 64 --occlusion 0.5
+# --weight_decay 0.05' RUN=resnet_v6 QAT_EPOCHS=20 gives run v6;
+# TRAIN_FLAGS='--head integral --head_channels 64 --rotation 20
+# --scale_jitter 0.12 --shift 0.07' RUN=resnet_v5 run v5;
 # TRAIN_FLAGS='--head_channels 96 --rotation 20 --scale_jitter 0.12 --shift 0.07'
 # RUN=resnet_v2 run v2 (dense head); `TRAIN_FLAGS=` run v1.
-TRAIN_FLAGS ?= --head integral --head_channels 64 --occlusion 0.5 --weight_decay 0.05 \
-    --weight_average 0.999 --integral_cells 32 --loss wing_nme --calm_epochs 50 --heatmap_loss 5
-RUN ?= resnet_v11
+TRAIN_FLAGS ?= --head integral --head_channels 96 --stages 32x2,64x2,96x2,128x1 --occlusion 0.5 \
+    --weight_decay 0.05 --weight_average 0.999 --integral_cells 32 --loss wing_nme --calm_epochs 50 \
+    --heatmap_loss 5
+RUN ?= resnet_v15
 QAT_EPOCHS ?= 10
 LOSS_EPOCHS ?= 8
 # The loss study's short runs are run v2's recipe (dense head), whatever TRAIN_FLAGS is.
