@@ -22,7 +22,7 @@ import geometry
 import metrics
 from face_detector import iou
 from layouts import layout_for_count
-from predict import predictor
+from predict import DEFAULT_FLIP, predictor
 
 MIN_IOU = 0.3
 
@@ -64,9 +64,9 @@ def main(argv=None):
     p.add_argument("--model", default=None, help="landmark model (default: bundled int8)")
     p.add_argument("--refine", type=int, default=0,
                    help="re-crops around the predicted marks (predictor's default: 0)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                   help="average with the mirrored crop (the predictor's default; "
-                        "--no-flip: one invoke)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=DEFAULT_FLIP,
+                   help="average with the mirrored crop (a second invoke; the predictor's "
+                        "default is off)")
     p.add_argument("--out", default="results/predictor_eval.json")
     args = p.parse_args(argv)
     try:

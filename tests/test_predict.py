@@ -181,7 +181,7 @@ def test_cli_writes_annotated_images_marks_and_video(tiny_models, tmp_path):
     assert [Path(f["image"]).name for f in timing["frames"]] == [p.name for p in PORTRAITS]
     assert timing["landmark_model"] == str(tiny_models / "model.tflite")
     assert set(timing["cpu"]) == {"model", "int8_dot_product"}
-    assert timing["flip"] is True          # the predictor's default: mirror-averaged marks
+    assert timing["flip"] is False         # the predictor's default: one landmark invoke
     for frame in timing["frames"]:
         assert frame["faces"] == 1 and 0 < frame["median_ms"] <= frame["p90_ms"]
         assert len(frame["round_medians_ms"]) == 2
