@@ -39,7 +39,7 @@ DEFAULT_LANDMARK_MODEL = ASSETS / "landmarks_300w_int8.tflite"
 # The flip test's default: off since the bundle became run v15's recipe,
 # whose split model scored 3.975% end to end without it and 3.991% with it
 # (results/predictor_eval_v15{,_flip}.json), while its second invoke took
-# the small-face frame over 10 ms (results/predict_speed{,_noflip}.json).
+# the small-face frame over 10 ms (results/predict_speed{,_flip}.json).
 DEFAULT_FLIP = False
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
