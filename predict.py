@@ -15,10 +15,7 @@ the face's landmarks, the convention of the annotations and the evaluation.
 pass); the default is none, as the integral-head model scored the same
 without it on the validation photos (README, "The whole predictor").
 `flip` averages each pass with its mirror image, a second landmark invoke;
-it is off by default (DEFAULT_FLIP): with the bundled recipe it scored no
-better end to end on the validation photos, and a small face's frame
-needs both detectors, leaving no room for it in 10 ms (README, "The whole
-predictor").
+off by default (DEFAULT_FLIP says why).
 """
 import argparse
 import json
