@@ -780,7 +780,7 @@ def main(argv=None):
         if args.eval_only:
             if args.export_dir:
                 predict, card = load_saved_model(args.export_dir)
-                source = args.export_dir
+                source, model = args.export_dir, None
             else:
                 model, card = load_checkpoint(checkpoint_dir, args.quantization, args.checkpoint)
                 predict = keras_predict(model)
@@ -803,7 +803,9 @@ def main(argv=None):
         write_metrics(result, args.metrics_out, model=source, record=args.val_record,
                       architecture=card["model"], quantized=bool(card.get("quantized")),
                       loss=card.get("loss"), flip_test=args.flip_test,
-                      average_with=args.average_with, training=None if args.export_dir else
+                      average_with=args.average_with,
+                      params=None if model is None else model.count_params(),
+                      training=None if args.export_dir else
                       training_summary(checkpoint_dir, images_per_epoch(args)))
 
 

@@ -31,6 +31,7 @@ def _train_eval_export(tmp_path, monkeypatch, records, layout, model_flags=()):
     predict, exported_card = landmark.load_saved_model(tmp_path / "exported")
     assert exported_card["num_marks"] == card["num_marks"]
     model, _ = landmark.load_checkpoint("checkpoints")
+    assert result["params"] == model.count_params() > 0
     images = next(iter(dataset.eval_dataset(records / "test.record", 8)))[0].numpy()
     np.testing.assert_allclose(predict(images), model(images, training=False).numpy(),
                                atol=1e-5)
