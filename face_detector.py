@@ -101,6 +101,7 @@ def weighted_nms(boxes, scores, iou_threshold=NMS_IOU):
     kept_boxes, kept_scores = [], []
     while len(boxes):
         overlap = iou(boxes[0], boxes) > iou_threshold
+        overlap[0] = True   # even a degenerate (zero-area or NaN) box leaves the queue
         weights = scores[overlap][:, None]
         kept_boxes.append((boxes[overlap] * weights).sum(0) / weights.sum())
         kept_scores.append(scores[0])

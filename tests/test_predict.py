@@ -1,4 +1,5 @@
 """Face detector decoding and the predictor, on synthetic and bundled images."""
+import signal
 from pathlib import Path
 
 import cv2
@@ -65,6 +66,23 @@ def test_weighted_nms_merges_overlaps_and_keeps_separate_faces():
     np.testing.assert_allclose(kept[1], boxes[2])
     empty, _ = fd.weighted_nms(np.zeros((0, 4)), np.zeros(0))
     assert empty.shape == (0, 4)
+
+
+def test_weighted_nms_ends_on_degenerate_boxes():
+    # NaN and zero-area boxes have no IoU with themselves; they must still
+    # leave the queue (this looped forever once), so fail after 10 s.
+    def give_up(*_):
+        raise TimeoutError("weighted_nms did not finish")
+    boxes = np.array([[np.nan] * 4, [0, 0, 0, 0], [0, 0, 10, 10]], float)
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(10)
+    try:
+        kept, kept_scores = fd.weighted_nms(boxes, np.array([0.9, 0.8, 0.7]))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert kept.shape == (3, 4)
+    np.testing.assert_allclose(kept_scores, [0.9, 0.8, 0.7])
 
 
 @pytest.mark.parametrize("height, width", [(700, 1000), (480, 640), (100, 150), (900, 301)])
