@@ -804,6 +804,7 @@ def main(argv=None):
                       architecture=card["model"], quantized=bool(card.get("quantized")),
                       loss=card.get("loss"), flip_test=args.flip_test,
                       average_with=args.average_with,
+                      # a QAT model's count includes its quantizers' ranges
                       params=None if model is None else model.count_params(),
                       training=None if args.export_dir else
                       training_summary(checkpoint_dir, images_per_epoch(args)))
