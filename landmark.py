@@ -780,7 +780,7 @@ def main(argv=None):
         if args.eval_only:
             if args.export_dir:
                 predict, card = load_saved_model(args.export_dir)
-                source, model = args.export_dir, None
+                source = args.export_dir
             else:
                 model, card = load_checkpoint(checkpoint_dir, args.quantization, args.checkpoint)
                 predict = keras_predict(model)
@@ -805,7 +805,7 @@ def main(argv=None):
                       loss=card.get("loss"), flip_test=args.flip_test,
                       average_with=args.average_with,
                       # a QAT model's count includes its quantizers' ranges
-                      params=None if model is None else model.count_params(),
+                      params=None if args.export_dir else model.count_params(),
                       training=None if args.export_dir else
                       training_summary(checkpoint_dir, images_per_epoch(args)))
 
