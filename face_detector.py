@@ -158,12 +158,17 @@ class FaceDetector:
         self.boxes_index, self.scores_index = outputs[(1, count, 16)], outputs[(1, count, 1)]
         mapping = box_mapping_path(self.path)
         self.box_mapping = json.loads(mapping.read_text()) if mapping.is_file() else None
+        # The model input, filled in place each call: a fresh float array a
+        # frame costs more than the arithmetic (allocation and page faults).
+        self.input_buffer = np.empty((1, self.input_size, self.input_size, 3), np.float32)
 
     def detect(self, rgb):
         patch, factor = letterbox(rgb, self.input_size)
-        data = patch.astype(np.float32) / 127.5 - 1.0   # BlazeFace takes [-1, 1]
+        data = self.input_buffer
+        np.multiply(patch, np.float32(1 / 127.5), out=data[0])   # BlazeFace takes [-1, 1]
+        data -= 1.0
         interpreter = self.model.interpreter
-        interpreter.set_tensor(self.model.input["index"], data[None])
+        interpreter.set_tensor(self.model.input["index"], data)
         interpreter.invoke()
         raw_boxes = interpreter.get_tensor(self.boxes_index)[0]
         raw_scores = interpreter.get_tensor(self.scores_index)[0, :, 0]
