@@ -158,8 +158,8 @@ class FaceDetector:
         self.boxes_index, self.scores_index = outputs[(1, count, 16)], outputs[(1, count, 1)]
         mapping = box_mapping_path(self.path)
         self.box_mapping = json.loads(mapping.read_text()) if mapping.is_file() else None
-        # The model input, filled in place each call: a fresh float array a
-        # frame costs more than the arithmetic (allocation and page faults).
+        # The model input, filled in place each call rather than allocated
+        # anew for every frame (the predictor calls detect once a frame).
         self.input_buffer = np.empty((1, self.input_size, self.input_size, 3), np.float32)
 
     def detect(self, rgb):
