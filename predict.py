@@ -197,16 +197,20 @@ def montage(images, height=400):
 
 
 def run_images(model, inputs, out_dir, montage_path=None):
-    out_dir.mkdir(parents=True, exist_ok=True)
-    marks, drawn = {}, []
+    """Annotated copies and marks.json in out_dir. Every image is read and
+    marked before anything is written, so an unreadable one leaves no output."""
+    marks, drawn = {}, {}
     for path in tqdm(image_paths(inputs), desc="images", unit="image"):
-        faces = model.predict(path)
-        drawn.append(model.draw(path, faces))
-        cv2.imwrite(str(out_dir / f"{path.stem}_marks.jpg"), drawn[-1])
+        bgr = to_bgr(path)
+        faces = model.predict(bgr)
+        drawn[path] = model.draw(bgr, faces)
         marks[str(path)] = _jsonable(faces)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, image in drawn.items():
+        cv2.imwrite(str(out_dir / f"{path.stem}_marks.jpg"), image)
     (out_dir / "marks.json").write_text(json.dumps(marks, indent=1))
     if montage_path and drawn:
-        cv2.imwrite(str(montage_path), montage(drawn))
+        cv2.imwrite(str(montage_path), montage(list(drawn.values())))
         print(f"wrote {montage_path}")
     counts = ", ".join(f"{Path(k).name}: {len(v)}" for k, v in marks.items())
     print(f"faces per image: {counts}\nwrote {out_dir}/*_marks.jpg and marks.json")

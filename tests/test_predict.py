@@ -173,6 +173,18 @@ def test_bad_inputs_name_the_problem(tmp_path, tiny_models):
     from face_detector import SHORT_RANGE
     with pytest.raises(ValueError, match=f"{SHORT_RANGE.name} is not a landmark model"):
         predictor(cnn_model_path=SHORT_RANGE)   # a 128×128 input, but boxes out
+
+
+def test_an_unreadable_image_leaves_no_output(tmp_path, tiny_models):
+    from predict import main
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a_portrait.jpg").write_bytes(PORTRAITS[1].read_bytes())   # marked first
+    (folder / "b_broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="cannot read image .*b_broken.jpg"):
+        main([str(folder), "--out", str(out), "--model", str(tiny_models / "saved")])
+    assert not out.exists()
     with pytest.raises(ValueError, match="refine must be a whole number >= 0, got -1"):
         predictor(cnn_model_path=tiny_models / "saved", refine=-1)
     (tmp_path / "empty_dir").mkdir()
