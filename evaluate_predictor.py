@@ -62,6 +62,8 @@ def main(argv=None):
     p.add_argument("--dirs", nargs="*", default=[], help="300-W style folders")
     p.add_argument("--split", help="a records summary.json: score its test faces")
     p.add_argument("--model", default=None, help="landmark model (default: bundled int8)")
+    p.add_argument("--detector", nargs="+", default=None,
+                   help="face detector .tflite, or several tried in order (default: bundled)")
     p.add_argument("--refine", type=int, default=0,
                    help="re-crops around the predicted marks (predictor's default: 0)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=DEFAULT_FLIP,
@@ -71,13 +73,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         faces = annotated_faces(args.dirs, args.split)
-        nmes = score(predictor(cnn_model_path=args.model, refine=args.refine, flip=args.flip), faces)
+        nmes = score(predictor(args.detector, args.model, refine=args.refine, flip=args.flip), faces)
     except (gen.DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     found = nmes[~np.isnan(nmes)]
     result = {**metrics.summarize(found), "faces": len(nmes), "missed": int(np.isnan(nmes).sum()),
               "missed_share": float(np.isnan(nmes).mean()),
-              "model": args.model or "bundled int8", "refine": args.refine, "flip": args.flip, "dirs": args.dirs, "split": args.split,
+              "model": args.model or "bundled int8",
+              "detector": [Path(d).name for d in args.detector] if args.detector else "default",
+              "refine": args.refine, "flip": args.flip, "dirs": args.dirs, "split": args.split,
               "nmes": [None if np.isnan(v) else float(v) for v in nmes]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -98,11 +98,12 @@ class predictor:  # noqa: N801  (the original's name, which users call)
                  threshold=None, refine=0, flip=DEFAULT_FLIP):
         if int(refine) != refine or refine < 0:
             raise ValueError(f"refine must be a whole number >= 0, got {refine}")
-        # No detector given: the bundled short-range model, then the full-range
-        # one for photos where it finds no face (small faces).
-        self.detectors = [FaceDetector(path, threshold) for path in
-                          ([detector_face_model_path] if detector_face_model_path
-                           else DEFAULT_MODELS)]
+        # One detector path, or several tried in order (face_detector.detect_faces);
+        # None: the bundled ones (DEFAULT_MODELS).
+        paths = detector_face_model_path or DEFAULT_MODELS
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        self.detectors = [FaceDetector(path, threshold) for path in paths]
         self.landmark_model = Path(cnn_model_path or DEFAULT_LANDMARK_MODEL)
         self.predict_fn, self.input_size = load_landmark_model(self.landmark_model)
         self.refine, self.flip = refine, flip
@@ -315,7 +316,8 @@ def main(argv=None):
     p.add_argument("--video", help="a video file to annotate frame by frame")
     p.add_argument("--out", default="results/predictions")
     p.add_argument("--model", default=None, help="SavedModel dir or .tflite (default: bundled int8)")
-    p.add_argument("--detector", default=None, help="face detector .tflite (default: bundled)")
+    p.add_argument("--detector", nargs="+", default=None,
+                   help="face detector .tflite, or several tried in order (default: bundled)")
     p.add_argument("--threshold", type=float, default=None,
                    help="face detector score threshold (default: each model's, see face_detector.py)")
     p.add_argument("--refine", type=int, default=0,

@@ -47,9 +47,11 @@ REFERENCE_RUN = "val_resnet_v6"
 
 
 def paired_difference(nmes, reference):
-    """Mean per-face NME difference and its standard error, in NME points."""
+    """Mean per-face NME difference and its standard error, in NME points,
+    over the faces both files scored (a face a detector missed is None)."""
     import numpy as np
-    diff = 100 * (np.asarray(nmes) - np.asarray(reference))
+    pairs = np.array([(a, b) for a, b in zip(nmes, reference) if a is not None and b is not None])
+    diff = 100 * (pairs[:, 0] - pairs[:, 1])
     return diff.mean(), diff.std(ddof=1) / np.sqrt(len(diff))
 
 
@@ -155,14 +157,18 @@ def predictor_section():
     # Other settings are compared face by face with the first file (the defaults).
     reference = first.get("nmes")
     lines = [f"Detector + landmarks on {where} (`evaluate_predictor.py`):", "",
-             "| file | landmark model | re-crop passes | flip test | faces | missed | NME % "
-             f"| FR@0.10 % | AUC@0.10 | vs results/{runs[0][0].name}, points (paired s.e.) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| file | landmark model | face detectors, in order | re-crop passes | flip test | faces "
+             f"| missed | NME % | FR@0.10 % | AUC@0.10 | vs results/{runs[0][0].name}, points (paired s.e.) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p, r in runs:
         compare = ""
         if p != runs[0][0] and reference and len(r.get("nmes", [])) == len(reference):
             compare = "{:+.3f} ({:.3f})".format(*paired_difference(r["nmes"], reference))
-        lines.append(f"| results/{p.name} | `{r['model']}` | {r.get('refine', 1)} | {'yes' if r.get('flip') else 'no'} "
+        # Files written before evaluate_predictor.py took --detector used the default then.
+        detectors = r.get("detector", "default")
+        detectors = " → ".join(f"`{d}`" for d in detectors) if isinstance(detectors, list) else detectors
+        lines.append(f"| results/{p.name} | `{r['model']}` | {detectors} | {r.get('refine', 1)} "
+                     f"| {'yes' if r.get('flip') else 'no'} "
                      f"| {r['faces']} | **{r['missed']}** ({100 * r['missed_share']:.1f}%) "
                      f"| **{100 * r['nme']:.3f}** | {100 * r['fr']:.2f} | {r['auc']:.4f} | {compare} |")
     return "\n".join(lines)

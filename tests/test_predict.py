@@ -35,17 +35,36 @@ def test_anchor_grid():
         assert rows == {len(detector.anchor_centres)}
 
 
-def test_small_faces_fall_back_to_the_full_range_detector(tiny_models):
-    """A face 80 px wide in a 1280×960 photo: too small for the short-range
-    model, found by the full-range one the predictor falls back to."""
+def small_face_photo():
+    """A 1280×960 photo with one face 80 px wide."""
     canvas = np.full((960, 1280, 3), 90, np.uint8)
     canvas[400:480, 600:680] = cv2.resize(cv2.imread(str(PORTRAITS[0])), (80, 80),
                                           interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def test_small_faces_fall_back_to_the_full_range_detector(tiny_models):
+    """A face 80 px wide in a 1280×960 photo: too small for the short-range
+    model, found by the full-range one the predictor falls back to."""
+    canvas = small_face_photo()
     assert predictor(fd.SHORT_RANGE, tiny_models / "saved").predict(canvas) == []
     faces = predictor(cnn_model_path=tiny_models / "saved").predict(canvas)
     assert len(faces) == 1
     x0, y0, x1, y1 = faces[0]["box"]
     assert 590 < (x0 + x1) / 2 < 690 and 390 < (y0 + y1) / 2 < 490
+
+
+def test_detectors_are_tried_in_the_order_given(tiny_models):
+    """Several detector paths are tried in order: the first whose faces are
+    all wide enough for it answers (face_detector.detect_faces)."""
+    for order in ([fd.SHORT_RANGE, fd.FULL_RANGE], [fd.FULL_RANGE, fd.SHORT_RANGE]):
+        model = predictor([str(p) for p in order], tiny_models / "saved")
+        assert len(model.predict(PORTRAITS[1])) == 1
+        assert model.last_detector == order[0].name
+    # The second is asked when the first finds only a face too small for it.
+    model = predictor([str(fd.SHORT_RANGE), str(fd.FULL_RANGE)], tiny_models / "saved")
+    assert len(model.predict(small_face_photo())) == 1
+    assert model.last_detector == fd.FULL_RANGE.name
 
 
 def test_decode_synthetic_outputs():

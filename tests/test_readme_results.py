@@ -20,6 +20,9 @@ def test_sections_are_rebuilt_from_result_files(tmp_path, monkeypatch):
         {**common, "nme": 0.04, "flip": False, "nmes": [0.03, 0.04, 0.05]}))
     (results / "predictor_eval_flip.json").write_text(json.dumps(
         {**common, "nme": 0.039, "flip": True, "nmes": [0.029, 0.039, 0.049]}))
+    (results / "predictor_eval_order.json").write_text(json.dumps(
+        {**common, "nme": 0.041, "flip": False, "nmes": [0.03, 0.04, 0.053],
+         "detector": ["full.tflite", "short.tflite"]}))
     readme = tmp_path / "README.md"
     blocks = "".join(f"<!-- BEGIN {n} -->\nold\n<!-- END {n} -->\n" for n in readme_results.SECTIONS)
     readme.write_text("# title\n" + blocks)
@@ -30,7 +33,10 @@ def test_sections_are_rebuilt_from_result_files(tmp_path, monkeypatch):
     assert "old" not in text and text.startswith("# title\n")
     assert "| `val_metrics` | 4.123 | 0.83 | 0.6000 | 3.250 | 200 | 41 | 95 |" in text
     assert "| resnet | no | 95 | results/val_metrics.json |" in text
-    assert "| results/predictor_eval.json | `m.tflite` | 0 | no | 3 |" in text
+    assert "| results/predictor_eval.json | `m.tflite` | default | 0 | no | 3 |" in text
+    assert ("| results/predictor_eval_order.json | `m.tflite` | `full.tflite` → `short.tflite` "
+            "| 0 | no | 3 |") in text
+    assert "| **4.100** | 0.00 | 0.6000 | +0.100 (0.100) |" in text
     assert "| **4.000** | 0.00 | 0.6000 |  |" in text
     assert "| **3.900** | 0.00 | 0.6000 | -0.100 (0.000) |" in text
     readme_results.main()                       # idempotent
