@@ -314,7 +314,8 @@ def load_saved_model(path, raw=False):
     serve = loaded.signatures["serving_default"]
 
     def predict(images):
-        outputs = next(iter(serve(tf.convert_to_tensor(images, tf.float32)).values())).numpy()
+        outputs = next(iter(serve(tf.convert_to_tensor(np.asarray(images, np.float32)))
+                            .values())).numpy()
         return outputs if raw else geometry.decode_scores(outputs)
     predict.keep_alive = loaded  # the signature needs its variables alive
     return predict, json.loads((path / MODEL_CARD).read_text())

@@ -119,7 +119,7 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     def _marks(self, rgb, box):
         center, side = geometry.crop_square(box)
         patch, transform = geometry.crop(rgb, center, side, self.input_size)
-        outputs = np.asarray(self.predict_fn(patch[None].astype(np.float32)))
+        outputs = np.asarray(self.predict_fn(patch[None]))   # uint8: see TFLiteModel
         marks = outputs.reshape(-1, 2) * self.input_size
         return geometry.to_image(marks, transform)
 

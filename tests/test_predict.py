@@ -271,6 +271,18 @@ def test_bundled_models_mark_both_portraits_and_agree():
         assert nme_per_face(marks[None], reference[None], (left, right))[0] < 0.03
 
 
+def test_int8_model_takes_uint8_crops_as_it_takes_float_ones():
+    """A uint8 crop is quantized by table lookup (TFLiteModel.pixel_table):
+    the int8 input, and so the marks, are exactly those of the float path."""
+    from predict import DEFAULT_LANDMARK_MODEL
+    from tflite_model import TFLiteModel
+    model = TFLiteModel(DEFAULT_LANDMARK_MODEL)
+    assert model.input["dtype"] == np.int8
+    crops = np.random.default_rng(0).integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
+    crops[0] = cv2.resize(cv2.imread(str(PORTRAITS[1])), (128, 128))
+    np.testing.assert_array_equal(model.predict(crops), model.predict(crops.astype(np.float32)))
+
+
 def test_box_mapping_fit_on_annotated_photos(tmp_path):
     """fit_box_mapping on two photos annotated with the bundled model's marks:
     both matched, a no-face photo counted as missed, and the threshold sweep."""
