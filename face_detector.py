@@ -18,8 +18,10 @@ suppression) is written here:
 - the image is letterboxed (zero-padded to a square) before resizing, so
   boxes map back to any image size.
 
-Each model has its detector-box -> landmark-crop mapping beside it
-(`NAME.box_mapping.json`, written by fit_box_mapping.py).
+Each model has its detection -> landmark-crop mapping beside it
+(`NAME.box_mapping.json`, written by fit_box_mapping.py): a linear map from
+the box and BlazeFace's six keypoints (eyes, nose tip, mouth, ears) to the
+landmark box, with fixed box medians as the fallback.
 """
 import json
 from pathlib import Path
@@ -74,13 +76,16 @@ def box_mapping_path(model_path):
 
 def decode(raw_boxes, raw_scores, anchor_centres, input_size=192):
     """Raw outputs (K, 16), (K,) -> boxes (K, 4) as x0, y0, x1, y1 in [0, 1]
-    of the model input, and scores (K,) in [0, 1]."""
+    of the model input, scores (K,) in [0, 1], and the six keypoints (K, 6, 2)
+    as x, y in [0, 1] (BlazeFace's order: right eye, left eye, nose tip,
+    mouth, right ear, left ear, the subject's sides)."""
     centre = anchor_centres + raw_boxes[:, :2] / input_size
     half = raw_boxes[:, 2:4] / input_size / 2
     boxes = np.concatenate([centre - half, centre + half], -1)
+    keypoints = anchor_centres[:, None] + raw_boxes[:, 4:16].reshape(-1, 6, 2) / input_size
     logits = np.clip(np.asarray(raw_scores, np.float64), -SCORE_CLIP, SCORE_CLIP)
     scores = 1 / (1 + np.exp(-logits))
-    return boxes, scores
+    return boxes, scores, keypoints
 
 
 def iou(box, boxes):
@@ -95,18 +100,20 @@ def iou(box, boxes):
 def weighted_nms(boxes, scores, iou_threshold=NMS_IOU):
     """MediaPipe's weighted non-maximum suppression: each kept detection is
     the score-weighted mean of the boxes overlapping the best remaining one,
-    with that best score. Returns (boxes (M, 4), scores (M,))."""
+    with that best score. `boxes` (K, 4 + D): the overlap is that of the
+    first four columns (x0, y0, x1, y1); every column is averaged (keypoints
+    too, as MediaPipe does). Returns (boxes (M, 4 + D), scores (M,))."""
     order = np.argsort(-scores)
     boxes, scores = boxes[order], scores[order]
     kept_boxes, kept_scores = [], []
     while len(boxes):
-        overlap = iou(boxes[0], boxes) > iou_threshold
+        overlap = iou(boxes[0, :4], boxes[:, :4]) > iou_threshold
         overlap[0] = True   # even a degenerate (zero-area or NaN) box leaves the queue
         weights = scores[overlap][:, None]
         kept_boxes.append((boxes[overlap] * weights).sum(0) / weights.sum())
         kept_scores.append(scores[0])
         boxes, scores = boxes[~overlap], scores[~overlap]
-    return np.array(kept_boxes).reshape(-1, 4), np.array(kept_scores)
+    return np.array(kept_boxes).reshape(-1, boxes.shape[1]), np.array(kept_scores)
 
 
 def letterbox(image, size=192):
@@ -134,7 +141,8 @@ def letterbox(image, size=192):
 
 
 class FaceDetector:
-    """detect(RGB uint8 image) -> list of (box x0, y0, x1, y1 in pixels, score).
+    """detect(RGB uint8 image) -> list of (box x0, y0, x1, y1 in pixels, score,
+    keypoints (6, 2) x, y in pixels; see decode).
 
     `threshold` None means the model's default (DEFAULT_THRESHOLDS)."""
 
@@ -175,23 +183,25 @@ class FaceDetector:
         # Decode only the anchors above the threshold (a sigmoid is monotonic).
         keep = np.clip(raw_scores, -SCORE_CLIP, SCORE_CLIP) >= np.log(
             self.threshold / (1 - self.threshold))
-        boxes, scores = decode(raw_boxes[keep], raw_scores[keep], self.anchor_centres[keep],
-                               self.input_size)
-        boxes, scores = weighted_nms(boxes, scores)
+        boxes, scores, keypoints = decode(raw_boxes[keep], raw_scores[keep],
+                                          self.anchor_centres[keep], self.input_size)
+        merged, scores = weighted_nms(np.concatenate([boxes, keypoints.reshape(-1, 12)], 1), scores)
+        merged *= self.input_size * factor
         height, width = rgb.shape[:2]
-        boxes = np.clip(boxes * self.input_size * factor, 0, [width, height, width, height])
-        return [(box, float(score)) for box, score in zip(boxes, scores)
+        boxes = np.clip(merged[:, :4], 0, [width, height, width, height])
+        return [(box, float(score), points.reshape(6, 2))
+                for box, score, points in zip(boxes, scores, merged[:, 4:])
                 if box[2] > box[0] and box[3] > box[1]]
 
     def faces(self, rgb):
-        """detect(), each with the landmark box its mapping predicts:
-        [(box, score, landmark box)]."""
+        """detect(), each with the landmark box its mapping predicts from the
+        box and keypoints: [(box, score, landmark box)]."""
         if self.box_mapping is None:
             raise FileNotFoundError(
                 f"no box mapping for {self.path} (expected {box_mapping_path(self.path)}); "
                 f"write it with: python fit_box_mapping.py --detector {self.path} FOLDER ...")
-        return [(box, score, geometry.detector_to_landmark_box(box, self.box_mapping))
-                for box, score in self.detect(rgb)]
+        return [(box, score, geometry.detector_to_landmark_box(box, self.box_mapping, keypoints))
+                for box, score, keypoints in self.detect(rgb)]
 
 
 def detect_faces(detectors, rgb):

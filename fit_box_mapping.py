@@ -30,18 +30,27 @@ SWEEP = (0.3, 0.35, 0.4, 0.45, 0.5)
 # Landmark-box widths, as shares of a 640×480 frame, at which size_sweep
 # pastes faces: where a detector stops finding faces (face_detector.MIN_FACE_SHARE).
 SHARES = (0.08, 0.12, 0.16, 0.2, 0.25)
+# Fewer matched faces than this fit no keypoint mapping (14 × 3 weights).
+MIN_KEYPOINT_FACES = 100
 
 
-def fit(faces, detector, min_iou=0.3, sweep=SWEEP):
+def fit(faces, detector, min_iou=0.3, sweep=SWEEP, held_out=frozenset()):
     """faces: generate_mesh_dataset.Face list -> (mapping dict, stats).
 
-    The mapping is fitted on the detections at the detector's threshold.
-    `stats["threshold_sweep"]` counts, for each score threshold in `sweep`
+    The mapping is fitted on the detections at the detector's threshold:
+    medians of the landmark box's centre offset and side (center_offset,
+    side_over_width), and a least-squares linear map from the detector's
+    keypoints to the same three numbers (keypoint_weights, used by
+    geometry.detector_to_landmark_box). `stats["crop_error"]` compares the
+    two on the fitted faces: the predicted landmark box's centre error and
+    side error, as shares of the true side (median and 90th percentile).
+    Faces whose photo is in `held_out` (resolved paths) are detected and
+    counted but not fitted on. `stats["threshold_sweep"]` counts, for each score threshold in `sweep`
     (read from one pass at the lowest), the annotated faces no detection
     matches (IoU >= min_iou) and the detections that match no annotated face
     (often real but unannotated faces): how the default threshold was chosen.
     """
-    offsets, sides, missed = [], [], 0
+    offsets, sides, boxes_used, keypoints_used, truths, missed = [], [], [], [], [], 0
     threshold = detector.threshold
     detector.threshold = min(threshold, *sweep)
     best_scores, unmatched = [], []
@@ -51,8 +60,8 @@ def fit(faces, detector, min_iou=0.3, sweep=SWEEP):
             continue
         truth = geometry.landmark_box(face.marks)
         detections = detector.detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        boxes = np.array([box for box, _ in detections]).reshape(-1, 4)
-        scores = np.array([score for _, score in detections])
+        boxes = np.array([box for box, _, _ in detections]).reshape(-1, 4)
+        scores = np.array([score for _, score, _ in detections])
         overlaps = iou(truth, boxes) if len(boxes) else np.zeros(0)
         matches = overlaps >= min_iou
         best_scores.append(scores[matches].max() if matches.any() else 0.0)
@@ -61,24 +70,67 @@ def fit(faces, detector, min_iou=0.3, sweep=SWEEP):
         if not usable.any():
             missed += 1
             continue
-        box = boxes[np.where(usable, overlaps, -1).argmax()]
+        if Path(face.image_path).resolve() in held_out:
+            continue
+        best = np.where(usable, overlaps, -1).argmax()
+        box = boxes[best]
         size = box[2:] - box[:2]
         offsets.append(((truth[:2] + truth[2:]) - (box[:2] + box[2:])) / 2 / size)
         sides.append(max(truth[2] - truth[0], truth[3] - truth[1]) / size[0])
+        boxes_used.append(box)
+        keypoints_used.append(detections[best][2])
+        truths.append(truth)
     detector.threshold = threshold
     if not offsets:
         raise ValueError("the detector matched no annotated face")
     offsets, sides = np.array(offsets), np.array(sides)
     best_scores, unmatched = np.array(best_scores), np.array(unmatched)
-    mapping = {"center_offset": np.median(offsets, 0).tolist(),
+    medians = {"center_offset": np.median(offsets, 0).tolist(),
                "side_over_width": float(np.median(sides))}
-    stats = {"faces": len(faces), "threshold": threshold, "matched": len(sides), "missed": missed,
+    mapping, errors = dict(medians), {"medians": crop_error(boxes_used, [None] * len(truths),
+                                                            truths, medians)}
+    if len(truths) >= MIN_KEYPOINT_FACES:
+        mapping["keypoint_weights"] = keypoint_weights(boxes_used, keypoints_used, offsets,
+                                                       sides).tolist()
+        errors["keypoints"] = crop_error(boxes_used, keypoints_used, truths, mapping)
+    else:
+        print(f"{detector.path.name}: {len(truths)} matched faces, fewer than "
+              f"{MIN_KEYPOINT_FACES}: box medians only, no keypoint mapping")
+    stats = {"faces": len(faces), "threshold": threshold, "missed": missed,
+             "fitted": len(sides), "held_out": len(faces) - len(sides) - missed,
+             "crop_error": errors,
              "side_over_width_iqr": np.percentile(sides, [25, 75]).tolist(),
              "center_offset_iqr": np.percentile(offsets, [25, 75], axis=0).tolist(),
              "threshold_sweep": [{"threshold": t, "missed": int((best_scores < t).sum()),
                                   "unmatched_detections": int((unmatched >= t).sum())}
                                  for t in sweep]}
     return mapping, stats
+
+
+def keypoint_weights(boxes, keypoints, offsets, sides):
+    """Least-squares (14, 3) weights from geometry.keypoint_features of each
+    detection to its true landmark box's centre offset (N, 2; in box widths
+    and heights) and log side (N; sides in box widths)."""
+    features = np.array([geometry.keypoint_features(b, k) for b, k in zip(boxes, keypoints)])
+    targets = np.column_stack([offsets, np.log(sides)])
+    return np.linalg.lstsq(features, targets, rcond=None)[0]
+
+
+def crop_error(boxes, keypoints, truths, mapping):
+    """Median and 90th percentile of the landmark box's centre error and side
+    error, as shares of the true side, when `mapping` predicts it from each
+    detector box and its keypoints."""
+    errors = []
+    for box, points, truth in zip(boxes, keypoints, truths):
+        predicted = geometry.detector_to_landmark_box(box, mapping, points)
+        side = max(truth[2] - truth[0], truth[3] - truth[1])
+        errors.append([np.linalg.norm((predicted[:2] + predicted[2:] - truth[:2] - truth[2:]) / 2)
+                       / side, abs((predicted[2] - predicted[0]) / side - 1)])
+    errors = np.array(errors)
+    return {"centre_median": float(np.median(errors[:, 0])),
+            "centre_p90": float(np.percentile(errors[:, 0], 90)),
+            "side_median": float(np.median(errors[:, 1])),
+            "side_p90": float(np.percentile(errors[:, 1], 90))}
 
 
 def size_sweep(faces, detector, shares=SHARES, count=200, seed=0, frame=(640, 480), min_iou=0.3):
@@ -101,7 +153,7 @@ def size_sweep(faces, detector, shares=SHARES, count=200, seed=0, frame=(640, 48
                                interpolation=cv2.INTER_AREA)[:frame[1], :frame[0]]
             canvas = np.full((frame[1], frame[0], 3), 100, np.uint8)
             canvas[:small.shape[0], :small.shape[1]] = small
-            boxes = np.array([box for box, _ in detector.detect(
+            boxes = np.array([box for box, _, _ in detector.detect(
                 cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB))]).reshape(-1, 4)
             if not len(boxes) or iou(truth * scale, boxes).max() < min_iou:
                 missed[share] += 1
@@ -115,20 +167,33 @@ def main(argv=None):
                    help="BlazeFace .tflite model(s) to fit (default: both bundled ones)")
     p.add_argument("--out_dir", default=None,
                    help="write NAME.box_mapping.json here (default: beside each model)")
+    p.add_argument("--exclude", default=None, metavar="SUMMARY_JSON",
+                   help="fit the mappings without the test faces of a records summary.json "
+                        "(written by generate_mesh_dataset.py), to score the predictor on them; "
+                        "they still count in the threshold and size sweeps")
     args = p.parse_args(argv)
     try:
         faces = [f for folder in args.folders for f in gen.read_300w_dir(folder)]
+        held_out = frozenset()
+        if args.exclude:
+            held_out = frozenset(Path(s).resolve() for s in
+                                 json.loads(Path(args.exclude).read_text())["test_sources"])
+            print(f"the mappings leave out the {len(held_out)} test photos of {args.exclude}")
         for model_path in args.detector:
             detector = FaceDetector(model_path)
-            mapping, stats = fit(faces, detector)
+            mapping, stats = fit(faces, detector, held_out=held_out)
             stats["size_sweep"] = size_sweep(faces, detector)
             out = box_mapping_path(model_path)
             if args.out_dir:
                 out = Path(args.out_dir) / out.name
             out.write_text(json.dumps({**mapping, "detector": Path(model_path).name,
-                                       "fitted_on": args.folders, **stats}, indent=1))
-            print(f"{Path(model_path).name}: {json.dumps(mapping)}; missed {stats['missed']} "
-                  f"of {stats['faces']} at threshold {stats['threshold']} -> {out}")
+                                       "fitted_on": args.folders, "excluded": args.exclude,
+                                       **stats}, indent=1))
+            errors = ", ".join(f"{e['centre_median']:.4f} by {how}"
+                               for how, e in stats["crop_error"].items())
+            print(f"{Path(model_path).name}: missed {stats['missed']} of {stats['faces']} at "
+                  f"threshold {stats['threshold']}; landmark box centre error (median, share of "
+                  f"its side): {errors} -> {out}")
     except (gen.DatasetError, ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
 

@@ -86,19 +86,35 @@ def to_image(marks, transform):
     return np.asarray(marks, np.float64) * scale + offset
 
 
-def detector_to_landmark_box(box, mapping):
-    """A face detector's box -> the landmark box it predicts (a square).
+def keypoint_features(box, keypoints):
+    """The inputs of a keypoint mapping: the detector's keypoints relative to
+    its box centre in box widths (flattened), the box's height / width, 1."""
+    x0, y0, x1, y1 = np.asarray(box, np.float64)
+    centre, width = np.array([x0 + x1, y0 + y1]) / 2, x1 - x0
+    relative = (np.asarray(keypoints, np.float64).reshape(-1, 2) - centre) / width
+    return np.concatenate([relative.ravel(), [(y1 - y0) / width, 1.0]])
 
-    `mapping` (fitted by fit_box_mapping.py): center_offset in box widths
-    and heights, side_over_width. Feed the result to crop_square, as
-    training does with the true landmark box.
+
+def detector_to_landmark_box(box, mapping, keypoints=None):
+    """A face detector's box (and keypoints) -> the landmark box it predicts
+    (a square). Feed the result to crop_square, as training does with the
+    true landmark box.
+
+    `mapping` (fitted by fit_box_mapping.py) gives the landmark box's centre
+    offset from the box centre in box widths and heights, and the log of its
+    side in box widths: as fixed medians (center_offset, side_over_width),
+    or, where it has `keypoint_weights` and keypoints are given, as a linear
+    function of keypoint_features.
     """
     x0, y0, x1, y1 = np.asarray(box, np.float64)
     width, height = x1 - x0, y1 - y0
-    cx = (x0 + x1) / 2 + mapping["center_offset"][0] * width
-    cy = (y0 + y1) / 2 + mapping["center_offset"][1] * height
-    half = mapping["side_over_width"] * width / 2
-    return np.array([cx - half, cy - half, cx + half, cy + half])
+    if keypoints is not None and "keypoint_weights" in mapping:
+        dx, dy, log_side = keypoint_features(box, keypoints) @ np.asarray(mapping["keypoint_weights"])
+        side = np.exp(log_side) * width
+    else:
+        (dx, dy), side = mapping["center_offset"], mapping["side_over_width"] * width
+    cx, cy = (x0 + x1) / 2 + dx * width, (y0 + y1) / 2 + dy * height
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
 
 
 @functools.lru_cache(maxsize=None)

@@ -178,7 +178,8 @@ def predictor_section():
 # the default predictor (one invoke, no flip test; the bundled weights have
 # seen every local face).
 BUNDLED_VALIDATION = "val_resnet_v15.json"
-BUNDLED_PREDICTOR_EVAL = "predictor_eval_v15.json"
+# Since session 15 the predictor places the crop from the detector's keypoints.
+BUNDLED_PREDICTOR_EVAL = "predictor_eval_v15_keypoints.json"
 BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
 
 
