@@ -32,10 +32,9 @@ def annotated_faces(dirs=(), split=None):
     summary.json (written by generate_mesh_dataset.py)."""
     faces = [f for d in dirs for f in gen.read_300w_dir(d)]
     if split:
-        sources = json.loads(Path(split).read_text())["test_sources"]
-        for source in sources:
-            pts = Path(source).with_suffix(".pts")
-            faces.append(gen.Face(Path(source), gen.read_pts(pts), "300w68", source=source))
+        for source in gen.read_test_sources(split):
+            faces.append(gen.Face(source, gen.read_pts(source.with_suffix(".pts")), "300w68",
+                                  source=str(source)))
     if not faces:
         raise gen.DatasetError("no annotated faces: give --dirs or --split")
     return faces

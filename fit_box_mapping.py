@@ -45,8 +45,9 @@ def fit(faces, detector, min_iou=0.3, sweep=SWEEP, held_out=frozenset()):
     two on the fitted faces: the predicted landmark box's centre error and
     side error, as shares of the true side (median and 90th percentile).
     Faces whose photo is in `held_out` (resolved paths) are detected and
-    counted but not fitted on. `stats["threshold_sweep"]` counts, for each score threshold in `sweep`
-    (read from one pass at the lowest), the annotated faces no detection
+    counted but not fitted on. `stats["threshold_sweep"]` counts, for each
+    score threshold in `sweep` (read from one pass at the lowest), the
+    annotated faces no detection
     matches (IoU >= min_iou) and the detections that match no annotated face
     (often real but unannotated faces): how the default threshold was chosen.
     """
@@ -176,8 +177,7 @@ def main(argv=None):
         faces = [f for folder in args.folders for f in gen.read_300w_dir(folder)]
         held_out = frozenset()
         if args.exclude:
-            held_out = frozenset(Path(s).resolve() for s in
-                                 json.loads(Path(args.exclude).read_text())["test_sources"])
+            held_out = frozenset(p.resolve() for p in gen.read_test_sources(args.exclude))
             print(f"the mappings leave out the {len(held_out)} test photos of {args.exclude}")
         for model_path in args.detector:
             detector = FaceDetector(model_path)

@@ -248,6 +248,19 @@ def convert(splits, out_dir):
     return summary
 
 
+def read_test_sources(summary_path):
+    """The photos of the test split listed in a summary.json written here."""
+    path = Path(summary_path)
+    if not path.is_file():
+        raise DatasetError(f"records summary not found: {path}")
+    try:
+        sources = json.loads(path.read_text())["test_sources"]
+    except (ValueError, KeyError, TypeError):
+        raise DatasetError(f"{path} is not a records summary.json (no test_sources list); "
+                           f"generate_mesh_dataset.py writes one beside the records") from None
+    return [Path(source) for source in sources]
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=("wflw", "300w"), default="wflw")

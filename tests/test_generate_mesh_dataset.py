@@ -100,6 +100,23 @@ def test_convert_300w_counts_and_val_split(make_300w_folder, tmp_path):
     assert summary["written"] == {"train": 8, "test": 5}
     assert sorted((tmp_path / "out").glob("*.record")) == [
         tmp_path / "out" / "test.record", tmp_path / "out" / "train.record"]
+    # The test photos it lists, as the predictor's evaluation and the box
+    # mapping's --exclude read them.
+    sources = gen.read_test_sources(tmp_path / "out" / "summary.json")
+    assert len(sources) == 5 and all(s.is_file() for s in sources)
+    assert {s.parent for s in sources} >= {test}
+    import evaluate_predictor
+    faces = evaluate_predictor.annotated_faces(split=tmp_path / "out" / "summary.json")
+    assert [f.image_path for f in faces] == sources and all(f.marks.shape == (68, 2) for f in faces)
+
+
+def test_a_file_that_is_not_a_summary_is_named(tmp_path):
+    with pytest.raises(gen.DatasetError, match="records summary not found: .*none.json"):
+        gen.read_test_sources(tmp_path / "none.json")
+    for text in ("not json", '{"written": {}}', "[1, 2]"):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(gen.DatasetError, match="bad.json is not a records summary.json"):
+            gen.read_test_sources(tmp_path / "bad.json")
 
 
 def test_malformed_pts_leaves_no_record(make_300w_folder, tmp_path, capsys):
