@@ -67,7 +67,7 @@ def main(argv=None):
                    help="re-crops around the predicted marks (predictor's default: 0)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=DEFAULT_FLIP,
                    help="average with the mirrored crop (a second invoke; the predictor's "
-                        "default is off)")
+                        "default is on)")
     p.add_argument("--out", default="results/predictor_eval.json")
     args = p.parse_args(argv)
     try:

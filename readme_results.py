@@ -177,9 +177,10 @@ def predictor_section():
 # The bundled recipe's files: its validation run, and its split model through
 # the default predictor (one invoke, no flip test; the bundled weights have
 # seen every local face).
-BUNDLED_VALIDATION = "val_resnet_v15.json"
-# Since session 15 the predictor places the crop from the detector's keypoints.
-BUNDLED_PREDICTOR_EVAL = "predictor_eval_v15_keypoints.json"
+BUNDLED_VALIDATION = "val_resnet_v20.json"
+# Since session 15 the predictor places the crop from the detector's keypoints
+# and averages each face with its mirror image.
+BUNDLED_PREDICTOR_EVAL = "predictor_eval_v20_keypoints_flip.json"
 BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
 
 

@@ -11,7 +11,7 @@ import face_detector as fd
 import geometry
 import landmark
 import ptq_benchmark as pb
-from predict import predictor, to_bgr
+from predict import DEFAULT_FLIP, predictor, to_bgr
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTRAITS = [ROOT / "test_images" / "astronaut.png", ROOT / "test_images" / "grace_hopper.jpg"]
@@ -256,7 +256,7 @@ def test_cli_writes_annotated_images_marks_and_video(tiny_models, tmp_path):
     assert [Path(f["image"]).name for f in timing["frames"]] == [p.name for p in PORTRAITS]
     assert timing["landmark_model"] == str(tiny_models / "model.tflite")
     assert set(timing["cpu"]) == {"model", "int8_dot_product"}
-    assert timing["flip"] is False         # the predictor's default: one landmark invoke
+    assert timing["flip"] is DEFAULT_FLIP  # the predictor's default
     for frame in timing["frames"]:
         assert frame["faces"] == 1 and 0 < frame["median_ms"] <= frame["p90_ms"]
         assert len(frame["round_medians_ms"]) == 2
