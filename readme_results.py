@@ -175,8 +175,7 @@ def predictor_section():
 
 
 # The bundled recipe's files: its validation run, and its split model through
-# the default predictor (one invoke, no flip test; the bundled weights have
-# seen every local face).
+# the default predictor (the bundled weights have seen every local face).
 BUNDLED_VALIDATION = "val_resnet_v20.json"
 # Since session 15 the predictor places the crop from the detector's keypoints
 # and averages each face with its mirror image.
