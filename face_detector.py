@@ -166,6 +166,9 @@ class FaceDetector:
         self.boxes_index, self.scores_index = outputs[(1, count, 16)], outputs[(1, count, 1)]
         mapping = box_mapping_path(self.path)
         self.box_mapping = json.loads(mapping.read_text()) if mapping.is_file() else None
+        if self.box_mapping and "keypoint_weights" in self.box_mapping:
+            # An array once here, not a list converted again for every face.
+            self.box_mapping["keypoint_weights"] = np.asarray(self.box_mapping["keypoint_weights"])
         # The model input, filled in place each call rather than allocated
         # anew for every frame (the predictor calls detect once a frame).
         self.input_buffer = np.empty((1, self.input_size, self.input_size, 3), np.float32)

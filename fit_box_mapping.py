@@ -51,7 +51,7 @@ def fit(faces, detector, min_iou=0.3, sweep=SWEEP, held_out=frozenset()):
     matches (IoU >= min_iou) and the detections that match no annotated face
     (often real but unannotated faces): how the default threshold was chosen.
     """
-    offsets, sides, boxes_used, keypoints_used, truths, missed = [], [], [], [], [], 0
+    boxes_used, keypoints_used, truths, missed = [], [], [], 0
     threshold = detector.threshold
     detector.threshold = min(threshold, *sweep)
     best_scores, unmatched = [], []
@@ -74,17 +74,18 @@ def fit(faces, detector, min_iou=0.3, sweep=SWEEP, held_out=frozenset()):
         if Path(face.image_path).resolve() in held_out:
             continue
         best = np.where(usable, overlaps, -1).argmax()
-        box = boxes[best]
-        size = box[2:] - box[:2]
-        offsets.append(((truth[:2] + truth[2:]) - (box[:2] + box[2:])) / 2 / size)
-        sides.append(max(truth[2] - truth[0], truth[3] - truth[1]) / size[0])
-        boxes_used.append(box)
+        boxes_used.append(boxes[best])
         keypoints_used.append(detections[best][2])
         truths.append(truth)
     detector.threshold = threshold
-    if not offsets:
+    if not truths:
         raise ValueError("the detector matched no annotated face")
-    offsets, sides = np.array(offsets), np.array(sides)
+    # Where each true landmark box sits on its detection: centre offset in
+    # box widths and heights, longer side in box widths.
+    boxes_used, truths = np.array(boxes_used), np.array(truths)
+    sizes = boxes_used[:, 2:] - boxes_used[:, :2]
+    offsets = ((truths[:, :2] + truths[:, 2:]) - (boxes_used[:, :2] + boxes_used[:, 2:])) / 2 / sizes
+    sides = np.maximum(truths[:, 2] - truths[:, 0], truths[:, 3] - truths[:, 1]) / sizes[:, 0]
     best_scores, unmatched = np.array(best_scores), np.array(unmatched)
     medians = {"center_offset": np.median(offsets, 0).tolist(),
                "side_over_width": float(np.median(sides))}
