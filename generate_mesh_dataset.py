@@ -9,6 +9,11 @@ pixels. Record fields are listed in `face_example`.
     python generate_mesh_dataset.py                       # WFLW in wflw_data/
     python generate_mesh_dataset.py --dataset 300w \
         --train_dirs data/helen_trainset data/afw --val_fraction 0.1 --seed 0
+    python generate_mesh_dataset.py --dataset 300w --val_fraction 0.1 \
+        --train_dirs data/helen_trainset data/afw --train_dirs data/lfpw_trainset
+
+Each `--train_dirs` group is split on its own (same fraction and seed), so
+adding a group leaves the faces held out of the earlier groups unchanged.
 """
 import argparse
 import json
@@ -22,12 +27,14 @@ import numpy as np
 from tqdm import tqdm
 
 import geometry
-from layouts import get_layout
+from layouts import WFLW_ATTRIBUTES, get_layout
 
 WFLW_LIST_DIR = Path("WFLW_annotations") / "list_98pt_rect_attr_train_test"
 WFLW_IMAGE_DIR = Path("WFLW_images")
-WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+# A face is skipped when more than this share of its marks lies outside its
+# photo: its crop would be mostly the zero border, and its labels guesses.
+MAX_MARKS_OUTSIDE = 0.25
 NO_ATTRIBUTES = (-1,) * len(WFLW_ATTRIBUTES)
 
 
@@ -48,6 +55,7 @@ class Face:
 class Summary:
     written: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)   # [{"source", "reason"}]
+    sources: dict = field(default_factory=dict)   # {split: [source of each face written]}
 
 
 # ---------------------------------------------------------------- parsing --
@@ -205,22 +213,59 @@ def face_example(patch, marks, transform, face):
     }))
 
 
+def truncated_jpeg(path):
+    """True for a JPEG file cut short: OpenCV decodes those with a warning
+    and a grey lower part, so the end-of-image marker is checked instead."""
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\xff\xd8":
+            return False
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 1024))
+        tail = handle.read()
+    # 0xFFD9 cannot occur inside entropy-coded data (0xFF is stuffed there).
+    return b"\xff\xd9" not in tail
+
+
+def marks_outside(marks, image):
+    """Share of `marks` that lie outside `image`'s pixels."""
+    height, width = image.shape[:2]
+    x, y = marks[:, 0], marks[:, 1]
+    return float(np.mean((x < -0.5) | (y < -0.5) | (x > width - 0.5) | (y > height - 0.5)))
+
+
+def read_face_image(face):
+    """The face's photo, or (None, reason) when it must be skipped."""
+    if not face.image_path.exists():
+        return None, "missing"
+    image = cv2.imread(str(face.image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        return None, "unreadable"
+    if truncated_jpeg(face.image_path):
+        return None, "truncated JPEG"
+    outside = marks_outside(face.marks, image)
+    if outside > MAX_MARKS_OUTSIDE:
+        return None, (f"{100 * outside:.0f}% of the marks lie outside the "
+                      f"{image.shape[1]}x{image.shape[0]} photo (limit "
+                      f"{100 * MAX_MARKS_OUTSIDE:.0f}%)")
+    return image, None
+
+
 def write_records(faces, path, summary, split):
     """Write faces to `path`; unreadable images are skipped and listed."""
     import tensorflow as tf
 
-    written = 0
+    written = []
     with tf.io.TFRecordWriter(str(path)) as writer:
         for face in tqdm(faces, desc=f"writing {split}", unit="face"):
-            image = cv2.imread(str(face.image_path), cv2.IMREAD_COLOR)
+            image, reason = read_face_image(face)
             if image is None:
-                reason = "missing" if not face.image_path.exists() else "unreadable"
                 summary.skipped.append({"source": str(face.image_path), "reason": reason})
                 continue
             patch, marks, transform = crop_face(image, face.marks)
             writer.write(face_example(patch, marks, transform, face).SerializeToString())
-            written += 1
-    summary.written[split] = written
+            written.append(face.source)
+    summary.written[split] = len(written)
+    summary.sources[split] = written
 
 
 def convert(splits, out_dir):
@@ -242,8 +287,11 @@ def convert(splits, out_dir):
         raise
     for split, path in temporary.items():
         os.replace(path, out_dir / f"{split}.record")
+    # A split this run did not write must not survive from an earlier run.
+    for stale in {"train", "test"} - set(splits):
+        (out_dir / f"{stale}.record").unlink(missing_ok=True)
     report = {"written": summary.written, "skipped": summary.skipped,
-              "test_sources": [f.source for f in splits.get("test", [])]}
+              "test_sources": summary.sources.get("test", [])}
     (out_dir / "summary.json").write_text(json.dumps(report, indent=1))
     return summary
 
@@ -266,8 +314,9 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", choices=("wflw", "300w"), default="wflw")
     parser.add_argument("--data_dir", default="wflw_data",
                         help="WFLW root holding WFLW_annotations/ and WFLW_images/")
-    parser.add_argument("--train_dirs", nargs="+", default=[],
-                        help="300-W: folders of NAME.jpg|png + NAME.pts for training")
+    parser.add_argument("--train_dirs", nargs="+", action="append", default=[],
+                        help="300-W: folders of NAME.jpg|png + NAME.pts for training; "
+                             "repeat the flag for groups split separately by --val_fraction")
     parser.add_argument("--test_dirs", nargs="+", default=[],
                         help="300-W: folders written to test.record")
     parser.add_argument("--val_fraction", type=float, default=0.0,
@@ -287,11 +336,14 @@ def main(argv=None):
         else:
             if not args.train_dirs:
                 raise DatasetError("--dataset 300w needs --train_dirs")
-            train = [f for d in args.train_dirs for f in read_300w_dir(d)]
             test = [f for d in args.test_dirs for f in read_300w_dir(d)]
-            if args.val_fraction:
-                train, held_out = split_off(train, args.val_fraction, args.seed)
-                test += held_out
+            train = []
+            for group in args.train_dirs:
+                faces = [f for d in group for f in read_300w_dir(d)]
+                if args.val_fraction:
+                    faces, held_out = split_off(faces, args.val_fraction, args.seed)
+                    test += held_out
+                train += faces
             splits = {"train": train}
             if test:
                 splits["test"] = test

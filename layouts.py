@@ -17,6 +17,10 @@ def _mirror_permutation(num_marks, pairs):
     return perm
 
 
+# WFLW's six attribute flags, in the order its annotation lines give them.
+WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
+
+
 @dataclass(frozen=True)
 class Layout:
     name: str

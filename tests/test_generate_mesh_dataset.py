@@ -144,3 +144,53 @@ def test_missing_300w_folder_is_a_clear_error(tmp_path):
         gen.main(["--dataset", "300w", "--train_dirs", str(tmp_path / "nope"),
                   "--out_dir", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_each_train_dirs_group_is_split_on_its_own(make_300w_folder, tmp_path):
+    """Adding a group keeps the faces held out of the first group exactly."""
+    import json
+    first, second = make_300w_folder("first", 20), make_300w_folder("second", 10, seed=3)
+    common = ["--dataset", "300w", "--val_fraction", "0.2", "--seed", "0"]
+    gen.main(common + ["--train_dirs", str(first), "--out_dir", str(tmp_path / "one")])
+    gen.main(common + ["--train_dirs", str(first), "--train_dirs", str(second),
+                       "--out_dir", str(tmp_path / "two")])
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["test_sources"][:4] == one["test_sources"] and len(two["test_sources"]) == 6
+    assert all("second" in s for s in two["test_sources"][4:])
+    assert two["written"] == {"train": 24, "test": 6}
+
+
+def test_a_rerun_without_a_test_split_removes_the_old_one(make_300w_folder, tmp_path):
+    import json
+    faces = make_300w_folder("faces", 10)
+    out = tmp_path / "out"
+    gen.main(["--dataset", "300w", "--train_dirs", str(faces), "--val_fraction", "0.2",
+              "--out_dir", str(out)])
+    assert (out / "test.record").is_file()
+    gen.main(["--dataset", "300w", "--train_dirs", str(faces), "--out_dir", str(out)])
+    assert not (out / "test.record").exists()
+    assert json.loads((out / "summary.json").read_text())["test_sources"] == []
+
+
+def test_truncated_jpeg_and_faces_outside_their_photo_are_skipped(make_300w_folder, tmp_path,
+                                                                   capsys):
+    import json
+    faces = make_300w_folder("faces", 5)
+    data = (faces / "face_1.jpg").read_bytes()
+    (faces / "face_1.jpg").write_bytes(data[:len(data) // 2])
+    marks = gen.read_pts(faces / "face_3.pts")
+    write_pts = __import__("conftest").write_pts
+    write_pts(faces / "face_3.pts", marks + 1000)          # every mark off the photo
+    out = tmp_path / "out"
+    gen.main(["--dataset", "300w", "--train_dirs", str(faces), "--val_fraction", "0.4",
+              "--out_dir", str(out)])
+    printed = capsys.readouterr().out
+    assert "truncated JPEG: " + str(faces / "face_1.jpg") in printed
+    assert "100% of the marks lie outside" in printed and str(faces / "face_3.jpg") in printed
+    summary = json.loads((out / "summary.json").read_text())
+    skipped = {s["source"] for s in summary["skipped"]}
+    assert skipped == {str(faces / "face_1.jpg"), str(faces / "face_3.jpg")}
+    # The summary lists only the test faces that were written.
+    assert not skipped & set(summary["test_sources"])
+    assert sum(summary["written"].values()) == 3
