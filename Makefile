@@ -5,28 +5,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared/data/300w
 MODEL ?= resnet
-EPOCHS ?= 250
-# The recipe of the bundled model (run v20: integral head with 96 channels and
-# 32x32 score maps, three residual blocks on the 32x32 map, the default
-# augmentation with occlusion, weight decay and a weight average, the
-# NME-weighted Wing loss, the last 50 epochs calm, and the score maps pulled
-# towards a Gaussian around each mark; 250 epochs). Other runs of the README:
-# these flags with --stages 32x2,64x2,96x2,128x1, EPOCHS=200 and RUN=resnet_v15
-# are run v15 (the bundle of sessions 12-14), and with EPOCHS=250 and
-# RUN=resnet_v18 run v18; run v15 with --head_channels 64 and without --stages,
-# RUN=resnet_v11, is run v11 (the bundle before run v15); run v11 without
-# --heatmap_loss 5 and RUN=resnet_v10 is run v10; TRAIN_FLAGS='--head integral
-# --head_channels 64 --occlusion 0.5 --weight_decay 0.05' RUN=resnet_v6
-# QAT_EPOCHS=20 gives run v6;
-# TRAIN_FLAGS='--head integral --head_channels 64 --rotation 20
-# --scale_jitter 0.12 --shift 0.07' RUN=resnet_v5 run v5;
-# TRAIN_FLAGS='--head_channels 96 --rotation 20 --scale_jitter 0.12 --shift 0.07'
-# RUN=resnet_v2 run v2 (dense head); `TRAIN_FLAGS=` run v1. Runs v1-v16
-# trained 200 epochs: give them EPOCHS=200.
-TRAIN_FLAGS ?= --head integral --head_channels 96 --stages 32x3,64x2,96x2,128x1 --occlusion 0.5 \
+EPOCHS ?= 200
+# The bundled recipe, run v21: a small ResNet (three residual blocks on its
+# 32x32 map) with an integral head of 32x32 score maps, trained on crops made
+# hard as faces in the wild are (--wild: light, textured and hand-like
+# occluders, low resolution, blur, noise, JPEG, a yaw-like warp; rotation up
+# to 45 degrees), the NME-weighted Wing loss with the score maps pulled
+# towards a Gaussian at each mark, weight decay and a weight average, and a
+# last 50 epochs of milder augmentation. docs/RESEARCH.md says what each
+# part bought and gives the flags of earlier runs.
+TRAIN_FLAGS ?= --head integral --head_channels 96 --stages 32x3,64x2,96x2,128x1 --occlusion 0.25 \
     --weight_decay 0.05 --weight_average 0.999 --integral_cells 32 --loss wing_nme --calm_epochs 50 \
-    --heatmap_loss 5
-RUN ?= resnet_v20
+    --heatmap_loss 5 --wild 1 --rotation 45 --calm_rotation 30
+RUN ?= resnet_v21
 QAT_EPOCHS ?= 10
 LOSS_EPOCHS ?= 8
 # The loss study's short runs are run v2's recipe (dense head), whatever TRAIN_FLAGS is.
@@ -57,10 +48,11 @@ demo: $(VENV)/.installed
 	@echo "annotated images: results/predictions/ and test_images/result.png"
 	@echo "speed: results/demo/predict_speed.json; benchmark: results/demo/ptq_benchmark.md"
 
-# 300-W faces from ../shared: a fixed, seeded 10% of HELEN+AFW is validation.
+# 300-W faces from ../shared: a fixed, seeded 10% of HELEN+AFW (the same 121
+# faces as before LFPW came) plus a seeded 10% of LFPW are validation.
+FACE_DIRS := --train_dirs $(SHARED)/helen_trainset $(SHARED)/afw --train_dirs $(SHARED)/lfpw_trainset
 data: $(VENV)/.installed
-	$(PY) generate_mesh_dataset.py --dataset 300w \
-	    --train_dirs $(SHARED)/helen_trainset $(SHARED)/afw \
+	$(PY) generate_mesh_dataset.py --dataset 300w $(FACE_DIRS) \
 	    --val_fraction 0.1 --seed 0 --out_dir tfrecords
 
 train: $(VENV)/.installed

@@ -34,7 +34,10 @@ OCCLUSION = 0.0
 OCCLUSION_SIDES = (0.15, 0.45)
 # The calm phase's augmentation (landmark.py --calm_epochs): run v5's milder
 # ranges, which still cover the face detector's box jitter, and no occlusion.
-CALM = {"rotation_deg": 20.0, "scale_jitter": 0.12, "shift_fraction": 0.07, "occlusion": 0.0}
+# With wild augmentation the calm phase keeps it at half strength ("wild" is
+# a factor), and a wider calm rotation may be asked for (train_dataset).
+CALM = {"rotation_deg": 20.0, "scale_jitter": 0.12, "shift_fraction": 0.07, "occlusion": 0.0,
+        "wild": 0.5}
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -108,15 +111,35 @@ def affine_params(angle, scale, shift, flip):
     return a, b
 
 
-def warp(image, marks, a, b, mirror):
-    """Resample `image` to the model crop given by (a, b); move marks with
-    it, relabelled by `mirror` when the map is a reflection."""
-    transform = tf.concat([a[0], b[:1], a[1], b[1:], [0.0, 0.0]], 0)
+def yaw_warp(squash, perspective):
+    """3x3 crop -> crop homography about the crop centre that looks like a
+    head turning: the face narrows by `squash` (<= 1) and one side recedes
+    (`perspective`, 1/pixel; its sign picks the side)."""
+    c = CROP_CENTER
+    shift_in = tf.constant([[1.0, 0.0, -c], [0.0, 1.0, -c], [0.0, 0.0, 1.0]])
+    shift_out = tf.constant([[1.0, 0.0, c], [0.0, 1.0, c], [0.0, 0.0, 1.0]])
+    one, zero = tf.constant(1.0), tf.constant(0.0)
+    core = tf.stack([tf.stack([1.0 / squash, zero, zero]), tf.stack([zero, one, zero]),
+                     tf.stack([perspective, zero, one])])
+    return shift_out @ core @ shift_in
+
+
+def warp(image, marks, a, b, mirror, homography=None):
+    """Resample `image` to the model crop given by (a, b) (and an optional
+    crop -> crop `homography` before it); move marks with it, relabelled by
+    `mirror` when the map is a reflection."""
+    h = tf.concat([tf.concat([a, b[:, None]], 1), [[0.0, 0.0, 1.0]]], 0)
+    if homography is not None:
+        h = h @ homography
+    h = h / h[2, 2]
+    transform = tf.concat([h[0], h[1], h[2, :2]], 0)
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.cast(image, tf.float32)[None], transforms=transform[None],
         output_shape=[MODEL_SIZE, MODEL_SIZE], fill_value=0.0,
         interpolation="BILINEAR", fill_mode="CONSTANT")[0]
-    moved = tf.linalg.matvec(tf.linalg.inv(a), marks - b)
+    points = tf.concat([marks, tf.ones_like(marks[:, :1])], 1)
+    moved = tf.linalg.matvec(tf.linalg.inv(h), points)
+    moved = moved[:, :2] / moved[:, 2:]
     reflected = tf.linalg.det(a) < 0
     moved = tf.cond(reflected, lambda: tf.gather(moved, mirror), lambda: moved)
     return warped, moved
@@ -165,6 +188,154 @@ def random_occlusion(image, probability):
     return tf.where(inside[:, :, None], tf.random.uniform([], 0.0, 255.0), image)
 
 
+# "In the wild" augmentation (off unless asked for: train_dataset(wild=P)):
+# each condition is drawn with its probability here times P. Ranges follow
+# what faces in the wild show: faces 25-60 px wide, JPEG quality 15-60,
+# motion and defocus blur, strong light, textured or hand-like occluders
+# over 15-45% of the face, and a yaw-like perspective squash.
+WILD = {"pose": 0.3, "light": 0.3, "occluder": 0.3, "low_res": 0.2, "blur": 0.25,
+        "noise": 0.2, "jpeg": 0.25}
+WILD_FACE_WIDTH = (25.0, 60.0)       # px, after downscaling (face ~98 px in the crop)
+WILD_JPEG_QUALITY = (15, 60)
+WILD_SQUASH = (0.65, 1.0)
+WILD_PERSPECTIVE = 0.004             # 1/px, either side
+WILD_OCCLUDER_AREA = (0.15, 0.45)    # share of the face's area (~(128/1.3)^2 px)
+FACE_SIDE = MODEL_SIZE / 1.3
+SKIN_RGB = ((224.0, 172.0, 140.0), (90.0, 56.0, 40.0))   # light and dark skin ends
+
+
+def _maybe(probability, apply, image):
+    return tf.cond(tf.random.uniform([]) < probability, lambda: apply(image), lambda: image)
+
+
+def random_pose_warp():
+    """A yaw_warp homography with random squash and receding side."""
+    squash = tf.random.uniform([], *WILD_SQUASH)
+    perspective = tf.random.uniform([], -WILD_PERSPECTIVE, WILD_PERSPECTIVE)
+    return yaw_warp(squash, perspective)
+
+
+def _grid():
+    rows = tf.range(MODEL_SIZE, dtype=tf.float32)[:, None]
+    cols = tf.range(MODEL_SIZE, dtype=tf.float32)[None, :]
+    return tf.broadcast_to(cols, [MODEL_SIZE] * 2), tf.broadcast_to(rows, [MODEL_SIZE] * 2)
+
+
+def random_light(image):
+    """Gamma, a colour cast and a shadow falling across part of the face."""
+    gamma = tf.exp(tf.random.uniform([], -0.9, 0.9))            # 0.4 .. 2.5
+    image = 255.0 * tf.pow(image / 255.0, gamma)
+    image = image * tf.random.uniform([3], 0.7, 1.3)
+    x, y = _grid()
+    angle = tf.random.uniform([], 0.0, 2 * math.pi)
+    along = (x - CROP_CENTER) * tf.cos(angle) + (y - CROP_CENTER) * tf.sin(angle)
+    edge = tf.random.uniform([], -0.2, 0.2) * MODEL_SIZE
+    softness = tf.random.uniform([], 2.0, 15.0)
+    depth = tf.random.uniform([], 0.4, 0.85)
+    shade = 1.0 - depth * tf.sigmoid((along - edge) / softness)
+    return tf.clip_by_value(image * shade[:, :, None], 0.0, 255.0)
+
+
+def _occluder_mask(area):
+    """A rectangle, an ellipse or a hand (palm and four fingers) of about
+    `area` pixels somewhere over the crop's central face."""
+    x, y = _grid()
+    centre = tf.random.uniform([2], 0.2, 0.8) * MODEL_SIZE
+    angle = tf.random.uniform([], 0.0, math.pi)
+    u = (x - centre[0]) * tf.cos(angle) + (y - centre[1]) * tf.sin(angle)
+    v = -(x - centre[0]) * tf.sin(angle) + (y - centre[1]) * tf.cos(angle)
+    aspect = tf.random.uniform([], 0.5, 2.0)
+    half_w, half_h = 0.5 * tf.sqrt(area * aspect), 0.5 * tf.sqrt(area / aspect)
+    rectangle = (tf.abs(u) < half_w) & (tf.abs(v) < half_h)
+    ellipse_r = tf.sqrt(area / math.pi)
+    ellipse = tf.square(u / (ellipse_r * tf.sqrt(aspect))) + tf.square(v * tf.sqrt(aspect) / ellipse_r) < 1
+    # Hand: a palm ellipse of ~60% of the area and four fingers above it.
+    palm = tf.sqrt(0.6 * area / math.pi)
+    hand = tf.square(u / palm) + tf.square(v / (1.2 * palm)) < 1
+    finger_width, finger_length = 0.32 * palm, tf.random.uniform([], 1.2, 2.0) * palm
+    for k in range(4):
+        offset = (k - 1.5) * finger_width * 1.1
+        tilt = (k - 1.5) * 0.12
+        fu = u - offset - tf.sin(tilt) * (-v - palm)
+        along = -v - 0.8 * palm
+        hand |= (tf.abs(fu) < finger_width / 2) & (along > 0) & (along < finger_length)
+    kind = tf.random.uniform([], 0, 3, tf.int32)
+    return tf.switch_case(kind, [lambda: rectangle, lambda: ellipse, lambda: hand])
+
+
+def random_occluder(image):
+    """Cover 15-45% of the face with a textured shape: skin-toned (a hand),
+    low-frequency coloured noise, or another part of the same crop."""
+    area = tf.random.uniform([], *WILD_OCCLUDER_AREA) * FACE_SIDE ** 2
+    mask = _occluder_mask(area)[:, :, None]
+    cells = tf.random.uniform([], 2, 12, tf.int32)
+    noise = tf.image.resize(tf.random.uniform([cells, cells, 3], 0.0, 255.0),
+                            [MODEL_SIZE, MODEL_SIZE])
+    t = tf.random.uniform([])
+    skin = tf.constant(SKIN_RGB[0]) * (1 - t) + tf.constant(SKIN_RGB[1]) * t
+    shading = tf.image.resize(tf.random.uniform([4, 4, 1], 0.75, 1.2), [MODEL_SIZE, MODEL_SIZE])
+    skin = skin * shading
+    shifted = tf.roll(image, tf.random.uniform([2], 32, 96, tf.int32), axis=[0, 1])
+    kind = tf.random.uniform([], 0, 3, tf.int32)
+    texture = tf.switch_case(kind, [lambda: skin, lambda: noise, lambda: shifted[:, ::-1]])
+    return tf.where(mask, tf.clip_by_value(texture, 0.0, 255.0), image)
+
+
+def random_low_res(image):
+    """Downscale so the face is 25-60 px wide, then back up to the crop."""
+    width = tf.random.uniform([], *WILD_FACE_WIDTH)
+    side = tf.cast(tf.round(MODEL_SIZE * width / FACE_SIDE), tf.int32)
+    small = tf.image.resize(image, [side, side], antialias=True)
+    method = tf.where(tf.random.uniform([]) < 0.5, 0, 1)
+    large = tf.switch_case(method, [
+        lambda: tf.image.resize(small, [MODEL_SIZE, MODEL_SIZE], "bilinear"),
+        lambda: tf.image.resize(small, [MODEL_SIZE, MODEL_SIZE], "bicubic")])
+    return tf.clip_by_value(large, 0.0, 255.0)       # bicubic overshoots
+
+
+def blur_kernel(kind, size, angle):
+    """(15, 15) kernel: 'motion' a line of `size` px at `angle`, else a
+    defocus disc of diameter `size`."""
+    x, y = tf.meshgrid(tf.range(-7.0, 8.0), tf.range(-7.0, 8.0))
+    along = x * tf.cos(angle) + y * tf.sin(angle)
+    across = -x * tf.sin(angle) + y * tf.cos(angle)
+    line = tf.nn.relu(1.0 - tf.abs(across)) * tf.cast(tf.abs(along) <= size / 2, tf.float32)
+    disc = tf.clip_by_value(size / 2 + 0.5 - tf.sqrt(x * x + y * y), 0.0, 1.0)
+    kernel = tf.where(kind == 0, line, disc)
+    return kernel / tf.reduce_sum(kernel)
+
+
+def random_blur(image):
+    kind = tf.random.uniform([], 0, 2, tf.int32)
+    kernel = blur_kernel(kind, tf.random.uniform([], 3.0, 13.0),
+                         tf.random.uniform([], 0.0, math.pi))
+    kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
+    return tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "SAME")[0]
+
+
+def random_noise(image):
+    sigma = tf.random.uniform([], 2.0, 12.0)
+    return tf.clip_by_value(image + tf.random.normal(tf.shape(image), 0.0, sigma), 0.0, 255.0)
+
+
+def random_jpeg(image):
+    quality = tf.random.uniform([], *WILD_JPEG_QUALITY, tf.int32)
+    encoded = tf.image.adjust_jpeg_quality(tf.cast(tf.round(image), tf.uint8), quality)
+    return tf.cast(tf.ensure_shape(encoded, image.shape), tf.float32)
+
+
+def random_wild(image, strength):
+    """The WILD conditions after the geometric warp, each with its
+    probability times `strength` (0: the image unchanged)."""
+    image = _maybe(WILD["light"] * strength, random_light, image)
+    image = _maybe(WILD["occluder"] * strength, random_occluder, image)
+    image = _maybe(WILD["low_res"] * strength, random_low_res, image)
+    image = _maybe(WILD["blur"] * strength, random_blur, image)
+    image = _maybe(WILD["noise"] * strength, random_noise, image)
+    image = _maybe(WILD["jpeg"] * strength, random_jpeg, image)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
 def center_crop(face):
     """The deterministic model crop: the centre of the stored crop."""
     offset = int(MODEL_OFFSET)
@@ -175,26 +346,37 @@ def center_crop(face):
 
 def train_dataset(path, batch_size, layout_name=None, shuffle=2048, rotation_deg=ROTATION_DEG,
                   scale_range=SCALE_RANGE, shift_fraction=SHIFT_FRACTION, occlusion=OCCLUSION,
-                  calm=None):
+                  calm=None, wild=0.0, calm_rotation_deg=None):
     """Augmented, shuffled, batched (images, targets) for one epoch. `calm`:
     an optional boolean tf.Variable; faces augmented while it is True get
-    the CALM ranges instead (it is read per face, so flip it between epochs)."""
+    the CALM ranges instead (it is read per face, so flip it between epochs),
+    with `calm_rotation_deg` in place of CALM's rotation if given. `wild`:
+    the strength of the WILD conditions (0: off)."""
     layout_name = layout_name or record_info(path)[0]
     layout = get_layout(layout_name)
     mirror = tf.constant(layout.mirror, tf.int32)
+    calm_rotation = CALM["rotation_deg"] if calm_rotation_deg is None else calm_rotation_deg
 
     def augment(face):
         rotation, scales, shift, hide = rotation_deg, scale_range, shift_fraction, occlusion
+        strength = float(wild)
         if calm is not None:
             pick = lambda calm_value, value: tf.where(calm, calm_value, value)  # noqa: E731
-            rotation = pick(CALM["rotation_deg"], float(rotation_deg))
+            rotation = pick(float(calm_rotation), float(rotation_deg))
             scales = (pick(1.0 - CALM["scale_jitter"], float(scale_range[0])),
                       pick(1.0 + CALM["scale_jitter"], float(scale_range[1])))
             shift = pick(CALM["shift_fraction"], float(shift_fraction))
             hide = pick(CALM["occlusion"], float(occlusion))
+            strength = pick(CALM["wild"] * float(wild), float(wild))
         a, b = random_geometry(rotation, scales, shift)
-        image, marks = warp(face["image"], face["marks"], a, b, mirror)
+        homography = None
+        if wild:
+            homography = tf.cond(tf.random.uniform([]) < WILD["pose"] * strength,
+                                 random_pose_warp, lambda: tf.eye(3))
+        image, marks = warp(face["image"], face["marks"], a, b, mirror, homography)
         image = random_occlusion(random_photometric(image), hide)
+        if wild:
+            image = random_wild(image, strength)
         return image, to_targets(marks)
 
     return (_load(path, layout.num_marks).cache().shuffle(shuffle)

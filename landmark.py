@@ -25,14 +25,14 @@ from tqdm import tqdm
 
 import dataset
 import geometry
+import hard_view
 import metrics
-from layouts import flip_averaged, get_layout
+from layouts import WFLW_ATTRIBUTES, flip_averaged, get_layout
 import network
 from network import HEADS, MODELS, RESNET_STAGES, build_model, parse_stages
 
 keras = tf.keras
 MODEL_CARD = "landmark.json"
-WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
 
 
 def str2bool(value):
@@ -150,8 +150,8 @@ class HeatmapRegularised(keras.Model):
         # whose .output is the float graph's.) The loss takes their softmax
         # along the last axis, where reductions are cheapest.
         _, side, _, num_marks = scores.output.shape
-        per_mark = keras.layers.Permute((2, 1))(
-            keras.layers.Reshape((side * side, num_marks))(scores.output))
+        per_mark = keras.layers.Permute((2, 1), dtype="float32")(
+            keras.layers.Reshape((side * side, num_marks), dtype="float32")(scores.output))
         super().__init__(model.input, [model.output, per_mark], name=model.name)
         self.heatmap_weight, self.heatmap_sigma = float(weight), float(sigma)
         self.cells_per_side = side
@@ -332,7 +332,7 @@ def evaluate(predict_fn, record_path, batch_size=64, desc="evaluating"):
     """
     layout_name, count = dataset.record_info(record_path)
     layout = get_layout(layout_name)
-    preds, truths, transforms, attributes = [], [], [], []
+    preds, truths, transforms, attributes, sources = [], [], [], [], []
     batches = dataset.eval_dataset(record_path, batch_size, layout_name, with_info=True)
     with tqdm(total=count, desc=desc, unit="face", leave=False) as bar:
         for images, targets, info in batches:
@@ -340,13 +340,16 @@ def evaluate(predict_fn, record_path, batch_size=64, desc="evaluating"):
             truths.append(targets.numpy())
             transforms.append(info["transform"].numpy())
             attributes.append(info["attributes"].numpy())
+            sources += [s.decode() for s in info["source"].numpy()]
             bar.update(len(images))
     preds, truths = np.concatenate(preds), np.concatenate(truths)
     transforms, attributes = np.concatenate(transforms), np.concatenate(attributes)
     pred_px = geometry.to_image(dataset.targets_to_store(preds), transforms)
     true_px = geometry.to_image(dataset.targets_to_store(truths), transforms)
     nmes = metrics.nme_per_face(pred_px, true_px, layout.eye_corners)
-    result = metrics.summarize(nmes)
+    groups = [source_group(s) for s in sources]
+    result = _scores(nmes, np.array(groups))
+    result["groups"] = groups
     result["mse"] = float(np.mean(((preds - truths) * geometry.MODEL_SIZE) ** 2))
     result.update(num_faces=len(nmes), layout=layout_name, nmes=nmes.tolist())
     if (attributes >= 0).all():
@@ -354,6 +357,48 @@ def evaluate(predict_fn, record_path, batch_size=64, desc="evaluating"):
             name: float(nmes[attributes[:, i] == 1].mean())
             for i, name in enumerate(WFLW_ATTRIBUTES) if (attributes[:, i] == 1).any()}
     return result
+
+
+def source_group(source):
+    """The folder a face's photo came from (its validation group)."""
+    return Path(source).parent.name or "."
+
+
+def _scores(nmes, groups):
+    """summarize() of all faces, and of each group when there are several."""
+    result = {**metrics.summarize(nmes), "num_faces": len(nmes)}
+    if len(set(groups)) > 1:
+        result["per_group"] = {g: {**metrics.summarize(nmes[groups == g]),
+                                   "num_faces": int((groups == g).sum())}
+                               for g in sorted(set(groups))}
+    return result
+
+
+def evaluate_hard(predict_fn, record_path, seed=hard_view.SEED, batch_size=64):
+    """Score `predict_fn` on the hard view of a record's faces
+    (hard_view.KINDS, one view of each face per kind, seeded). NME is
+    taken in the view's own crop pixels, where its moved marks are the
+    truth. Returns {"kinds": {kind: scores with nmes}, "all": scores over
+    every kind's faces}; scores are split by photo folder (per_group)."""
+    layout_name, count = dataset.record_info(record_path)
+    layout = get_layout(layout_name)
+    faces = list(dataset._load(record_path, layout.num_marks).as_numpy_iterator())
+    store_images = [f["image"] for f in faces]
+    store_marks = [f["marks"] for f in faces]
+    groups = np.array([source_group(f["source"].decode()) for f in faces])
+    kinds, pooled = {}, []
+    for kind in tqdm(hard_view.KINDS, desc="hard view", unit="kind", leave=False):
+        images, truth = hard_view.views(store_images, store_marks, kind, seed)
+        preds = np.concatenate([np.asarray(predict_fn(images[i:i + batch_size].astype(np.float32)),
+                                           np.float64)
+                                for i in range(0, len(images), batch_size)])
+        pred = preds.reshape(len(images), -1, 2) * geometry.MODEL_SIZE
+        nmes = metrics.nme_per_face(pred, truth, layout.eye_corners)
+        kinds[kind] = {**_scores(nmes, groups), "nmes": nmes.tolist()}
+        pooled.append(nmes)
+    everything = np.concatenate(pooled)
+    return {"seed": seed, "kinds": kinds, "groups": groups.tolist(),
+            "all": _scores(everything, np.tile(groups, len(hard_view.KINDS)))}
 
 
 def history_rows(checkpoint_dir):
@@ -496,10 +541,12 @@ def augmentation_settings(args, inherited):
     """Augmentation ranges: flags given > the float run's (for QAT) > defaults."""
     defaults = {"rotation_deg": dataset.ROTATION_DEG, "shift_fraction": dataset.SHIFT_FRACTION,
                 "scale_jitter": round(1 - dataset.SCALE_RANGE[0], 6),
-                "occlusion": dataset.OCCLUSION, "calm_epochs": 0}
+                "occlusion": dataset.OCCLUSION, "calm_epochs": 0, "wild": 0.0,
+                "calm_rotation_deg": dataset.CALM["rotation_deg"]}
     given = {"rotation_deg": args.rotation, "shift_fraction": args.shift,
              "scale_jitter": args.scale_jitter, "occlusion": args.occlusion,
-             "calm_epochs": args.calm_epochs}
+             "calm_epochs": args.calm_epochs, "wild": args.wild,
+             "calm_rotation_deg": args.calm_rotation}
     return {k: given[k] if given[k] is not None else inherited.get(k, defaults[k])
             for k in defaults}
 
@@ -513,6 +560,36 @@ def make_optimizer(schedule, weight_decay):
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return optimizer
+
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+
+
+def cpu_has_bf16():
+    """True where the CPU has bfloat16 instructions (AVX512-BF16 or AMX);
+    elsewhere TensorFlow emulates bf16, slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def set_precision(requested, quantization=False):
+    """Set Keras' global dtype policy for training and return its name.
+    'auto' picks mixed_bfloat16 where cpu_has_bf16(), else float32. QAT
+    always trains in float32: tfmot's fake-quant ops are float32-only."""
+    if quantization:
+        chosen = "float32"
+    elif requested == "auto":
+        chosen = "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    else:
+        chosen = requested
+    keras.mixed_precision.set_global_policy(chosen)
+    why = ("QAT" if quantization else "CPU has bf16 instructions" if chosen != "float32"
+           else "no bf16 instructions" if requested == "auto" else "asked for")
+    print(f"precision: {chosen} ({why}; --precision {requested})")
+    return chosen
 
 
 def strategy_for_devices():
@@ -536,6 +613,7 @@ def train(args):
     print(f"{layout_name}: {train_count} training faces ({steps} steps of {args.batch_size}), "
           f"{val_count} validation faces")
 
+    precision = set_precision(args.precision, args.quantization)
     strategy = strategy_for_devices()
     with strategy.scope():
         if args.quantization:
@@ -586,6 +664,7 @@ def train(args):
             # afresh; with --weight_average the average restarts from the
             # saved weights, which are the old average.)
             trained.optimizer.iterations.assign(args.initial_epoch * steps)
+    card["precision"] = precision
     (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
 
     # The weight average must be swapped in before the checkpoints save.
@@ -613,10 +692,18 @@ def train(args):
                                     rotation_deg=augmentation["rotation_deg"],
                                     shift_fraction=augmentation["shift_fraction"],
                                     scale_range=(1 - jitter, 1 + jitter),
-                                    occlusion=augmentation["occlusion"], calm=calm),
+                                    occlusion=augmentation["occlusion"], calm=calm,
+                                    wild=augmentation["wild"],
+                                    calm_rotation_deg=augmentation["calm_rotation_deg"]),
               validation_data=dataset.eval_dataset(args.val_record, 64, layout_name),
               epochs=args.epochs, initial_epoch=args.initial_epoch,
               callbacks=callbacks, verbose=2)
+    # Later steps (export, evaluation) run a float32 copy of the weights.
+    keras.mixed_precision.set_global_policy("float32")
+    if precision != "float32":
+        weights = model.get_weights()
+        model = make_model(card, args.quantization)
+        model.set_weights(weights)
     model.load_weights(str(checkpoint_dir / "best.weights.h5"))
     return model, card
 
@@ -690,6 +777,13 @@ def parse_args(argv=None):
     p.add_argument("--occlusion", type=float, default=None,
                    help="augmentation: probability of hiding a random rectangle of the face "
                         f"(default {dataset.OCCLUSION}; QAT: the float run's)")
+    p.add_argument("--wild", type=float, default=None, metavar="STRENGTH",
+                   help="in-the-wild augmentation (dataset.WILD: light, textured occluders, "
+                        "low resolution, blur, noise, JPEG, yaw-like warp), each condition's "
+                        "probability times STRENGTH (default 0; QAT: the float run's)")
+    p.add_argument("--calm_rotation", type=float, default=None, metavar="DEG",
+                   help=f"rotation range of the calm phase (default "
+                        f"{dataset.CALM['rotation_deg']:g}; QAT: the float run's)")
     p.add_argument("--calm_epochs", type=int, default=None, metavar="N",
                    help="train the last N epochs with milder augmentation (run v5's ranges, "
                         "no occlusion; default 0; QAT: the float run's)")
@@ -707,6 +801,8 @@ def parse_args(argv=None):
                         "(default 0: the raw weights)")
     p.add_argument("--export_only", **flag, help="export the best checkpoint and stop")
     p.add_argument("--eval_only", **flag, help="evaluate and stop")
+    p.add_argument("--hard_view", **flag,
+                   help="also score the hard view of the validation faces (hard_view.py)")
     p.add_argument("--flip_test", **flag,
                    help="evaluation: average each face with its mirror image (2 passes)")
     p.add_argument("--average_with", nargs="+", default=[], metavar="EXPORT_DIR",
@@ -728,6 +824,9 @@ def parse_args(argv=None):
                    help="resume an interrupted run from last.weights.h5 at this epoch "
                         "(same --epochs and flags; the learning-rate schedule goes on from there)")
     p.add_argument("--metrics_out", default=None, help="write the evaluation here (JSON)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="training arithmetic: auto picks mixed_bfloat16 where the CPU has "
+                        "bf16 instructions, else float32 (QAT: always float32)")
     args = p.parse_args(argv)
     if args.lr is None:
         args.lr = 1e-4 if args.quantization else 2e-3
@@ -738,6 +837,8 @@ def parse_args(argv=None):
             p.error(str(err))
     if args.occlusion is not None and not 0 <= args.occlusion <= 1:
         p.error(f"--occlusion is a probability between 0 and 1, got {args.occlusion}")
+    if args.wild is not None and args.wild < 0:
+        p.error(f"--wild must be >= 0, got {args.wild}")
     if args.calm_epochs is not None and args.calm_epochs < 0:
         p.error(f"--calm_epochs must be >= 0, got {args.calm_epochs}")
     if args.weight_decay < 0:
@@ -795,11 +896,21 @@ def main(argv=None):
         if args.flip_test:
             predict, source = flip_averaged(predict, card["input_size"]), f"{source} + flip test"
         result = evaluate(predict, args.val_record)
+        if args.hard_view:
+            result["hard_view"] = evaluate_hard(predict, args.val_record)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     print(f"{source} on {args.val_record}: NME {100 * result['nme']:.3f}%  "
           f"FR@0.10 {100 * result['fr']:.2f}%  AUC@0.10 {result['auc']:.4f}  "
           f"MSE {result['mse']:.3f} (128-px crop)  [{result['num_faces']} faces]")
+    for name, scores in result.get("per_group", {}).items():
+        print(f"  {name}: NME {100 * scores['nme']:.3f}%  FR@0.10 {100 * scores['fr']:.2f}%  "
+              f"[{scores['num_faces']} faces]")
+    if "hard_view" in result:
+        hard = result["hard_view"]
+        print("hard view: " + "  ".join(f"{kind} {100 * s['nme']:.2f}%"
+                                        for kind, s in hard["kinds"].items())
+              + f"  | all {100 * hard['all']['nme']:.3f}%  FR@0.10 {100 * hard['all']['fr']:.2f}%")
     if args.metrics_out:
         write_metrics(result, args.metrics_out, model=source, record=args.val_record,
                       architecture=card["model"], quantized=bool(card.get("quantized")),

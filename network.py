@@ -21,7 +21,7 @@ layers = keras.layers
 # above the mean-shape error for 10 epochs, against 2 with this start).
 def _marks_head(x, num_marks):
     return layers.Dense(num_marks * 2, name="marks", kernel_initializer="zeros",
-                        bias_initializer=keras.initializers.Constant(0.5))(x)
+                        bias_initializer=keras.initializers.Constant(0.5), dtype="float32")(x)
 
 
 # A faster-moving batch-norm average: with ~35 steps an epoch, Keras' 0.99
@@ -124,7 +124,10 @@ def _integral_head(maps, num_marks, channels, cells=INTEGRAL_CELLS):
         x = layers.UpSampling2D(2)(x)
         x = layers.ReLU()(layers.Add()([x, _bn(layers.Conv2D(channels, 1, use_bias=False)(
             finer[side]))]))
-    scores = layers.Conv2D(num_marks, 1, kernel_initializer="zeros", name=SCORES_LAYER)(x)
+    # Score maps and the tail stay float32 under a mixed precision policy:
+    # the softmax over 1,024 cells and the losses need float32's mantissa.
+    scores = layers.Conv2D(num_marks, 1, kernel_initializer="zeros", name=SCORES_LAYER,
+                           dtype="float32")(x)
     return _integral_tail(scores, num_marks)
 
 
@@ -134,13 +137,13 @@ def _integral_tail(scores, num_marks):
     softmax rounds the small weights to 0, pulling each mark towards the
     crop's corner by the mass lost. geometry.decode_scores is its NumPy twin."""
     cells = scores.shape[1] * scores.shape[2]
-    weights = layers.Softmax(axis=1, name="cell_weights")(
-        layers.Reshape((cells, num_marks), name="cells")(scores))
+    weights = layers.Softmax(axis=1, name="cell_weights", dtype="float32")(
+        layers.Reshape((cells, num_marks), name="cells", dtype="float32")(scores))
     xy = layers.Dense(2, use_bias=False, trainable=False, name="expected_position",
-                      kernel_initializer=keras.initializers.Constant(
+                      dtype="float32", kernel_initializer=keras.initializers.Constant(
                           geometry.cell_centres(scores.shape[1])))(
-        layers.Permute((2, 1), name="per_mark")(weights))
-    return layers.Reshape((num_marks * 2,), name="marks")(xy)
+        layers.Permute((2, 1), name="per_mark", dtype="float32")(weights))
+    return layers.Reshape((num_marks * 2,), name="marks", dtype="float32")(xy)
 
 
 SCORES_LAYER = "mark_scores"

@@ -117,3 +117,76 @@ def test_calm_variable_switches_to_the_calm_ranges(tmp_path, make_300w_folder):
     jitter = dataset.CALM["scale_jitter"]
     assert (calmed >= (1 - jitter) * stored.min() - 1e-4).all()
     assert (calmed <= (1 + jitter) * stored.max() + 1e-4).all()
+
+
+@pytest.mark.parametrize("squash, perspective, flip", [
+    (0.7, 0.004, False), (0.65, -0.004, True), (1.0, 0.0, False)])
+def test_yaw_warp_keeps_each_mark_on_its_pixel_and_mirrors(squash, perspective, flip):
+    layout = get_layout("300w68")
+    rng = np.random.default_rng(1)
+    marks = rng.uniform(70, STORE_SIZE - 70, (layout.num_marks, 2)).astype(np.float32)
+    image = _dots(marks)
+    a, b = dataset.affine_params(tf.constant(0.3), tf.constant(1.0), tf.constant((3.0, -2.0)),
+                                 tf.constant(flip))
+    homography = dataset.yaw_warp(tf.constant(squash), tf.constant(perspective))
+    warped, moved = dataset.warp(tf.constant(image), tf.constant(marks), a, b,
+                                 tf.constant(layout.mirror), homography)
+    warped, moved = warped.numpy(), moved.numpy()
+    values = [warped[int(round(y)), int(round(x)), 0] for x, y in moved]
+    assert min(values) > 100, "a mark left its dot"
+    if flip:
+        unflipped = dataset.warp(tf.constant(image), tf.constant(marks), a, b,
+                                 tf.range(layout.num_marks), homography)[1].numpy()
+        np.testing.assert_allclose(moved, unflipped[np.array(layout.mirror)], atol=1e-3)
+    # The squash narrows the face.
+    if squash < 1:
+        plain = dataset.warp(tf.constant(image), tf.constant(marks), a, b,
+                             tf.constant(layout.mirror))[1].numpy()
+        assert np.ptp(moved[:, 0]) < 0.9 * np.ptp(plain[:, 0])
+
+
+@pytest.mark.parametrize("condition", ["random_light", "random_occluder", "random_low_res",
+                                       "random_blur", "random_noise", "random_jpeg"])
+def test_wild_conditions_change_pixels_only(condition):
+    """Each wild condition keeps the crop's shape and pixel range and
+    changes it (marks are not touched by these: they move only in warp)."""
+    tf.random.set_seed(5)
+    rng = np.random.default_rng(2)
+    image = tf.constant(cv_smooth(rng), tf.float32)
+    out = getattr(dataset, condition)(image).numpy()
+    assert out.shape == (MODEL_SIZE, MODEL_SIZE, 3)
+    assert 0 <= out.min() and out.max() <= 255
+    assert np.abs(out - image.numpy()).mean() > 0.5
+
+
+def cv_smooth(rng):
+    """A smooth random picture (so blur and JPEG change it measurably, but
+    not to nothing)."""
+    import cv2
+    small = rng.uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    picture = cv2.resize(small, (MODEL_SIZE, MODEL_SIZE), interpolation=cv2.INTER_CUBIC)
+    picture[::8] = 255                                     # edges for blur to soften
+    return np.clip(picture, 0, 255)
+
+
+def test_wild_pipeline_keeps_marks_on_their_dots(tmp_path, make_300w_folder):
+    """Full wild strength, no photometric change that hides the dots: every
+    target still sits on a drawn dot after the pose warp, rotation and flip."""
+    path = _record(tmp_path, make_300w_folder)
+    saved = dict(dataset.WILD)
+    try:
+        for key in dataset.WILD:
+            dataset.WILD[key] = 1.0 if key == "pose" else 0.0
+        tf.random.set_seed(0)
+        images, targets = next(iter(dataset.train_dataset(path, 4, wild=1.0, rotation_deg=45,
+                                                          occlusion=0.0)))
+    finally:
+        dataset.WILD.update(saved)
+    images = images.numpy()
+    # Photometric jitter and a 20% chance of blur stay on: compare with the
+    # crop's own background level rather than a fixed grey.
+    for image, target in zip(images, targets.numpy()):
+        values = [image[int(round(y)), int(round(x))].mean()
+                  for x, y in target.reshape(-1, 2) * MODEL_SIZE
+                  if 0 <= x < MODEL_SIZE - 0.5 and 0 <= y < MODEL_SIZE - 0.5]
+        assert np.median(values) > np.median(image) + 10

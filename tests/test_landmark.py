@@ -8,6 +8,7 @@ import pytest
 import dataset
 import generate_mesh_dataset as gen
 import landmark
+import layouts
 import network
 
 
@@ -96,7 +97,7 @@ def test_end_to_end_wflw(tmp_path, monkeypatch, make_wflw_tree):
     # A custom stage list travels in the card: export and reload rebuild it.
     result = _train_eval_export(tmp_path, monkeypatch, tmp_path / "records", "wflw98",
                                 ["--stages", "8x1,16x2", "--head_channels", "8"])
-    assert set(result["per_attribute_nme"]) == set(landmark.WFLW_ATTRIBUTES)
+    assert set(result["per_attribute_nme"]) == set(layouts.WFLW_ATTRIBUTES)
     card = json.loads((tmp_path / "checkpoints" / "model.json").read_text())
     assert card["options"] == {"head_channels": 8, "stages": [[8, 1], [16, 2]]}
     model, _ = landmark.load_checkpoint("checkpoints")
@@ -421,3 +422,58 @@ def test_map_spread_names_a_missing_record_and_a_model_path_that_is_not_a_model(
     record.write_bytes(b"")
     with pytest.raises(SystemExit, match="nothing is not a model"):
         map_spread.main([str(tmp_path / "nothing"), "--record", str(record)])
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_precision_flag_trains_a_tiny_model_and_exports_float32(tmp_path, monkeypatch,
+                                                                make_300w_folder, precision,
+                                                                capsys):
+    """Both precisions train the integral head with its regulariser and the
+    wild augmentation; the checkpoint, the export and the policy after
+    training are float32 either way."""
+    train, test = make_300w_folder("train", 8), make_300w_folder("test", 4, seed=1)
+    gen.main(["--dataset", "300w", "--train_dirs", str(train), "--test_dirs", str(test),
+              "--out_dir", str(tmp_path / "records")])
+    monkeypatch.chdir(tmp_path)
+    records = ["--train_record", "records/train.record", "--val_record", "records/test.record"]
+    tiny = ["--head", "integral", "--head_channels", "8", "--stages", "8x1,8x1,8x1,8x1",
+            "--heatmap_loss", "1", "--wild", "1", "--weight_average", "0.9"]
+    landmark.main(records + ["--epochs", "2", "--batch_size", "4", "--precision", precision,
+                             "--metrics_out", "m.json", *tiny])
+    assert f"precision: {precision}" in capsys.readouterr().out
+    card = json.loads((tmp_path / "checkpoints" / "model.json").read_text())
+    assert card["precision"] == precision and card["augmentation"]["wild"] == 1.0
+    assert landmark.keras.mixed_precision.global_policy().name == "float32"
+    history = landmark.history_rows("checkpoints")
+    assert len(history) == 2 and all(np.isfinite(float(r["loss"])) for r in history)
+    model, _ = landmark.load_checkpoint("checkpoints")
+    assert all(w.dtype == np.float32 for w in model.get_weights())
+    assert np.isfinite(json.loads((tmp_path / "m.json").read_text())["nme"])
+    # QAT always trains in float32.
+    landmark.main(records + ["--quantization", "--epochs", "1", "--batch_size", "4",
+                             "--precision", precision])
+    assert "precision: float32 (QAT" in capsys.readouterr().out
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch, capsys):
+    monkeypatch.setattr(landmark, "cpu_has_bf16", lambda: False)
+    assert landmark.set_precision("auto") == "float32"
+    monkeypatch.setattr(landmark, "cpu_has_bf16", lambda: True)
+    assert landmark.set_precision("auto") == "mixed_bfloat16"
+    landmark.keras.mixed_precision.set_global_policy("float32")
+    assert "no bf16" in capsys.readouterr().out
+
+
+def test_hard_view_scores_every_kind_and_group(tmp_path, monkeypatch, make_300w_folder):
+    train = make_300w_folder("train", 6)
+    helen, lfpw = make_300w_folder("helen", 3, seed=1), make_300w_folder("lfpw", 2, seed=2)
+    gen.main(["--dataset", "300w", "--train_dirs", str(train), "--test_dirs", str(helen),
+              str(lfpw), "--out_dir", str(tmp_path / "records")])
+    record = tmp_path / "records" / "test.record"
+    perfect = landmark.evaluate_hard(lambda images: np.full((len(images), 136), 0.5), record)
+    assert set(perfect["kinds"]) == set(landmark.hard_view.KINDS)
+    assert perfect["all"]["num_faces"] == 5 * len(landmark.hard_view.KINDS)
+    assert set(perfect["all"]["per_group"]) == {"helen", "lfpw"}
+    assert perfect["kinds"]["yaw"]["nme"] > 0
+    again = landmark.evaluate_hard(lambda images: np.full((len(images), 136), 0.5), record)
+    assert again["kinds"]["occlusion"]["nmes"] == perfect["kinds"]["occlusion"]["nmes"]
