@@ -175,14 +175,15 @@ class FaceDetector:
 
     def detect(self, rgb):
         patch, factor = letterbox(rgb, self.input_size)
-        data = self.input_buffer
-        np.multiply(patch, np.float32(1 / 127.5), out=data[0])   # BlazeFace takes [-1, 1]
-        data -= 1.0
         interpreter = self.model.interpreter
-        interpreter.set_tensor(self.model.input["index"], data)
-        interpreter.invoke()
-        raw_boxes = interpreter.get_tensor(self.boxes_index)[0]
-        raw_scores = interpreter.get_tensor(self.scores_index)[0, :, 0]
+        with self.model.lock:   # the buffer and the interpreter are shared
+            data = self.input_buffer
+            np.multiply(patch, np.float32(1 / 127.5), out=data[0])   # BlazeFace takes [-1, 1]
+            data -= 1.0
+            interpreter.set_tensor(self.model.input["index"], data)
+            interpreter.invoke()
+            raw_boxes = interpreter.get_tensor(self.boxes_index)[0]
+            raw_scores = interpreter.get_tensor(self.scores_index)[0, :, 0]
         # Decode only the anchors above the threshold (a sigmoid is monotonic).
         keep = np.clip(raw_scores, -SCORE_CLIP, SCORE_CLIP) >= np.log(
             self.threshold / (1 - self.threshold))

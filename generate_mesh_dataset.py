@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 import geometry
+from images import read_image
 from layouts import WFLW_ATTRIBUTES, get_layout
 
 WFLW_LIST_DIR = Path("WFLW_annotations") / "list_98pt_rect_attr_train_test"
@@ -213,19 +214,6 @@ def face_example(patch, marks, transform, face):
     }))
 
 
-def truncated_jpeg(path):
-    """True for a JPEG file cut short: OpenCV decodes those with a warning
-    and a grey lower part, so the end-of-image marker is checked instead."""
-    with open(path, "rb") as handle:
-        if handle.read(2) != b"\xff\xd8":
-            return False
-        handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, handle.tell() - 1024))
-        tail = handle.read()
-    # 0xFFD9 cannot occur inside entropy-coded data (0xFF is stuffed there).
-    return b"\xff\xd9" not in tail
-
-
 def marks_outside(marks, image):
     """Share of `marks` that lie outside `image`'s pixels."""
     height, width = image.shape[:2]
@@ -235,13 +223,9 @@ def marks_outside(marks, image):
 
 def read_face_image(face):
     """The face's photo, or (None, reason) when it must be skipped."""
-    if not face.image_path.exists():
-        return None, "missing"
-    image = cv2.imread(str(face.image_path), cv2.IMREAD_COLOR)
+    image, reason = read_image(face.image_path)
     if image is None:
-        return None, "unreadable"
-    if truncated_jpeg(face.image_path):
-        return None, "truncated JPEG"
+        return None, reason
     outside = marks_outside(face.marks, image)
     if outside > MAX_MARKS_OUTSIDE:
         return None, (f"{100 * outside:.0f}% of the marks lie outside the "

@@ -28,16 +28,17 @@ from tqdm import tqdm
 
 import geometry
 from face_detector import DEFAULT_MODELS, FaceDetector, detect_faces
+from images import read_image
 from layouts import flip_averaged, layout_for_count
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
 DEFAULT_LANDMARK_MODEL = ASSETS / "landmarks_300w_int8.tflite"
-# The flip test's default: on since session 15's bundle (run v20's recipe),
-# whose split model scored 3.934% end to end with it and 4.006% without it
+# The flip test's default: on since run v20's bundle, whose split model
+# scored 3.934% end to end with it and 4.006% without it
 # (results/predictor_eval_v20_keypoints{_flip,}.json; paired, -0.073 points,
-# s.e. 0.020). It was off for run v15's bundle (sessions 12-14), which it
-# did not help (3.984% without, 4.000% with).
+# s.e. 0.020). It was off for run v15's bundle, which it did not help
+# (3.984% without, 4.000% with).
 DEFAULT_FLIP = True
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -76,9 +77,9 @@ def check_landmark_tflite(model, path):
 def to_bgr(image):
     """Path or array (BGR, grayscale or BGRA, uint8) -> BGR uint8 array."""
     if isinstance(image, (str, Path)):
-        array = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        array, why = read_image(image)
         if array is None:
-            raise ValueError(f"cannot read image {image}")
+            raise ValueError(f"cannot read image {image}: {why}")
         return array
     array = np.asarray(image)
     if array.dtype != np.uint8:
@@ -90,6 +91,34 @@ def to_bgr(image):
     if array.ndim == 3 and array.shape[2] == 3:
         return array
     raise ValueError(f"expected an H×W, H×W×3 or H×W×4 image, got shape {array.shape}")
+
+
+# A landmark box may reach past the image (a face cut by its edge) but not be
+# more than this many times the image's longer side.
+MAX_BOX_FACTOR = 4
+
+
+def check_box(box, image_shape):
+    """Raise ValueError, naming `box`, unless it is a usable landmark box
+    (x0, y0, x1, y1) for an image of `image_shape`."""
+    try:
+        values = np.asarray(box, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"box {box!r} is not four numbers (x0, y0, x1, y1)") from None
+    if values.size != 4:
+        raise ValueError(f"box {box!r} is not four numbers (x0, y0, x1, y1)")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"box {box!r} has a coordinate that is not finite")
+    x0, y0, x1, y1 = values
+    height, width = image_shape[:2]
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ValueError(f"box {box!r} is empty, inverted or under 2 px a side "
+                         f"(expected x0 < x1 and y0 < y1)")
+    if max(x1 - x0, y1 - y0) > MAX_BOX_FACTOR * max(height, width):
+        raise ValueError(f"box {box!r} is more than {MAX_BOX_FACTOR} times the "
+                         f"{width}x{height} image")
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        raise ValueError(f"box {box!r} lies wholly outside the {width}x{height} image")
 
 
 class predictor:  # noqa: N801  (the original's name, which users call)
@@ -113,9 +142,12 @@ class predictor:  # noqa: N801  (the original's name, which users call)
 
     def landmarks(self, image, box):
         """Marks (N, 2) in image pixels for the face whose landmarks' tight
-        box is `box` (x0, y0, x1, y1)."""
-        rgb = cv2.cvtColor(to_bgr(image), cv2.COLOR_BGR2RGB)
-        return self._marks(rgb, box)
+        box is `box` (x0, y0, x1, y1). A box that is not finite, not at
+        least 2 px a side, larger than MAX_BOX_FACTOR times the image, or
+        wholly outside it is refused with a ValueError that names it."""
+        bgr = to_bgr(image)
+        check_box(box, bgr.shape)
+        return self._marks(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), box)
 
     def _marks(self, rgb, box):
         center, side = geometry.crop_square(box)

@@ -5,6 +5,7 @@ Integer-only models take and return int8: inputs are quantized and outputs
 dequantized here with the tensors' own scale and zero point.
 """
 import platform
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +67,10 @@ class TFLiteModel:
                              f"is not a TFLite model: {err}") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
+        # An interpreter holds one set of tensors: two threads invoking it at
+        # once raise, or silently read each other's outputs. Hold this lock
+        # from set_tensor to the last get_tensor.
+        self.lock = threading.Lock()
         # An integer input's value for each of the 256 pixel values: a uint8
         # image is quantized by lookup, with the same result as through float.
         self.pixel_table = (quantize(np.arange(256, dtype=np.float32), self.input)
@@ -85,9 +90,10 @@ class TFLiteModel:
         self.interpreter.set_tensor(self.input["index"], data)
 
     def _invoke_one(self, image):
-        self._set_input(image)
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output["index"])
+        with self.lock:
+            self._set_input(image)
+            self.interpreter.invoke()
+            out = self.interpreter.get_tensor(self.output["index"])   # a copy
         return decode_scores(dequantize(out, self.output) if out.dtype != np.float32 else out)
 
     def predict(self, images):

@@ -377,3 +377,56 @@ def test_box_mapping_fit_on_annotated_photos(tmp_path):
     with pytest.raises(FileNotFoundError, match="no box mapping for .*my_detector.tflite.*"
                                                 "fit_box_mapping.py --detector"):
         predictor(copy).predict(PORTRAITS[0])
+
+
+def test_one_predictor_shared_by_four_threads_answers_as_one_thread():
+    """The bundled int8 predictor from 4 threads, 25 calls each on two
+    photos: no exception, and every answer identical to one thread's."""
+    from concurrent.futures import ThreadPoolExecutor
+    model = predictor()
+    images = [cv2.imread(str(p)) for p in PORTRAITS]
+    expected = [model.predict(image) for image in images]
+
+    def calls(worker):
+        return [(k % 2, model.predict(images[k % 2])) for k in range(worker, worker + 25)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = [r for batch in pool.map(calls, range(4)) for r in batch]
+    assert len(results) == 100
+    for which, faces in results:
+        assert len(faces) == len(expected[which])
+        for face, reference in zip(faces, expected[which]):
+            np.testing.assert_array_equal(face["marks"], reference["marks"])
+            assert face["box"] == reference["box"] and face["score"] == reference["score"]
+
+
+@pytest.mark.parametrize("box, why", [
+    ((float("nan"), 10, 100, 100), "not finite"),
+    ((10, 10, float("inf"), 100), "not finite"),
+    ((50, 50, 50, 120), "empty, inverted"),
+    ((120, 50, 40, 120), "empty, inverted"),
+    ((5000, 5000, 5100, 5100), "wholly outside"),
+    ((-300, -300, -100, -100), "wholly outside"),
+    ((0, 0, 1e9, 1e9), "more than 4 times"),
+    ((1, 2, 3), "not four numbers"),
+    ("box", "not four numbers"),
+])
+def test_bad_boxes_are_refused_by_name(tiny_models, box, why):
+    model = predictor(cnn_model_path=tiny_models / "saved")
+    portrait = cv2.imread(str(PORTRAITS[1]))
+    with pytest.raises(ValueError, match=f"box .*{why}"):
+        model.landmarks(portrait, box)
+    # A box cut by the image's edge is a face at the edge: it is answered.
+    assert np.isfinite(model.landmarks(portrait, (-40, -40, 150, 150))).all()
+
+
+def test_a_truncated_jpeg_is_named_not_marked(tmp_path, tiny_models):
+    from predict import main
+    data = PORTRAITS[1].read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="cut.jpg: truncated JPEG"):
+        to_bgr(tmp_path / "cut.jpg")
+    with pytest.raises(SystemExit, match="cut.jpg: truncated JPEG"):
+        main([str(tmp_path / "cut.jpg"), "--out", str(tmp_path / "out"),
+              "--model", str(tiny_models / "saved")])
+    assert not (tmp_path / "out").exists()
