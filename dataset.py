@@ -15,9 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from geometry import MODEL_SIZE, STORE_SIZE
-from layouts import get_layout
+from layouts import LAYOUTS, get_layout
 
 AUTOTUNE = tf.data.AUTOTUNE
+LAYOUT_NAMES = set(LAYOUTS)
 # Pixel offset of the model crop inside the stored crop (eval: exact centre).
 MODEL_OFFSET = (STORE_SIZE - MODEL_SIZE) / 2
 CROP_CENTER = (MODEL_SIZE - 1) / 2
@@ -63,6 +64,11 @@ def record_info(path):
     except tf.errors.DataLossError as err:
         raise ValueError(f"{path} is not a TFRecord file written by "
                          f"generate_mesh_dataset.py ({err.message})") from None
+    except (tf.errors.InvalidArgumentError, UnicodeDecodeError):
+        raise ValueError(f"{path} is a TFRecord file but not of faces written by "
+                         f"generate_mesh_dataset.py (no readable 'layout' field)") from None
+    if any(name not in LAYOUT_NAMES for name in layouts):
+        raise ValueError(f"{path}: unknown mark layout {sorted(layouts - LAYOUT_NAMES)}")
     if count == 0:
         raise ValueError(f"{path} holds no faces")
     if len(layouts) != 1:

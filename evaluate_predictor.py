@@ -76,14 +76,20 @@ def main(argv=None):
     except (gen.DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     found = nmes[~np.isnan(nmes)]
-    result = {**metrics.summarize(found), "faces": len(nmes), "missed": int(np.isnan(nmes).sum()),
+    # With every face missed there is no score: null, not the bare NaN token
+    # that Python writes and strict JSON readers reject.
+    scores = metrics.summarize(found) if len(found) else {"nme": None, "fr": None, "auc": None}
+    result = {**scores, "faces": len(nmes), "missed": int(np.isnan(nmes).sum()),
               "missed_share": float(np.isnan(nmes).mean()),
               "model": args.model or "bundled int8",
               "detector": [Path(d).name for d in args.detector] if args.detector else "default",
               "refine": args.refine, "flip": args.flip, "dirs": args.dirs, "split": args.split,
               "nmes": [None if np.isnan(v) else float(v) for v in nmes]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    Path(args.out).write_text(json.dumps(result, indent=1, allow_nan=False))
+    if not len(found):
+        print(f"{len(nmes)} faces, all missed by the detector: no score -> {args.out}")
+        return
     print(f"{len(nmes)} faces, {result['missed']} missed by the detector; on the found ones "
           f"NME {100 * result['nme']:.3f}%  FR@0.10 {100 * result['fr']:.2f}%  "
           f"AUC@0.10 {result['auc']:.4f} -> {args.out}")

@@ -326,11 +326,17 @@ def main(argv=None):
                 faces = [f for d in group for f in read_300w_dir(d)]
                 if args.val_fraction:
                     faces, held_out = split_off(faces, args.val_fraction, args.seed)
+                    if not held_out:
+                        print(f"warning: --val_fraction {args.val_fraction} of the {len(faces)} "
+                              f"faces in {' '.join(group)} holds out none")
                     test += held_out
                 train += faces
             splits = {"train": train}
             if test:
                 splits["test"] = test
+            else:
+                print(f"warning: no test faces: {args.out_dir}/test.record is not written "
+                      f"(and an old one there is removed)")
         print(f"{args.dataset}: " + ", ".join(f"{len(v)} {k} faces" for k, v in splits.items()),
               f"-> {args.out_dir}/")
         summary = convert(splits, args.out_dir)

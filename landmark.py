@@ -284,6 +284,9 @@ def export(model, card, export_dir):
     integral-head model is saved up to its score maps (network.scores_model);
     load_saved_model and TFLiteModel decode them."""
     export_dir = Path(export_dir)
+    if export_dir.exists() and not export_dir.is_dir():
+        raise ValueError(f"export folder {export_dir} is a file")
+    make_output_dir(export_dir.parent)
     partial = export_dir.with_name(export_dir.name + ".partial")
     scores = network.scores_model(model)
     if scores is not model:
@@ -323,6 +326,35 @@ def load_saved_model(path, raw=False):
 
 # --------------------------------------------------------------- evaluate --
 
+def _named_errors(batches, record_path):
+    """Iterate `batches`, turning a record that parses badly into a
+    ValueError that names the file."""
+    iterator = iter(batches)
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.InvalidArgumentError as err:
+            raise ValueError(f"{record_path}: a face cannot be read ({err.message.splitlines()[0]})"
+                             ) from None
+
+
+def check_layouts(card, record_layout, record_path):
+    """Refuse, naming both, a model and a record of different mark layouts."""
+    model_layout = card.get("layout") or f"{card.get('num_marks')} marks"
+    if model_layout != record_layout:
+        raise ValueError(f"the model marks {model_layout} ({card.get('num_marks')} marks) but "
+                         f"{record_path} holds {record_layout} faces "
+                         f"({get_layout(record_layout).num_marks} marks)")
+
+
+def _check_output(preds, layout, record_path):
+    if preds.shape[-1] != 2 * layout.num_marks:
+        raise ValueError(f"the model gives {preds.shape[-1] // 2} marks but {record_path} holds "
+                         f"{layout.name} faces ({layout.num_marks} marks)")
+
+
 def evaluate(predict_fn, record_path, batch_size=64, desc="evaluating"):
     """Score `predict_fn` (images (B,128,128,3) -> (B, 2N)) on a record.
 
@@ -335,8 +367,9 @@ def evaluate(predict_fn, record_path, batch_size=64, desc="evaluating"):
     preds, truths, transforms, attributes, sources = [], [], [], [], []
     batches = dataset.eval_dataset(record_path, batch_size, layout_name, with_info=True)
     with tqdm(total=count, desc=desc, unit="face", leave=False) as bar:
-        for images, targets, info in batches:
+        for images, targets, info in _named_errors(batches, record_path):
             preds.append(np.asarray(predict_fn(images.numpy()), np.float64))
+            _check_output(preds[-1], layout, record_path)
             truths.append(targets.numpy())
             transforms.append(info["transform"].numpy())
             attributes.append(info["attributes"].numpy())
@@ -392,6 +425,7 @@ def evaluate_hard(predict_fn, record_path, seed=hard_view.SEED, batch_size=64):
         preds = np.concatenate([np.asarray(predict_fn(images[i:i + batch_size].astype(np.float32)),
                                            np.float64)
                                 for i in range(0, len(images), batch_size)])
+        _check_output(preds, layout, record_path)
         pred = preds.reshape(len(images), -1, 2) * geometry.MODEL_SIZE
         nmes = metrics.nme_per_face(pred, truth, layout.eye_corners)
         kinds[kind] = {**_scores(nmes, groups), "nmes": nmes.tolist()}
@@ -441,7 +475,7 @@ def average_models(predict_fn, export_dirs, card):
 def write_metrics(result, path, **extra):
     """Write an evaluation as JSON (per-face NMEs kept in `nmes`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(path.parent)
     path.write_text(json.dumps({**extra, **result}, indent=1))
     print(f"wrote {path}")
 
@@ -604,8 +638,13 @@ def train(args):
         raise ValueError(f"{args.train_record} holds {layout_name} marks but "
                          f"{args.val_record} holds {val_layout}")
     layout = get_layout(layout_name)
+    if train_count < args.batch_size:
+        raise ValueError(f"--batch_size {args.batch_size} is larger than the {train_count} "
+                         f"training faces of {args.train_record}")
+    if args.quantization:   # before any folder is made: QAT needs the float run
+        load_checkpoint(args.checkpoint_dir, which=args.checkpoint)
     checkpoint_dir = Path(args.qat_checkpoint_dir if args.quantization else args.checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(checkpoint_dir)
     resume_from = checkpoint_dir / "last.weights.h5"
     if args.initial_epoch and not resume_from.is_file():
         raise FileNotFoundError(f"--initial_epoch {args.initial_epoch}: no {resume_from} to resume from")
@@ -706,6 +745,20 @@ def train(args):
         model.set_weights(weights)
     model.load_weights(str(checkpoint_dir / "best.weights.h5"))
     return model, card
+
+
+def make_output_dir(path):
+    """Create `path` (and parents), or raise ValueError saying why not."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output folder {path} is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write to output folder {path}: {err.strerror}") from None
 
 
 def best_so_far(checkpoint_dir, initial_epoch):
@@ -828,6 +881,10 @@ def parse_args(argv=None):
                    help="training arithmetic: auto picks mixed_bfloat16 where the CPU has "
                         "bf16 instructions, else float32 (QAT: always float32)")
     args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.epochs < 1:
+        p.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.lr is None:
         args.lr = 1e-4 if args.quantization else 2e-3
     if args.stages is not None:
@@ -875,6 +932,8 @@ def main(argv=None):
     export_dir = args.export_dir or default_export
     checkpoint_dir = args.qat_checkpoint_dir if args.quantization else args.checkpoint_dir
     try:
+        if args.metrics_out:   # before hours of training, not after
+            make_output_dir(Path(args.metrics_out).parent)
         if args.export_only:
             model, card = load_checkpoint(checkpoint_dir, args.quantization, args.checkpoint)
             export(model, {**card, "quantized": args.quantization}, export_dir)
@@ -895,11 +954,14 @@ def main(argv=None):
                 " + ".join([source, *args.average_with])
         if args.flip_test:
             predict, source = flip_averaged(predict, card["input_size"]), f"{source} + flip test"
+        check_layouts(card, dataset.record_info(args.val_record)[0], args.val_record)
         result = evaluate(predict, args.val_record)
         if args.hard_view:
             result["hard_view"] = evaluate_hard(predict, args.val_record)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
+    except OSError as err:   # a folder or file that cannot be written
+        sys.exit(f"error: {err.filename or ''}: {err.strerror or err}")
     print(f"{source} on {args.val_record}: NME {100 * result['nme']:.3f}%  "
           f"FR@0.10 {100 * result['fr']:.2f}%  AUC@0.10 {result['auc']:.4f}  "
           f"MSE {result['mse']:.3f} (128-px crop)  [{result['num_faces']} faces]")

@@ -316,31 +316,46 @@ def _time_frames(model, image_paths, runs, size, repeats):
 
 
 def run_video(model, video, out_dir):
+    """Annotate every frame of `video` into out_dir/NAME_marks.mp4 and write
+    each frame's faces to NAME_marks.json. Nothing is written for a video
+    that yields no frame; a video that ends before the frame count its
+    header declares is written as far as it goes, and says so."""
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise ValueError(f"cannot open video {video}")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    ok, frame = capture.read()
+    if not ok:
+        capture.release()
+        raise ValueError(f"video {video} opens but yields no frame")
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / f"{Path(video).stem}_marks.mp4"
     partial = out_dir / f".{out_path.name}.partial.mp4"
     writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     marks = []
-    with tqdm(total=total, desc="frames", unit="frame") as bar:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            faces = model.predict(frame)
-            writer.write(model.draw(frame, faces))
-            marks.append(_jsonable(faces))
-            bar.update()
+    try:
+        with tqdm(total=total, desc="frames", unit="frame") as bar:
+            while ok:
+                faces = model.predict(frame)
+                writer.write(model.draw(frame, faces))
+                marks.append(_jsonable(faces))
+                bar.update()
+                ok, frame = capture.read()
+    except BaseException:
+        writer.release()
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        capture.release()
     writer.release()
-    capture.release()
     partial.replace(out_path)
     (out_dir / f"{Path(video).stem}_marks.json").write_text(json.dumps(marks))
     print(f"{len(marks)} frames -> {out_path}")
+    if total and len(marks) < total:
+        print(f"warning: {video} declares {total} frames but only {len(marks)} could be read "
+              f"({total - len(marks)} lost: the file is truncated or damaged)")
 
 
 def main(argv=None):

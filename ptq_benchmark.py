@@ -337,8 +337,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--float_model", default="exported")
     p.add_argument("--qat_model", default="exported_quantized")
-    p.add_argument("--test_record", default="tfrecords/test.record")
-    p.add_argument("--rep_record", default="tfrecords/train.record")
+    p.add_argument("--test_record", default=None,
+                   help=f"labelled faces (default {DEFAULT_TEST_RECORD}; label-free mode "
+                        f"when the default is absent; a record named here must exist)")
+    p.add_argument("--rep_record", default=None,
+                   help=f"calibration faces (default {DEFAULT_REP_RECORD}; crops from "
+                        f"--images when the default is absent)")
     p.add_argument("--num_calibration", type=int, default=200)
     p.add_argument("--runs", type=int, default=200, help="timed invokes per latency")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
@@ -346,7 +350,17 @@ def parse_args(argv=None):
     p.add_argument("--keep_tflite", action="store_true", help="also save every .tflite")
     p.add_argument("--images", default="test_images",
                    help="label-free mode (no --test_record file): faces found in these images")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for flag in ("test_record", "rep_record"):
+        given = getattr(args, flag)
+        if given is not None and not Path(given).is_file():
+            p.error(f"--{flag} {given}: no such file")
+    args.test_record = args.test_record or DEFAULT_TEST_RECORD
+    args.rep_record = args.rep_record or DEFAULT_REP_RECORD
+    return args
+
+
+DEFAULT_TEST_RECORD, DEFAULT_REP_RECORD = "tfrecords/test.record", "tfrecords/train.record"
 
 
 def main(argv=None):
@@ -360,7 +374,8 @@ def main(argv=None):
         if Path(args.test_record).is_file():
             test = args.test_record
             scoring = "NME against the labels"
-            num_faces = dataset.record_info(test)[1]
+            record_layout, num_faces = dataset.record_info(test)
+            landmark.check_layouts(card, record_layout, test)
             sample = representative_images(test, 1)[0]
             score = label_scorer(test)
         else:

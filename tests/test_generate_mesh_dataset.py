@@ -194,3 +194,13 @@ def test_truncated_jpeg_and_faces_outside_their_photo_are_skipped(make_300w_fold
     # The summary lists only the test faces that were written.
     assert not skipped & set(summary["test_sources"])
     assert sum(summary["written"].values()) == 3
+
+
+def test_a_val_fraction_too_small_to_hold_out_a_face_warns(make_300w_folder, tmp_path, capsys):
+    faces = make_300w_folder("faces", 5)
+    gen.main(["--dataset", "300w", "--train_dirs", str(faces), "--val_fraction", "0.05",
+              "--out_dir", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "--val_fraction 0.05 of the 5 faces" in printed and "holds out none" in printed
+    assert "test.record is not written" in printed
+    assert not (tmp_path / "out" / "test.record").exists()

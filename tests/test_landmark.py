@@ -477,3 +477,61 @@ def test_hard_view_scores_every_kind_and_group(tmp_path, monkeypatch, make_300w_
     assert perfect["kinds"]["yaw"]["nme"] > 0
     again = landmark.evaluate_hard(lambda images: np.full((len(images), 136), 0.5), record)
     assert again["kinds"]["occlusion"]["nmes"] == perfect["kinds"]["occlusion"]["nmes"]
+
+
+def _tiny_records(tmp_path, make_300w_folder, train=6, test=3):
+    gen.main(["--dataset", "300w", "--train_dirs", str(make_300w_folder("train", train)),
+              "--test_dirs", str(make_300w_folder("test", test, seed=1)),
+              "--out_dir", str(tmp_path / "records")])
+    return ["--train_record", str(tmp_path / "records" / "train.record"),
+            "--val_record", str(tmp_path / "records" / "test.record")]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch_size", "0"], "--batch_size must be >= 1"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+])
+def test_bad_numbers_are_named_before_anything_is_made(tmp_path, monkeypatch, flags, message,
+                                                       capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        landmark.main(flags)
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_runs_that_cannot_start_say_why_and_leave_no_folder(tmp_path, monkeypatch,
+                                                            make_300w_folder):
+    records = _tiny_records(tmp_path, make_300w_folder)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="--batch_size 64 is larger than the 6 training faces"):
+        landmark.main(records + ["--batch_size", "64"])
+    assert not (tmp_path / "checkpoints").exists()
+    with pytest.raises(SystemExit, match="no checkpoint in checkpoints"):
+        landmark.main(records + ["--quantization", "--batch_size", "2"])
+    assert not (tmp_path / "quantized_checkpoints").exists()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit, match="output folder afile is a file"):
+        landmark.main(records + ["--checkpoint_dir", "afile", "--batch_size", "2"])
+    with pytest.raises(SystemExit, match="output folder afile is a file"):
+        landmark.main(records + ["--metrics_out", "afile/m.json", "--batch_size", "2"])
+
+
+def test_records_of_the_wrong_kind_are_named(tmp_path, monkeypatch, make_300w_folder,
+                                             make_wflw_tree):
+    records = _tiny_records(tmp_path, make_300w_folder)
+    monkeypatch.chdir(tmp_path)
+    landmark.main(records + ["--epochs", "1", "--batch_size", "2"])
+    gen.main(["--data_dir", str(make_wflw_tree(train=3, test=2)), "--out_dir", "wflw"])
+    with pytest.raises(SystemExit, match="the model marks 300w68 .* wflw/test.record holds "
+                                         "wflw98 faces"):
+        landmark.main(["--eval_only", "--val_record", "wflw/test.record"])
+    # Other fields, and random bytes that happen to frame as TFRecords.
+    import tensorflow as tf
+    with tf.io.TFRecordWriter("other.record") as writer:
+        example = tf.train.Example(features=tf.train.Features(feature={
+            "x": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))}))
+        writer.write(example.SerializeToString())
+        writer.write(bytes(range(256)))
+    with pytest.raises(SystemExit, match="other.record is a TFRecord file but not of faces"):
+        landmark.main(["--eval_only", "--val_record", "other.record"])

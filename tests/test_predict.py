@@ -430,3 +430,46 @@ def test_a_truncated_jpeg_is_named_not_marked(tmp_path, tiny_models):
         main([str(tmp_path / "cut.jpg"), "--out", str(tmp_path / "out"),
               "--model", str(tiny_models / "saved")])
     assert not (tmp_path / "out").exists()
+
+
+def _avi(path, frames):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (320, 400))
+    frame = cv2.resize(cv2.imread(str(PORTRAITS[1])), (320, 400))
+    for _ in range(frames):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_videos_without_frames_or_cut_short_are_reported(tmp_path, tiny_models, capsys):
+    from predict import main
+    empty = _avi(tmp_path / "empty.avi", 0)
+    with pytest.raises(SystemExit, match="empty.avi opens but yields no frame"):
+        main(["--video", str(empty), "--model", str(tiny_models / "saved"),
+              "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+    whole = _avi(tmp_path / "whole.avi", 10).read_bytes()
+    (tmp_path / "cut.avi").write_bytes(whole[:int(len(whole) * 0.6)])
+    main(["--video", str(tmp_path / "cut.avi"), "--model", str(tiny_models / "saved"),
+          "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "cut.avi declares 10 frames but only" in printed and "lost" in printed
+    import json
+    assert 0 < len(json.loads((tmp_path / "out" / "cut_marks.json").read_text())) < 10
+    assert not list((tmp_path / "out").glob(".*partial*"))
+
+
+def test_predictor_evaluation_of_all_missed_faces_is_strict_json(tmp_path, monkeypatch,
+                                                                  make_300w_folder):
+    import json
+
+    import evaluate_predictor
+    folder = make_300w_folder("faces", 2)
+    monkeypatch.setattr(evaluate_predictor, "score",
+                        lambda model, faces: np.full(len(faces), np.nan))
+    out = tmp_path / "eval.json"
+    evaluate_predictor.main(["--dirs", str(folder), "--out", str(out)])
+    text = out.read_text()
+    assert "NaN" not in text
+    result = json.loads(text)
+    assert result["nme"] is None and result["missed"] == 2 and result["nmes"] == [None, None]

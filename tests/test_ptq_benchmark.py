@@ -120,13 +120,13 @@ def test_a_path_that_is_not_a_model_is_a_clear_error(tmp_path):
         TFLiteModel(tmp_path / "junk.tflite")
 
 
-def test_label_free_mode_scores_against_the_float_model(models, tmp_path):
+def test_label_free_mode_scores_against_the_float_model(models, tmp_path, monkeypatch):
     root, _ = models
     out = tmp_path / "results"
     images = Path(__file__).resolve().parents[1] / "test_images"
+    monkeypatch.chdir(tmp_path)          # no tfrecords/ here: the defaults fall back
     pb.main(["--float_model", str(root / "float"), "--qat_model", str(root / "qat"),
-             "--test_record", str(tmp_path / "none.record"),
-             "--rep_record", str(tmp_path / "none.record"), "--images", str(images),
+             "--images", str(images),
              "--modes", "float32", "int8_only", "--num_calibration", "6", "--runs", "3",
              "--out_dir", str(out)])
     report = json.loads((out / "ptq_benchmark.json").read_text())
@@ -173,3 +173,17 @@ def test_models_are_timed_taking_turns(models):
     result = latency_ms(timed, representative[0], runs=4, warmup=2)
     assert calls == list("aabbcc") + list("abc") * 4
     assert len(result) == 3 and all(0 < median <= p90 for median, p90 in result)
+
+
+def test_a_record_named_but_missing_or_of_the_other_layout_is_an_error(models, tmp_path,
+                                                                        make_wflw_tree):
+    root, _ = models
+    base = ["--float_model", str(root / "float"), "--qat_model", str(root / "qat")]
+    with pytest.raises(SystemExit):
+        pb.main(base + ["--test_record", str(tmp_path / "tset.record")])
+    import generate_mesh_dataset as gen
+    gen.main(["--data_dir", str(make_wflw_tree(train=4, test=2)), "--out_dir",
+              str(tmp_path / "wflw")])
+    with pytest.raises(SystemExit, match="the model marks 300w68 .* holds wflw98 faces"):
+        pb.main(base + ["--test_record", str(tmp_path / "wflw" / "test.record"),
+                        "--rep_record", str(tmp_path / "wflw" / "train.record")])
