@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import geometry
 from images import read_image
-from layouts import WFLW_ATTRIBUTES, get_layout
+from layouts import WFLW_ATTRIBUTES
 
 WFLW_LIST_DIR = Path("WFLW_annotations") / "list_98pt_rect_attr_train_test"
 WFLW_IMAGE_DIR = Path("WFLW_images")

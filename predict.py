@@ -29,7 +29,7 @@ from tqdm import tqdm
 import geometry
 from face_detector import DEFAULT_MODELS, FaceDetector, detect_faces
 from images import read_image
-from layouts import flip_averaged, layout_for_count
+from layouts import flip_averaged
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"

@@ -7,8 +7,10 @@ import pytest
 
 import dataset
 import generate_mesh_dataset as gen
+import callbacks
 import landmark
 import layouts
+import losses
 import network
 
 
@@ -135,7 +137,7 @@ def test_bad_regulariser_flags_are_named(flags, name, capsys):
 def test_cell_targets_are_gaussians_around_the_marks():
     side, sigma = 16, 1.5
     targets = np.array([[0.25, 0.75, 0.5, 0.5]], np.float32)   # two marks
-    cells = landmark.cell_targets(targets, side, sigma).numpy()  # (1, 2, 256)
+    cells = losses.cell_targets(targets, side, sigma).numpy()  # (1, 2, 256)
     np.testing.assert_allclose(cells.sum(axis=-1), 1.0, atol=1e-5)
     centres = landmark.geometry.cell_centres(side)
     for mark, (x, y) in enumerate(targets.reshape(2, 2)):
@@ -151,37 +153,37 @@ def test_js_divergence_by_hand():
     p = np.array([[[0.5, 0.5, 0.0]]])   # (1 face, 1 mark, 3 cells)
     q = np.array([[[0.0, 0.5, 0.5]]])
     # m = (.25, .5, .25): KL(p||m) = .5 ln 2 + .5 ln 1 = .5 ln 2, likewise KL(q||m).
-    np.testing.assert_allclose(landmark.js_divergence(p, q).numpy(), [[0.5 * np.log(2)]],
+    np.testing.assert_allclose(losses.js_divergence(p, q).numpy(), [[0.5 * np.log(2)]],
                                rtol=1e-5)
-    np.testing.assert_allclose(landmark.js_divergence(p, p).numpy(), [[0.0]], atol=1e-6)
+    np.testing.assert_allclose(losses.js_divergence(p, p).numpy(), [[0.0]], atol=1e-6)
 
 
 def test_heatmap_regulariser_adds_its_weighted_divergence():
     model = network.build_model("resnet", 68, head="integral", stages=((8, 1), (8, 1), (16, 1)),
                                 head_channels=8, integral_cells=32)
     layout = landmark.get_layout("300w68")
-    plain, nme = landmark.make_loss("wing", layout), landmark.nme_metric(layout)
-    regularised = landmark.HeatmapRegularised(model, 3.0, 1.0, plain, nme)
+    plain, nme = losses.make_loss("wing", layout), losses.nme_metric(layout)
+    regularised = losses.HeatmapRegularised(model, 3.0, 1.0, plain, nme)
     regularised.compile(optimizer="sgd")
     images = np.random.default_rng(0).uniform(0, 255, (4, 128, 128, 3)).astype(np.float32)
     targets = np.random.default_rng(1).uniform(0.2, 0.8, (4, 136)).astype(np.float32)
     marks, scores = regularised(images)
     np.testing.assert_allclose(marks.numpy(), model(images).numpy(), atol=1e-6)
     weights = np.exp(scores.numpy()) / np.exp(scores.numpy()).sum(axis=-1, keepdims=True)
-    divergence = landmark.js_divergence(weights, landmark.cell_targets(targets, 32, 1.0))
+    divergence = losses.js_divergence(weights, losses.cell_targets(targets, 32, 1.0))
     assert np.all(divergence.numpy() > 0.1)   # flat maps against 1-cell Gaussians
     expected = np.mean(plain(targets, marks).numpy()) + 3.0 * np.mean(divergence.numpy())
     logs = regularised.evaluate(images, targets, batch_size=4, verbose=0, return_dict=True)
     np.testing.assert_allclose(logs["loss"], expected, rtol=1e-5)
     np.testing.assert_allclose(logs["nme"], np.mean(nme(targets, marks).numpy()), rtol=1e-5)
     with pytest.raises(ValueError, match="integral"):
-        landmark.HeatmapRegularised(network.build_model(
+        losses.HeatmapRegularised(network.build_model(
             "resnet", 68, stages=((8, 1), (8, 1), (16, 1)), head_channels=8), 1.0, 1.0, plain, nme)
 
 
 def test_calm_augmentation_starts_at_its_epoch():
     calm = landmark.tf.Variable(False)
-    callback = landmark.CalmAugmentation(calm, 8)
+    callback = callbacks.CalmAugmentation(calm, 8)
     for epoch, expected in [(0, False), (7, False), (8, True), (9, True)]:
         callback.on_epoch_begin(epoch)
         assert bool(calm.numpy()) is expected
@@ -197,11 +199,11 @@ def test_nme_weighted_loss_weighs_faces_as_nme_does():
     true[1, left, 0], true[1, right, 0] = 0.4, 0.6     # eye distance 0.2
     pred = true + 0.01
     flat = lambda a: a.reshape(2, -1)  # noqa: E731
-    loss = landmark.make_loss("wing_nme", layout)(flat(true), flat(pred)).numpy()
-    plain = landmark.LOSSES["wing"](flat(true), flat(pred)).numpy()
+    loss = losses.make_loss("wing_nme", layout)(flat(true), flat(pred)).numpy()
+    plain = losses.LOSSES["wing"](flat(true), flat(pred)).numpy()
     # weights 1/0.4 and 1/0.2, divided by their mean 3.75: 2/3 and 4/3.
     np.testing.assert_allclose(loss, plain * [2 / 3, 4 / 3], rtol=1e-5)
-    assert landmark.make_loss("wing", layout) is landmark.LOSSES["wing"]
+    assert losses.make_loss("wing", layout) is losses.LOSSES["wing"]
 
 
 @pytest.mark.parametrize("text, value", [("True", True), ("false", False), ("1", True)])
@@ -308,7 +310,7 @@ def test_weight_average_is_what_validation_and_checkpoints_see(tmp_path):
     decay, record = 0.9, Record()
     checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "last.weights.h5"),
                                                  save_weights_only=True)
-    averaged = fit([landmark.WeightAverage(decay), record, checkpoint])
+    averaged = fit([callbacks.WeightAverage(decay), record, checkpoint])
     plain = fit([])
 
     average, expected = record.initial, []
@@ -337,8 +339,8 @@ def test_weight_average_leaves_the_regularisers_metrics_to_keras():
     model = network.build_model("resnet", 68, head="integral", stages=((8, 1), (8, 1), (16, 1)),
                                 head_channels=8, integral_cells=32)
     layout = landmark.get_layout("300w68")
-    regularised = landmark.HeatmapRegularised(model, 1.0, 1.0, landmark.make_loss("wing", layout),
-                                              landmark.nme_metric(layout))
+    regularised = losses.HeatmapRegularised(model, 1.0, 1.0, losses.make_loss("wing", layout),
+                                              losses.nme_metric(layout))
     regularised.compile(optimizer=keras.optimizers.SGD(0.0))
     images = np.random.default_rng(0).uniform(0, 255, (8, 128, 128, 3)).astype(np.float32)
     targets = np.random.default_rng(1).uniform(0.2, 0.8, (8, 136)).astype(np.float32)
@@ -352,7 +354,7 @@ def test_weight_average_leaves_the_regularisers_metrics_to_keras():
     count = Count()
     regularised.fit(images, targets, batch_size=4, epochs=2, shuffle=False, verbose=0,
                     validation_data=(images, targets),
-                    callbacks=[landmark.WeightAverage(0.9), count])
+                    callbacks=[callbacks.WeightAverage(0.9), count])
     assert count.counts == [4, 8, 4, 8]
 
 

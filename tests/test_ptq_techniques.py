@@ -7,7 +7,6 @@ import tensorflow as tf
 
 import generate_mesh_dataset as gen
 import landmark
-import ptq_benchmark as pb
 import ptq_techniques as pt
 
 keras = tf.keras
