@@ -27,7 +27,7 @@ RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.rec
 BUNDLE := assets/landmarks_300w
 
 .PHONY: test demo data train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
-    evaluate-predictor
+    evaluate-predictor speed
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,14 +57,13 @@ data: $(VENV)/.installed
 
 train: $(VENV)/.installed
 	$(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --epochs $(EPOCHS) --batch_size 32 $(RECORDS) \
-	    --metrics_out results/val_$(RUN).json
+	    --hard_view --metrics_out results/val_$(RUN).json
 
 evaluate: $(VENV)/.installed
-	$(PY) landmark.py --eval_only $(RECORDS) --metrics_out results/val_$(RUN).json
-	$(PY) landmark.py --eval_only --flip_test $(RECORDS) --metrics_out results/val_$(RUN)_flip.json
+	$(PY) landmark.py --eval_only --hard_view $(RECORDS) --metrics_out results/val_$(RUN).json
 
 qat: $(VENV)/.installed
-	$(PY) landmark.py --quantization --epochs $(QAT_EPOCHS) --batch_size 32 $(RECORDS) \
+	$(PY) landmark.py --quantization --epochs $(QAT_EPOCHS) --batch_size 32 $(RECORDS) --hard_view \
 	    --metrics_out results/val_$(RUN)_qat.json
 
 export: $(VENV)/.installed
@@ -92,11 +91,8 @@ loss-study: $(VENV)/.installed
 	        --checkpoint_dir runs/loss_$$loss --metrics_out results/loss_$$loss.json || exit 1; \
 	done
 
-# The whole predictor (detector + the split-trained QAT model as int8) on the
-# validation photos: the bundled model trained on those faces, so it cannot be
-# scored on them. Files are named after the run (RUN=resnet_v11 -> _v11);
-# results/predictor_eval.json, _flip and _refine1 are run v6's, from when
-# this target wrote unsuffixed names.
+# The whole predictor (detector + the QAT model as int8) on the validation
+# photos, with and without the flip test. Files are named after the run.
 SPLIT := $(RUN:resnet_%=%)
 evaluate-predictor: $(VENV)/.installed
 	$(PY) ptq_benchmark.py --float_model exported --qat_model exported_quantized \
@@ -105,36 +101,34 @@ evaluate-predictor: $(VENV)/.installed
 	    --model runs/split_$(SPLIT)/tflite/qat_int8_only.tflite --out results/predictor_eval_$(SPLIT).json
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json --flip \
 	    --model runs/split_$(SPLIT)/tflite/qat_int8_only.tflite --out results/predictor_eval_$(SPLIT)_flip.json
-	$(PY) evaluate_predictor.py --split tfrecords/summary.json --refine 1 --no-flip \
-	    --model runs/split_$(SPLIT)/tflite/qat_int8_only.tflite --out results/predictor_eval_$(SPLIT)_refine1.json
 
 readme: $(VENV)/.installed
 	$(PY) readme_results.py
 
-reproduce: data train evaluate qat export benchmark techniques evaluate-predictor train-all bundle readme
+reproduce: data train evaluate qat export benchmark techniques evaluate-predictor bundle speed readme
 
-# The bundled models: the validated recipe retrained on all 1,207 faces, then
-# QAT. No face is left to validate on, so the last checkpoints are kept
-# (tfrecords/test.record is only watched during training, not reported).
-ALL_RECORDS := --train_record tfrecords_all/train.record --val_record tfrecords/test.record
-train-all: $(VENV)/.installed
-	$(PY) generate_mesh_dataset.py --dataset 300w \
-	    --train_dirs $(SHARED)/helen_trainset $(SHARED)/afw --out_dir tfrecords_all
-	$(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --epochs $(EPOCHS) --batch_size 32 \
-	    $(ALL_RECORDS) --checkpoint_dir checkpoints_all
-	$(PY) landmark.py --quantization --checkpoint last --epochs $(QAT_EPOCHS) --batch_size 32 \
-	    $(ALL_RECORDS) --checkpoint_dir checkpoints_all --qat_checkpoint_dir quantized_checkpoints_all
-	$(PY) landmark.py --export_only --checkpoint last --checkpoint_dir checkpoints_all \
-	    --export_dir exported_all
-	$(PY) landmark.py --export_only --quantization --checkpoint last \
-	    --qat_checkpoint_dir quantized_checkpoints_all --export_dir exported_quantized_all
-
-# Copy the all-faces exports into assets/ and write the integer-only .tflite
-# the predictor uses by default.
+# The bundled models are the split run's exports: trained on the 1,811
+# training faces, so the validation figures are the bundle's own.
 bundle: $(VENV)/.installed
 	rm -rf $(BUNDLE)_float $(BUNDLE)_qat runs/bundle
-	cp -r exported_all $(BUNDLE)_float
-	cp -r exported_quantized_all $(BUNDLE)_qat
+	cp -r exported $(BUNDLE)_float
+	cp -r exported_quantized $(BUNDLE)_qat
 	$(PY) ptq_benchmark.py --float_model $(BUNDLE)_float --qat_model $(BUNDLE)_qat \
 	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle
 	cp runs/bundle/tflite/qat_int8_only.tflite $(BUNDLE)_int8.tflite
+
+# The bundled predictor's speed, and one predictor shared by threads against
+# one per thread.
+speed: $(VENV)/.installed
+	$(PY) predict.py test_images/ --out results/predictions --montage test_images/result.png \
+	    --speed results/predict_speed.json
+	$(PY) thread_benchmark.py --out results/predictor_threads.json
+
+# The recipe retrained on all 2,012 faces (not bundled: no face would be
+# left to validate it on). Resumable: add INITIAL=N to go on after N epochs.
+INITIAL ?= 0
+ALL_RECORDS := --train_record tfrecords_all/train.record --val_record tfrecords/test.record
+train-all: $(VENV)/.installed
+	$(PY) generate_mesh_dataset.py --dataset 300w $(FACE_DIRS) --out_dir tfrecords_all
+	$(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --epochs $(EPOCHS) --batch_size 32 \
+	    $(ALL_RECORDS) --checkpoint_dir checkpoints_all --initial_epoch $(INITIAL)

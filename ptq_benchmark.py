@@ -277,7 +277,7 @@ def label_scorer(test_record):
     """score(TFLiteModel) -> metrics on labelled test records."""
     def score(model):
         result = landmark.evaluate(model.predict, test_record, desc="scoring")
-        return {k: result[k] for k in ("nme", "fr", "auc", "mse", "nmes")}
+        return {k: result[k] for k in ("nme", "fr", "auc", "mse", "nmes", "groups")}
     return score
 
 

@@ -1,7 +1,8 @@
-"""Write the README's result sections from the files the scripts wrote.
+"""Write the generated tables of README.md, docs/ and the model card from
+the files the scripts wrote in results/.
 
-Each section sits between `<!-- BEGIN name -->` and `<!-- END name -->` in
-README.md and is rebuilt from results/; nothing in them is typed by hand.
+Each table sits between `<!-- BEGIN name -->` and `<!-- END name -->` and is
+rebuilt from results/; nothing in them is typed by hand.
 
     python readme_results.py            # after landmark.py / ptq_benchmark.py runs
 """
@@ -10,8 +11,25 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
+
+# The bundled recipe's files. Its model was trained on the split's training
+# faces, so its validation figures are the bundle's own.
+BUNDLE_RUN = "resnet_v21"
+BUNDLE_PREDICTOR_EVAL = "predictor_eval_v21_flip.json"
+BUNDLE_BENCHMARK = "ptq_benchmark.json"
+BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
+# Photo folders of the validation split, reported apart so that the 121
+# HELEN + AFW faces stay comparable with the runs before LFPW came.
+GROUPS = {"HELEN + AFW": ("helen_trainset", "afw"), "LFPW": ("lfpw_trainset",)}
+
+
+def _load(name):
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _in_order(paths):
@@ -20,61 +38,246 @@ def _in_order(paths):
                                         for part in re.split(r"(\d+)", p.name)])
 
 
-def _validation_runs():
-    """(path, metrics) of every results/val_*.json, in run order."""
-    return [(p, json.loads(p.read_text())) for p in _in_order(RESULTS.glob("val_*.json"))]
-
-
-def _load(name):
-    path = RESULTS / name
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _metrics_row(label, m):
-    t = m.get("training") or {}
-    minutes = f"{t['train_minutes']:.0f}" if "train_minutes" in t else ""
-    speed = f"{t['images_per_s_median']:.0f}" if "images_per_s_median" in t else ""
-    return (f"| {label} | {100 * m['nme']:.3f} | {100 * m['fr']:.2f} | {m['auc']:.4f} "
-            f"| {m['mse']:.3f} | {t.get('epochs', '')} | {minutes} | {speed} | `{m['model']}` |")
-
-
-HEADER = ("| run | NME % | FR@0.10 % | AUC@0.10 | MSE (128 px) | epochs | training min "
-          "| images/s | checkpoint |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-
-
-# The reported run: every other validation run is compared with it face by face.
-REFERENCE_RUN = "val_resnet_v6"
-
-
 def paired_difference(nmes, reference):
     """Mean per-face NME difference and its standard error, in NME points,
     over the faces both files scored (a face a detector missed is None)."""
-    import numpy as np
     pairs = np.array([(a, b) for a, b in zip(nmes, reference) if a is not None and b is not None])
     diff = 100 * (pairs[:, 0] - pairs[:, 1])
     return diff.mean(), diff.std(ddof=1) / np.sqrt(len(diff))
 
 
-def validation_section():
-    runs = [(p.stem, m) for p, m in _validation_runs()]
-    if not runs:
-        return "_No validation run yet: `make train evaluate` writes results/val_metrics.json._"
-    reference = dict(runs).get(REFERENCE_RUN)
-    header = HEADER.split("\n")
-    lines = [header[0] + f" vs `{REFERENCE_RUN}`, points (paired s.e.) |", header[1] + " --- |"]
-    for name, m in runs:
-        compare = ""
-        if reference and name != REFERENCE_RUN and len(m.get("nmes", [])) == len(reference["nmes"]):
-            compare = "{:+.3f} ({:.3f})".format(*paired_difference(m["nmes"], reference["nmes"]))
-        lines.append(_metrics_row(f"`{name}`", m) + f" {compare} |")
-    first = runs[0][1]
-    lines += ["", f"Validation faces: {first['num_faces']} (`{first['record']}`). The last column "
-              f"is each run's mean NME minus `{REFERENCE_RUN}`'s over the same faces, with the "
-              "standard error of that mean. It measures the noise of scoring on these faces only, not "
-              "of training (`val_resnet_v2b`, run v2's command run again, differs from `val_resnet_v2` "
-              "by several of them). "
-              "Files: " + ", ".join(f"results/{name}.json" for name, _ in runs)]
+def _group_nmes(nmes, groups, folders):
+    return [n for n, g in zip(nmes, groups) if g in folders and n is not None]
+
+
+def _pct(value):
+    return f"{100 * value:.3f}" if value is not None else "—"
+
+
+def _cpu(report):
+    """'CPU X (int8 dot product: yes/no)' of a timing file, '' if it recorded none."""
+    cpu = report.get("cpu")
+    if not cpu:
+        return ""
+    if isinstance(cpu, str):
+        return cpu
+    dot = {True: "yes", False: "no"}.get(cpu["int8_dot_product"], "unknown")
+    return f"{cpu['model']} (int8 dot product: {dot})"
+
+
+# ----------------------------------------------------------------- README --
+
+def headline_section():
+    """One row each: the bundle's accuracy, size, speed and quantization costs."""
+    lines = ["| what | measured | from |", "| --- | --- | --- |"]
+    bench = _load(BUNDLE_BENCHMARK)
+    rows = {(r["model"], r["mode"]): r for r in (bench or {}).get("rows", [])}
+    int8 = rows.get(("qat", "int8_only"))
+    if int8 and int8.get("nme") is not None:
+        groups = int8.get("groups")
+        parts = [f"NME **{_pct(int8['nme'])}%**, FR@0.10 {100 * int8['fr']:.2f}%, "
+                 f"AUC@0.10 {int8['auc']:.4f} on all {len(int8['nmes'])} faces"]
+        if groups:
+            for label, folders in GROUPS.items():
+                part = _group_nmes(int8["nmes"], groups, folders)
+                if part:
+                    parts.append(f"{label} {100 * np.mean(part):.3f}% ({len(part)})")
+        lines.append(f"| bundled int8 model, validation crops | {'; '.join(parts)} "
+                     f"| results/{BUNDLE_BENCHMARK} |")
+    val = _load(f"val_{BUNDLE_RUN}_qat.json")
+    if val and "hard_view" in val:
+        hard = val["hard_view"]["all"]
+        lines.append(f"| the same faces made hard (hard view: blur, low resolution, occlusion, "
+                     f"light, rotation, yaw) | NME {_pct(hard['nme'])}%, FR@0.10 "
+                     f"{100 * hard['fr']:.2f}% (QAT model) | results/val_{BUNDLE_RUN}_qat.json |")
+    end = _load(BUNDLE_PREDICTOR_EVAL)
+    if end:
+        lines.append(f"| whole predictor (detector + int8 landmarks, flip test) on the "
+                     f"validation photos | NME {_pct(end['nme'])}%, {end['missed']} of "
+                     f"{end['faces']} faces missed | results/{BUNDLE_PREDICTOR_EVAL} |")
+    int8_file = ROOT / BUNDLED_INT8
+    if int8_file.is_file():
+        lines.append(f"| int8 landmark model | {int8_file.stat().st_size / 1e6:.2f} MB "
+                     f"| `{BUNDLED_INT8}` |")
+    speed = _load("predict_speed.json")
+    if speed:
+        frames = ", ".join(f"{f['median_ms']:.1f} ms (`{Path(f['image']).name}`, "
+                           f"`{f['detector'].split('.')[0]}`)" for f in speed["frames"])
+        lines.append(f"| predictor per {speed['frame'][0]}×{speed['frame'][1]} frame, one face, "
+                     f"1 thread, median | {frames} on {_cpu(speed)} | results/predict_speed.json |")
+    if bench:
+        base = rows.get(("float", "float32"))
+        for (model, mode), r in rows.items():
+            if (model, mode) == ("float", "float32"):
+                continue
+            if r.get("nme") is None or not base:
+                lines.append(f"| {model} model as `{mode}` | not converted: "
+                             f"{r.get('note') or 'refused'} | results/{BUNDLE_BENCHMARK} |")
+                continue
+            ratio = r["latency_ms_1thread_median"] / base["latency_ms_1thread_median"]
+            lines.append(f"| {model} model as `{mode}` | NME {100 * (r['nme'] - base['nme']):+.3f} "
+                         f"points vs float32, {ratio:.2f}× its 1-thread latency, "
+                         f"{r['size_kb']:.0f} KB | results/{BUNDLE_BENCHMARK} |")
+    if len(lines) == 2:
+        return "_No results yet: `make reproduce` writes them._"
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------- research --
+
+def _run_scores(m, folders=None):
+    """{column: per-face NMEs} of an evaluation file: all faces, each group,
+    and (for a file with a hard view) every kind and all kinds pooled, on
+    the faces of `folders` only if given."""
+    groups = m.get("groups") or [None] * len(m["nmes"])
+    keep = [folders is None or g in folders for g in groups]
+
+    def pick(nmes):
+        return [n for n, k in zip(nmes, keep) if k]
+    columns = {"plain": pick(m["nmes"])}
+    hard = m.get("hard_view")
+    if hard:
+        columns["hard view"] = [n for kind in hard["kinds"].values() for n in pick(kind["nmes"])]
+        for kind, scores in hard["kinds"].items():
+            columns[kind] = pick(scores["nmes"])
+    return columns
+
+
+# The comparison of the wild recipes: the bundle they replace (trained on
+# every HELEN + AFW face, so only its LFPW figures are held out), and the
+# two strengths of --wild on the 2,012-face split.
+WILD_RUNS = ("bundle_v20", "resnet_v21", "resnet_v22")
+WILD_BASELINE = "bundle_v20"
+
+
+def wild_section():
+    runs = [(name, _load(f"val_{name}.json")) for name in WILD_RUNS]
+    runs = [(name, m) for name, m in runs if m]
+    if not runs:
+        return "_No run on the 2,012-face split yet._"
+    lfpw = {name: _run_scores(m, GROUPS["LFPW"]) for name, m in runs}
+    columns = list(lfpw[runs[-1][0]])
+    lines = ["LFPW's 80 validation faces, held out for every row (NME %):", "",
+             "| run | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    for name, _ in runs:
+        lines.append(f"| `{name}` | " + " | ".join(
+            f"{100 * np.mean(lfpw[name][c]):.3f}" if lfpw[name].get(c) else "—"
+            for c in columns) + " |")
+    base = lfpw.get(WILD_BASELINE)
+    for name, _ in runs:
+        if base is None or name == WILD_BASELINE:
+            continue
+        cells = []
+        for c in columns:
+            a, b = lfpw[name].get(c), base.get(c)
+            if a and b and len(a) == len(b) > 1:
+                d, se = paired_difference(a, b)
+                cells.append(f"{d:+.3f} ({se:.3f}); {100 * (np.mean(a) / np.mean(b) - 1):+.0f}%")
+            else:
+                cells.append("—")
+        lines.append(f"| `{name}` − `{WILD_BASELINE}`, points (paired s.e.); relative | "
+                     + " | ".join(cells) + " |")
+    old = _load("val_resnet_v20.json")      # the 1,207-face split: the 121 faces alone
+    lines += ["", "The 121 HELEN + AFW validation faces (the bundle trained on them, so run "
+              "v20's split model, trained on the other 1,086, stands for it):", "",
+              "| run | plain NME % | vs run v20, points (paired s.e.) | hard view NME % |",
+              "| --- | --- | --- | --- |"]
+    if old:
+        lines.append(f"| run v20 (results/val_resnet_v20.json) | {_pct(old['nme'])} | | — |")
+    for name, m in runs:
+        if name == WILD_BASELINE or not m.get("groups"):
+            continue
+        first = _run_scores(m, GROUPS["HELEN + AFW"])
+        compare = ""
+        if old and len(first["plain"]) == len(old["nmes"]):
+            compare = "{:+.3f} ({:.3f})".format(*paired_difference(first["plain"], old["nmes"]))
+        hard = f"{100 * np.mean(first['hard view']):.3f}" if first.get("hard view") else "—"
+        lines.append(f"| `{name}` | {100 * np.mean(first['plain']):.3f} | {compare} | {hard} |")
+    seed = runs[-1][1].get("hard_view", {}).get("seed", "—")
+    lines += ["", "Files: " + ", ".join(f"results/val_{name}.json" for name, _ in runs)
+              + f". Float models (best epoch), validation crops; the hard view is `hard_view.py` "
+              f"(seed {seed}), all kinds' views pooled in its column."]
+    return "\n".join(lines)
+
+
+def precision_section():
+    lines = []
+    speed = _load("train_throughput.json")
+    if speed:
+        med = speed["median_images_per_s"]
+        lines += ["| precision | training images/s (median epoch) | epochs timed |",
+                  "| --- | --- | --- |"]
+        lines += [f"| {p} | {med[p]:.0f} | {len(speed['images_per_s'][p])} |" for p in med]
+        lines += ["", f"bf16 is **{speed['bf16_speedup']:.2f}×** float32 on {speed['cpu']} "
+                  f"(flags: {', '.join(speed['cpu_flags'])}), batch {speed['batch_size']}, "
+                  f"{speed['rounds']} rounds taking turns (results/train_throughput.json)."]
+    pair = [_load(f"val_precision_{p}.json") for p in ("float32", "mixed_bfloat16")]
+    if all(pair):
+        d, se = paired_difference(pair[1]["nmes"], pair[0]["nmes"])
+        epochs = (pair[0].get("training") or {}).get("epochs", "?")
+        lines += ["", f"Accuracy: the same recipe trained {epochs} epochs in each precision "
+                  f"scores {_pct(pair[0]['nme'])}% (float32) and {_pct(pair[1]['nme'])}% "
+                  f"(mixed_bfloat16) on the {pair[0]['num_faces']} validation faces: "
+                  f"{d:+.3f} points, paired s.e. {se:.3f} "
+                  f"(results/val_precision_float32.json, results/val_precision_mixed_bfloat16.json)."]
+    return "\n".join(lines) or "_Not measured yet: `train_throughput.py`._"
+
+
+def profile_section():
+    r = _load("training_profile.json")
+    if not r:
+        return "_Not profiled yet: `profile_training.py`._"
+    parts = r["ms_per_step"]
+    step = parts.get("train step, with heatmap regulariser")
+    lines = ["| part | ms per training step | share of the step |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {ms:.1f} | {100 * ms / step:.0f}% |" for name, ms in parts.items()]
+    lines += ["", f"Batch {r['batch_size']}, {r['steps_per_epoch']} steps an epoch, "
+              f"{r['precision']}, {_cpu(r)} (results/training_profile.json)."]
+    return "\n".join(lines)
+
+
+# (question, [(change, before file, after file)]): what each step bought, on
+# the 121 HELEN + AFW validation faces of the 1,207-face split.
+QUESTIONS = [
+    ("How should marks come out?", [
+        ("dense head → integral regression (run v2 → v5)", "val_resnet_v2", "val_resnet_v5")]),
+    ("How noisy is one training run?", [
+        ("run v2's command again, another random start (v2 → v2b)", "val_resnet_v2",
+         "val_resnet_v2b")]),
+    ("What regularises the integral head?", [
+        ("wider augmentation, a grey occluder in half the crops, weight decay (v5 → v6)",
+         "val_resnet_v5", "val_resnet_v6"),
+        ("+ a weight average, decay 0.999 (v6 → v7)", "val_resnet_v6", "val_resnet_v7"),
+        ("+ 32×32 score maps and the NME-weighted Wing loss (v7 → v9)", "val_resnet_v7",
+         "val_resnet_v9"),
+        ("+ the last 50 epochs calm (v9 → v10)", "val_resnet_v9", "val_resnet_v10"),
+        ("+ the heatmap regulariser, weight 5 (v10 → v11)", "val_resnet_v10", "val_resnet_v11")]),
+    ("Where does capacity pay?", [
+        ("96-channel head instead of 64 (v11 → v13)", "val_resnet_v11", "val_resnet_v13"),
+        ("a second block on the 32×32 map (v13 → v15)", "val_resnet_v13", "val_resnet_v15"),
+        ("a third block (v15 → v16)", "val_resnet_v15", "val_resnet_v16"),
+        ("250 epochs instead of 200 (v15 → v18)", "val_resnet_v15", "val_resnet_v18"),
+        ("third block and 250 epochs (v15 → v20)", "val_resnet_v15", "val_resnet_v20")]),
+    ("What do test time and QAT do to run v20?", [
+        ("flip test: average with the mirrored crop", "val_resnet_v20", "val_resnet_v20_flip"),
+        ("10 QAT epochs (fake-quantized, best epoch)", "val_resnet_v20", "val_resnet_v20_qat")]),
+]
+
+
+def questions_section():
+    lines = []
+    for question, rows in QUESTIONS:
+        lines += [f"**{question}**", "", "| change | before NME % | after NME % "
+                  "| change, points (paired s.e.) |", "| --- | --- | --- | --- |"]
+        for change, before, after in rows:
+            a, b = _load(f"{before}.json"), _load(f"{after}.json")
+            if not (a and b):
+                lines.append(f"| {change} | results/{before}.json or {after}.json is missing | | |")
+                continue
+            d, se = paired_difference(b["nmes"], a["nmes"])
+            lines.append(f"| {change} | {_pct(a['nme'])} | {_pct(b['nme'])} | {d:+.3f} ({se:.3f}) |")
+        lines.append("")
+    return "\n".join(lines).strip()
 
 
 def loss_section():
@@ -82,29 +285,14 @@ def loss_section():
             for p in sorted(RESULTS.glob("loss_*.json"))]
     if not runs:
         return "_No loss comparison yet: `make loss-study` writes results/loss_*.json._"
-    lines = [HEADER] + [_metrics_row(f"loss = {name}", m) for name, m in runs]
+    lines = ["| loss | NME % | FR@0.10 % | epochs | file |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | {_pct(m['nme'])} | {100 * m['fr']:.2f} "
+              f"| {(m.get('training') or {}).get('epochs', '')} | results/loss_{name}.json |"
+              for name, m in runs]
     return "\n".join(lines)
 
 
-def throughput_section():
-    rows = []
-    for path in _in_order([*RESULTS.glob("val_*.json"), *RESULTS.glob("throughput_*.json")]):
-        m = json.loads(path.read_text())
-        t = m.get("training") if isinstance(m, dict) else None
-        # Re-evaluations of a run (flip test, ensembles, its last checkpoint)
-        # repeat that run's training figures.
-        repeat = isinstance(m, dict) and (m.get("flip_test") or m.get("average_with")
-                                          or str(m.get("model", "")).endswith("last.weights.h5"))
-        if t and "images_per_s_median" in t and m.get("architecture") and not repeat:
-            rows.append((m["architecture"], bool(m.get("quantized")), t["images_per_s_median"],
-                         path.name))
-    if not rows:
-        return "_No training run recorded yet._"
-    lines = ["| architecture | QAT | training images/s (median epoch) | from |",
-             "| --- | --- | --- | --- |"]
-    lines += [f"| {a} | {'yes' if q else 'no'} | {v:.0f} | results/{f} |" for a, q, v, f in rows]
-    return "\n".join(lines)
-
+# ----------------------------------------------------------- quantization --
 
 def benchmark_section():
     path = RESULTS / "ptq_benchmark.md"
@@ -113,19 +301,14 @@ def benchmark_section():
     return path.read_text().strip() + "\n\nCED curves per mode: results/ced.png"
 
 
-def _cpu(report):
-    """'CPU X (int8 dot product: yes/no)' of a timing file, '' if it recorded none."""
-    cpu = report.get("cpu")
-    if not cpu:
-        return ""
-    dot = {True: "yes", False: "no"}.get(cpu["int8_dot_product"], "unknown")
-    return f"{cpu['model']} (int8 dot product: {dot})"
+def techniques_section():
+    path = RESULTS / "ptq_techniques.md"
+    if not path.is_file():
+        return "_No technique comparison yet: `make techniques` writes results/ptq_techniques.md._"
+    return path.read_text().strip() + "\n\nPlot: results/ptq_techniques.png"
 
 
-def _on_cpu(report):
-    cpu = _cpu(report)
-    return f" on {cpu}" if cpu else ""
-
+# -------------------------------------------------------------- predictor --
 
 def speed_section():
     runs = [(p, json.loads(p.read_text())) for p in sorted(RESULTS.glob("predict_speed*.json"))]
@@ -149,124 +332,97 @@ def speed_section():
 
 
 def predictor_section():
-    runs = [(p, json.loads(p.read_text())) for p in sorted(RESULTS.glob("predictor_eval*.json"))]
+    runs = [(p, json.loads(p.read_text()))
+            for p in _in_order(RESULTS.glob("predictor_eval*.json"))]
     if not runs:
-        return "_No predictor evaluation yet: `make evaluate-predictor` writes results/predictor_eval.json._"
-    first = runs[0][1]
-    where = f"the test faces of `{first['split']}`" if first.get("split") else ", ".join(first["dirs"])
-    # Other settings are compared face by face with the first file (the defaults).
-    reference = first.get("nmes")
-    lines = [f"Detector + landmarks on {where} (`evaluate_predictor.py`):", "",
-             "| file | landmark model | face detectors, in order | re-crop passes | flip test | faces "
-             f"| missed | NME % | FR@0.10 % | AUC@0.10 | vs results/{runs[0][0].name}, points (paired s.e.) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        return ("_No predictor evaluation yet: `make evaluate-predictor` writes "
+                "results/predictor_eval_*.json._")
+    lines = ["| file | landmark model | face detectors, in order | flip test | faces | missed "
+             "| NME % | FR@0.10 % | AUC@0.10 | vs the file above, points (paired s.e.) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    previous = None
     for p, r in runs:
         compare = ""
-        if p != runs[0][0] and reference and len(r.get("nmes", [])) == len(reference):
-            compare = "{:+.3f} ({:.3f})".format(*paired_difference(r["nmes"], reference))
-        # Files written before evaluate_predictor.py took --detector used the default then.
+        if previous and len(r.get("nmes", [])) == len(previous) and r["nme"] is not None:
+            compare = "{:+.3f} ({:.3f})".format(*paired_difference(r["nmes"], previous))
+        previous = r.get("nmes")
         detectors = r.get("detector", "default")
         detectors = " → ".join(f"`{d}`" for d in detectors) if isinstance(detectors, list) else detectors
-        lines.append(f"| results/{p.name} | `{r['model']}` | {detectors} | {r.get('refine', 1)} "
+        lines.append(f"| results/{p.name} | `{r['model']}` | {detectors} "
                      f"| {'yes' if r.get('flip') else 'no'} "
                      f"| {r['faces']} | **{r['missed']}** ({100 * r['missed_share']:.1f}%) "
-                     f"| **{100 * r['nme']:.3f}** | {100 * r['fr']:.2f} | {r['auc']:.4f} | {compare} |")
+                     f"| **{_pct(r['nme'])}** | {100 * (r['fr'] or 0):.2f} | {r['auc'] or 0:.4f} "
+                     f"| {compare} |")
     return "\n".join(lines)
 
 
-# The bundled recipe's files: its validation run, and its split model through
-# the default predictor (the bundled weights have seen every local face).
-BUNDLED_VALIDATION = "val_resnet_v20.json"
-# Since session 15 the predictor places the crop from the detector's keypoints
-# and averages each face with its mirror image.
-BUNDLED_PREDICTOR_EVAL = "predictor_eval_v20_keypoints_flip.json"
-BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
+def threads_section():
+    r = _load("predictor_threads.json")
+    if not r:
+        return "_Not measured yet: `python thread_benchmark.py`._"
+    rate = r["calls_per_s"]
+    return "\n".join([
+        "| predictors | calls/s, 4 threads | memory |", "| --- | --- | --- |",
+        f"| one, shared | {rate['shared']:.1f} | {r['mb_first_predictor']:.0f} MB |",
+        f"| one per thread | {rate['per_thread']:.1f} | +{r['mb_per_extra_predictor']:.0f} MB "
+        f"each |", "",
+        f"{r['threads']} threads × {r['calls_per_round'] // r['threads']} calls on the test photos, "
+        f"median of {r['rounds']} rounds taking turns, {r['cpu_count']} cores ({_cpu(r)}); "
+        f"every answer identical to one thread's: {'yes' if r['answers_as_one_thread'] else 'NO'} "
+        "(results/predictor_threads.json)."])
 
 
-def _single_network(m):
-    """A float network scored alone: no flip test, no second network, no QAT."""
-    return not (m.get("flip_test") or m.get("average_with") or m.get("quantized"))
+# ------------------------------------------------------------- model card --
+
+def bundle_section():
+    """The bundled recipe's float and QAT models on the validation split."""
+    lines = ["| model | all NME % | " + " | ".join(f"{g} NME %" for g in GROUPS)
+             + " | FR@0.10 % | hard view NME % | hard view FR@0.10 % | file |",
+             "| --- |" + " --- |" * (len(GROUPS) + 6)]
+    found = False
+    for suffix, label in (("", "float (best epoch)"), ("_qat", "QAT (best epoch)")):
+        m = _load(f"val_{BUNDLE_RUN}{suffix}.json")
+        if not m:
+            continue
+        found = True
+        scores = _run_scores(m)
+        hard = m.get("hard_view", {}).get("all")
+        hard_cells = f"{_pct(hard['nme'])} | {100 * hard['fr']:.2f}" if hard else "— | —"
+        lines.append(f"| {label} | {_pct(m['nme'])} | " + " | ".join(
+            f"{100 * np.mean(scores[g]):.3f}" if scores.get(g) else "—" for g in GROUPS)
+            + f" | {100 * m['fr']:.2f} | {hard_cells} | results/val_{BUNDLE_RUN}{suffix}.json |")
+    return "\n".join(lines) if found else "_The bundled recipe has no validation file yet._"
 
 
-def targets_section():
-    """The issues' targets, each against the file that measures it."""
-    lines = ["| target | measured | met | from |", "| --- | --- | --- | --- |"]
-
-    def row(target, measured, met, source):
-        lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} | {source} |")
-
-    runs = [(p.name, m) for p, m in _validation_runs()]
-    single = [(name, m) for name, m in runs if _single_network(m)]
-    timed = [(name, m) for name, m in single
-             if (m.get("training") or {}).get("train_minutes", 61) <= 60]
-    if timed:
-        name, best = min(timed, key=lambda run: run[1]["nme"])
-        bundled = dict(runs).get(BUNDLED_VALIDATION)
-        also = (f"; bundled recipe {100 * bundled['nme']:.3f}% (results/{BUNDLED_VALIDATION})"
-                if bundled else "")
-        # A better run that took longer than the budget is shown, not counted.
-        over_name, over = min(single, key=lambda run: run[1]["nme"])
-        if over["nme"] < best["nme"]:
-            minutes = (over.get("training") or {}).get("train_minutes")
-            took = f"{minutes:.0f} min" if minutes else "a training time not recorded"
-            also += f"; over the budget, {100 * over['nme']:.3f}% in {took} (results/{over_name})"
-        row("validation NME ≤ 4.0%, one network trained ≤ 60 min",
-            f"best {100 * best['nme']:.3f}% (`{best['model']}`){also}", best["nme"] <= 0.04,
-            f"results/{name}")
-    benchmark = _load("ptq_benchmark.json")
-    if benchmark:
-        # Rows keyed as ptq_benchmark.summary_lines keys them (a row the
-        # converter refused has no NME).
-        find = {(r["model"], r["mode"]): r for r in benchmark["rows"] if r.get("nme") is not None}
-        float32, int8 = find.get(("float", "float32")), find.get(("qat", "int8_only"))
-        if float32 and int8:
-            models = benchmark.get("models", {})
-            gap = 100 * (int8["nme"] - float32["nme"])
-            row("QAT `int8_only` NME within 0.1 points of float32",
-                f"{gap:+.3f} points (`{models.get('qat')}` vs `{models.get('float')}`)", gap <= 0.1,
-                "results/ptq_benchmark.json")
-            ratio = int8["latency_ms_1thread_median"] / float32["latency_ms_1thread_median"]
-            row("QAT `int8_only` 1-thread latency ≤ 0.5× float32", f"{ratio:.2f}×{_on_cpu(benchmark)}",
-                ratio <= 0.5,
-                "results/ptq_benchmark.json")
-    int8_file = ROOT / BUNDLED_INT8
-    if int8_file.is_file():
-        size = int8_file.stat().st_size
-        row("bundled int8 model under 1 MB", f"{size / 1e6:.2f} MB", size < 1e6, f"`{BUNDLED_INT8}`")
-    speed = _load("predict_speed.json")
-    if speed:
-        for frame in speed["frames"]:
-            row(f"predictor ≤ 10 ms per {speed['frame'][0]}×{speed['frame'][1]} frame, one face",
-                f"{frame['median_ms']:.2f} ms median, `{Path(frame['image']).name}` (face "
-                f"{frame['face_share']:.2f} of the frame's width, `{frame['detector']}`; "
-                f"`{speed.get('landmark_model', 'bundled')}`){_on_cpu(speed)}",
-                frame["median_ms"] <= 10, "results/predict_speed.json")
-    proxy = _load(BUNDLED_PREDICTOR_EVAL)
-    if proxy:
-        row("held-out predictor NME ≤ 4.0%, ≤ 1% missed (scored elsewhere; here a split model "
-            "of the bundled recipe through the default predictor on the validation photos)",
-            f"{100 * proxy['nme']:.3f}%, {100 * proxy['missed_share']:.1f}% missed",
-            proxy["nme"] <= 0.04 and proxy["missed_share"] <= 0.01,
-            f"results/{BUNDLED_PREDICTOR_EVAL}")
-    if len(lines) == 2:
-        return "_No results yet._"
-    return "\n".join(lines)
+def reproduce_section():
+    """What `make reproduce` costs on 2 cores, from the bundle's own runs."""
+    parts = []
+    for suffix, what in (("", "training"), ("_qat", "QAT")):
+        t = (_load(f"val_{BUNDLE_RUN}{suffix}.json") or {}).get("training") or {}
+        if "train_minutes" in t:
+            parts.append(f"{what} {t['train_minutes']:.0f} min ({t['epochs']} epochs at "
+                         f"{t['images_per_s_median']:.0f} images/s)")
+    if not parts:
+        return ""
+    return ("`make reproduce` (records → train → QAT → export → benchmarks → predictor check "
+            "→ bundle → these tables) spends most of its time in the bundled recipe's "
+            + " and ".join(parts) + f" (results/val_{BUNDLE_RUN}.json, "
+            f"results/val_{BUNDLE_RUN}_qat.json), then in the PTQ techniques' AdaRound passes "
+            "and the benchmarks' conversions.")
 
 
-def techniques_section():
-    path = RESULTS / "ptq_techniques.md"
-    if not path.is_file():
-        return "_No technique comparison yet: `make techniques` writes results/ptq_techniques.md._"
-    return path.read_text().strip() + "\n\nPlot: results/ptq_techniques.png"
-
-
-SECTIONS = {"techniques": techniques_section, "validation": validation_section, "loss": loss_section,
-            "throughput": throughput_section, "benchmark": benchmark_section,
-            "speed": speed_section, "predictor": predictor_section, "targets": targets_section}
+SECTIONS = {"headline": headline_section, "wild": wild_section, "precision": precision_section,
+            "questions": questions_section, "loss": loss_section,
+            "benchmark": benchmark_section, "techniques": techniques_section,
+            "speed": speed_section, "predictor": predictor_section, "bundle": bundle_section,
+            "threads": threads_section, "reproduce": reproduce_section,
+            "profile": profile_section}
 # Which generated sections each document holds.
-DOCUMENTS = {"README.md": ("targets", "validation", "loss", "throughput", "predictor", "speed", "benchmark",
-                           "techniques"),
-             "assets/MODEL_CARD.md": ("validation", "predictor", "benchmark", "speed")}
+DOCUMENTS = {"README.md": ("headline", "reproduce", "threads"),
+             "docs/RESEARCH.md": ("wild", "precision", "profile", "questions", "loss"),
+             "docs/QUANTIZATION.md": ("benchmark", "techniques"),
+             "docs/PREDICTOR.md": ("predictor", "speed", "threads"),
+             "assets/MODEL_CARD.md": ("bundle", "headline")}
 
 
 def fill(path, names):
@@ -275,7 +431,8 @@ def fill(path, names):
     for name in names:
         pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
         if not pattern.search(text):
-            sys.exit(f"error: {path.name} has no <!-- BEGIN {name} --> ... <!-- END {name} --> block")
+            sys.exit(f"error: {path.relative_to(ROOT)} has no <!-- BEGIN {name} --> ... "
+                     f"<!-- END {name} --> block")
         text = pattern.sub(lambda m: m.group(1) + SECTIONS[name]() + "\n" + m.group(2), text)
     path.write_text(text)
     print(f"updated {path.relative_to(ROOT)}: " + ", ".join(names))

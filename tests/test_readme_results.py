@@ -5,49 +5,87 @@ import pytest
 import readme_results
 
 
-def test_sections_are_rebuilt_from_result_files(tmp_path, monkeypatch):
-    results = tmp_path / "results"
-    results.mkdir()
-    (results / "val_metrics.json").write_text(json.dumps({
-        "nme": 0.04123, "fr": 0.0083, "auc": 0.6, "mse": 3.25, "num_faces": 121,
-        "record": "tfrecords/test.record", "model": "checkpoints/best.weights.h5",
-        "architecture": "resnet", "quantized": False,
-        "training": {"epochs": 200, "train_minutes": 41.2, "images_per_s_median": 95.0}}))
-    # The predictor's other settings are compared face by face with its defaults.
-    common = {"faces": 3, "missed": 0, "missed_share": 0.0, "fr": 0.0, "auc": 0.6,
-              "model": "m.tflite", "split": "tfrecords/summary.json", "refine": 0}
-    (results / "predictor_eval.json").write_text(json.dumps(
-        {**common, "nme": 0.04, "flip": False, "nmes": [0.03, 0.04, 0.05]}))
-    (results / "predictor_eval_flip.json").write_text(json.dumps(
-        {**common, "nme": 0.039, "flip": True, "nmes": [0.029, 0.039, 0.049]}))
-    (results / "predictor_eval_order.json").write_text(json.dumps(
-        {**common, "nme": 0.041, "flip": False, "nmes": [0.03, 0.04, 0.053],
-         "detector": ["full.tflite", "short.tflite"]}))
-    readme = tmp_path / "README.md"
-    blocks = "".join(f"<!-- BEGIN {n} -->\nold\n<!-- END {n} -->\n" for n in readme_results.SECTIONS)
-    readme.write_text("# title\n" + blocks)
+def _write(folder, name, **fields):
+    (folder / name).write_text(json.dumps(fields))
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    folder = tmp_path / "results"
+    folder.mkdir()
     monkeypatch.setattr(readme_results, "ROOT", tmp_path)
-    monkeypatch.setattr(readme_results, "RESULTS", results)
+    monkeypatch.setattr(readme_results, "RESULTS", folder)
+    return folder
+
+
+def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp_path):
+    groups = ["helen_trainset", "afw", "lfpw_trainset", "lfpw_trainset"]
+    _write(results, "ptq_benchmark.json", cpu={"model": "Xeon", "int8_dot_product": True}, rows=[
+        {"model": "float", "mode": "float32", "nme": 0.040, "fr": 0.0, "auc": 0.6,
+         "latency_ms_1thread_median": 3.0, "size_kb": 3000, "nmes": [0.04] * 4, "groups": groups},
+        {"model": "qat", "mode": "int8_only", "nme": 0.041, "fr": 0.0, "auc": 0.59,
+         "latency_ms_1thread_median": 1.0, "size_kb": 900, "nmes": [0.03, 0.03, 0.05, 0.055],
+         "groups": groups},
+        {"model": "qat", "mode": "16x8", "nme": None, "note": "not supported"}])
+    hard = {"seed": 1, "kinds": {"blur": {"nmes": [0.05, 0.06, 0.07, 0.08]}},
+            "all": {"nme": 0.065, "fr": 0.0}}
+    for run, shift in (("bundle_v20", 0.01), ("resnet_v21", 0.0)):
+        _write(results, f"val_{run}.json", nme=0.04 + shift, fr=0.0, num_faces=4, groups=groups,
+               nmes=[0.03 + shift, 0.04 + shift, 0.05 + shift, 0.04 + shift], hard_view=hard,
+               training={"epochs": 200, "train_minutes": 40.0, "images_per_s_median": 150.0})
+    for name in readme_results.DOCUMENTS:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("# doc\n" + "".join(f"<!-- BEGIN {n} -->\nold\n<!-- END {n} -->\n"
+                                            for n in readme_results.DOCUMENTS[name]))
     readme_results.main()
-    text = readme.read_text()
-    assert "old" not in text and text.startswith("# title\n")
-    assert "| `val_metrics` | 4.123 | 0.83 | 0.6000 | 3.250 | 200 | 41 | 95 |" in text
-    assert "| resnet | no | 95 | results/val_metrics.json |" in text
-    assert "| results/predictor_eval.json | `m.tflite` | default | 0 | no | 3 |" in text
-    assert ("| results/predictor_eval_order.json | `m.tflite` | `full.tflite` → `short.tflite` "
-            "| 0 | no | 3 |") in text
-    assert "| **4.100** | 0.00 | 0.6000 | +0.100 (0.100) |" in text
-    assert "| **4.000** | 0.00 | 0.6000 |  |" in text
-    assert "| **3.900** | 0.00 | 0.6000 | -0.100 (0.000) |" in text
-    readme_results.main()                       # idempotent
-    assert readme.read_text() == text
+    readme = (tmp_path / "README.md").read_text()
+    assert "old" not in readme
+    assert "NME **4.100%**" in readme and "HELEN + AFW 3.000% (2); LFPW 5.250% (2)" in readme
+    assert "| qat model as `int8_only` | NME +0.100 points vs float32, 0.33× its" in readme
+    assert "| qat model as `16x8` | not converted: not supported |" in readme
+    assert "training 40 min (200 epochs at 150 images/s)" in readme
+    research = (tmp_path / "docs" / "RESEARCH.md").read_text()
+    # The wild table on the LFPW faces, and the paired change against the old bundle.
+    assert "| `bundle_v20` | 5.500 | 7.500 | 7.500 |" in research
+    assert ("| `resnet_v21` − `bundle_v20`, points (paired s.e.); relative "
+            "| -1.000 (0.000); -18% | +0.000 (0.000); +0% |") in research
+    assert "| `resnet_v21` | 3.500 |" in research      # its HELEN + AFW faces
+    assert "results/val_resnet_v2.json or val_resnet_v5.json is missing" in research
+    texts = {name: (tmp_path / name).read_text() for name in readme_results.DOCUMENTS}
+    readme_results.main()
+    assert texts == {name: (tmp_path / name).read_text() for name in readme_results.DOCUMENTS}
 
 
 def test_missing_marker_is_an_error(tmp_path, monkeypatch):
     (tmp_path / "README.md").write_text("# nothing to fill\n")
     monkeypatch.setattr(readme_results, "ROOT", tmp_path)
-    with pytest.raises(SystemExit, match="BEGIN targets"):
+    with pytest.raises(SystemExit, match="BEGIN headline"):
         readme_results.main()
+
+
+def test_question_rows_are_paired_differences(results, monkeypatch):
+    _write(results, "a.json", nme=0.05, nmes=[0.04, 0.05, 0.06])
+    _write(results, "b.json", nme=0.045, nmes=[0.035, 0.045, 0.055])
+    monkeypatch.setattr(readme_results, "QUESTIONS", [("Q?", [("a → b", "a", "b")])])
+    table = readme_results.questions_section()
+    assert "**Q?**" in table and "| a → b | 5.000 | 4.500 | -0.500 (0.000) |" in table
+
+
+def test_predictor_rows_compare_with_the_row_above(results):
+    common = {"faces": 3, "missed": 0, "missed_share": 0.0, "fr": 0.0, "auc": 0.6,
+              "model": "m.tflite"}
+    _write(results, "predictor_eval_v1.json", **common, nme=0.04, flip=False,
+           nmes=[0.03, 0.04, 0.05])
+    _write(results, "predictor_eval_v1_flip.json", **common, nme=0.039, flip=True,
+           nmes=[0.029, 0.039, 0.049], detector=["full.tflite", "short.tflite"])
+    _write(results, "predictor_eval_v2.json", **{**common, "missed": 3, "missed_share": 1.0,
+                                                 "fr": None, "auc": None},
+           nme=None, flip=False, nmes=[None] * 3)
+    rows = readme_results.predictor_section().splitlines()[2:]
+    assert rows[0].startswith("| results/predictor_eval_v1.json | `m.tflite` | default | no | 3 |")
+    assert "`full.tflite` → `short.tflite`" in rows[1] and rows[1].endswith("| -0.100 (0.000) |")
+    assert "| **—** |" in rows[2]
 
 
 def test_runs_are_listed_in_numeric_order():
@@ -57,51 +95,6 @@ def test_runs_are_listed_in_numeric_order():
     assert [p.name for p in readme_results._in_order(map(Path, names))] == [
         "val_resnet_v1.json", "val_resnet_v9.json", "val_resnet_v9_flip.json",
         "val_resnet_v10.json", "val_resnet_v10_last.json"]
-
-
-def test_targets_table_reads_each_target_from_its_file(tmp_path, monkeypatch):
-    results = tmp_path / "results"
-    results.mkdir()
-
-    def write(name, **fields):
-        (results / name).write_text(json.dumps(fields))
-
-    run = {"fr": 0.0, "auc": 0.6, "mse": 3.0, "num_faces": 121, "architecture": "resnet"}
-    write("val_resnet_v10.json", **run, nme=0.0428, model="checkpoints_v10/best.weights.h5",
-          training={"train_minutes": 47})
-    # Not one network, or trained too long: the best one-network figure skips them.
-    write("val_resnet_v10_flip.json", **run, nme=0.035, model="x", flip_test=True,
-          training={"train_minutes": 47})
-    write("val_resnet_v11.json", **run, nme=0.036, model="y", training={"train_minutes": 75})
-    write("val_resnet_v12.json", **run, nme=0.0421, model="checkpoints_v12/best.weights.h5",
-          training={"train_minutes": 55})
-    rows = [{"model": "float", "mode": "float32", "nme": 0.0420, "latency_ms_1thread_median": 3.0},
-            {"model": "qat", "mode": "int8_only", "nme": 0.0431, "latency_ms_1thread_median": 1.2},
-            {"model": "qat", "mode": "16x8", "nme": None, "latency_ms_1thread_median": None}]
-    write("ptq_benchmark.json", rows=rows, models={"float": "f", "qat": "q"},
-          cpu={"model": "Xeon", "int8_dot_product": True})
-    write("predict_speed.json", frame=[640, 480], landmark_model="m.tflite",
-          frames=[{"image": "test_images/a.jpg", "median_ms": 6.5, "face_share": 0.3,
-                   "detector": "short.tflite"},
-                  {"image": "test_images/b.png", "median_ms": 12.0, "face_share": 0.1,
-                   "detector": "full.tflite"}])
-    write("predictor_eval_v10.json", nme=0.0395, missed_share=0.02)
-    monkeypatch.setattr(readme_results, "ROOT", tmp_path)
-    monkeypatch.setattr(readme_results, "RESULTS", results)
-    monkeypatch.setattr(readme_results, "BUNDLED_VALIDATION", "val_resnet_v10.json")
-    monkeypatch.setattr(readme_results, "BUNDLED_PREDICTOR_EVAL", "predictor_eval_v10.json")
-    table = readme_results.targets_section()
-    assert ("| validation NME ≤ 4.0%, one network trained ≤ 60 min | best 4.210% "
-            "(`checkpoints_v12/best.weights.h5`); bundled recipe 4.280% "
-            "(results/val_resnet_v10.json); over the budget, 3.600% in 75 min "
-            "(results/val_resnet_v11.json) | **no** | results/val_resnet_v12.json |") in table
-    assert "| +0.110 points (`q` vs `f`) | **no** |" in table
-    assert "| 0.40× on Xeon (int8 dot product: yes) | yes |" in table
-    assert "6.50 ms median, `a.jpg`" in table and "short.tflite`; `m.tflite`) | yes |" in table
-    # A timing file from before the CPU was recorded names none.
-    assert "12.00 ms median, `b.png`" in table and "full.tflite`; `m.tflite`) | **no** |" in table
-    assert "| 3.950%, 2.0% missed | **no** |" in table   # NME met, misses not
-    assert "under 1 MB" not in table                      # no bundled file in tmp_path
 
 
 def test_speed_table_names_each_files_cpu(tmp_path, monkeypatch):
