@@ -173,6 +173,13 @@ class predictor:  # noqa: N801  (the original's name, which users call)
             faces.append({"box": tuple(float(v) for v in box), "score": score, "marks": marks})
         return faces
 
+    def track(self, frames, fps=None, times=None, **options):
+        """Yield the faces of each BGR frame of `frames` (any iterable: a
+        list, a video reader, a camera), tracked: see tracking.FaceTracker,
+        which takes `options` (detect_every, smooth, min_cutoff, beta)."""
+        from tracking import FaceTracker
+        return FaceTracker(self, fps=fps, **options).track(frames, times)
+
     @staticmethod
     def draw(image, faces):
         """An annotated BGR copy: boxes, scores and marks."""
@@ -207,8 +214,8 @@ def face_crops(paths, copies=1, jitter=0.0, seed=0, size=128):
 
 
 def _jsonable(faces):
-    return [{"box": f["box"], "score": f["score"], "marks": np.round(f["marks"], 2).tolist()}
-            for f in faces]
+    return [{**({"id": f["id"]} if "id" in f else {}), "box": tuple(float(v) for v in f["box"]),
+             "score": f["score"], "marks": np.round(f["marks"], 2).tolist()} for f in faces]
 
 
 def image_paths(inputs):
@@ -315,11 +322,13 @@ def _time_frames(model, image_paths, runs, size, repeats):
     return frames
 
 
-def run_video(model, video, out_dir):
+def run_video(model, video, out_dir, tracker=None):
     """Annotate every frame of `video` into out_dir/NAME_marks.mp4 and write
-    each frame's faces to NAME_marks.json. Nothing is written for a video
-    that yields no frame; a video that ends before the frame count its
-    header declares is written as far as it goes, and says so."""
+    each frame's faces to NAME_marks.json. With a tracking.FaceTracker the
+    faces are tracked (and carry an `id`); otherwise each frame is marked
+    alone. Nothing is written for a video that yields no frame; a video that
+    ends before the frame count its header declares is written as far as it
+    goes, and says so."""
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise ValueError(f"cannot open video {video}")
@@ -338,7 +347,10 @@ def run_video(model, video, out_dir):
     try:
         with tqdm(total=total, desc="frames", unit="frame") as bar:
             while ok:
-                faces = model.predict(frame)
+                if tracker is None:
+                    faces = model.predict(frame)
+                else:
+                    faces = tracker.update(frame, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000)
                 writer.write(model.draw(frame, faces))
                 marks.append(_jsonable(faces))
                 bar.update()
@@ -373,6 +385,15 @@ def main(argv=None):
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=DEFAULT_FLIP,
                    help="average each pass with its mirror image (a second landmark invoke; "
                         "on by default, --no-flip for one)")
+    p.add_argument("--track", action=argparse.BooleanOptionalAction, default=False,
+                   help="video: follow faces from frame to frame, the detector every "
+                        "--detect_every frames (tracking.py; off by default until a video "
+                        "benchmark has chosen its settings)")
+    p.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
+                   help="video with --track: One Euro filter on the marks (on by default)")
+    p.add_argument("--detect_every", type=int, default=None,
+                   help="video with --track: frames between detector runs (default "
+                        "tracking.DETECT_EVERY)")
     p.add_argument("--montage", default=None, help="also write all annotated images side by side here")
     p.add_argument("--speed", default=None, metavar="JSON",
                    help="time detector + landmarks on each image fitted into a 640x480 frame")
@@ -386,7 +407,11 @@ def main(argv=None):
             if args.speed:
                 speed(model, image_paths(args.inputs), args.speed)
         if args.video:
-            run_video(model, args.video, Path(args.out))
+            tracker = None
+            if args.track:
+                from tracking import DETECT_EVERY, FaceTracker
+                tracker = FaceTracker(model, args.detect_every or DETECT_EVERY, args.smooth)
+            run_video(model, args.video, Path(args.out), tracker)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
 

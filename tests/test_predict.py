@@ -473,3 +473,17 @@ def test_predictor_evaluation_of_all_missed_faces_is_strict_json(tmp_path, monke
     assert "NaN" not in text
     result = json.loads(text)
     assert result["nme"] is None and result["missed"] == 2 and result["nmes"] == [None, None]
+
+
+def test_video_with_tracking_writes_face_ids(tmp_path):
+    """The bundled models (an untrained one's marks may leave the frame)."""
+    import json
+
+    from predict import main
+    video = _avi(tmp_path / "clip.avi", 5)
+    main(["--video", str(video), "--out", str(tmp_path / "out"), "--track",
+          "--detect_every", "2"])
+    frames = json.loads((tmp_path / "out" / "clip_marks.json").read_text())
+    assert len(frames) == 5 and all(len(faces) == 1 for faces in frames)
+    assert len({faces[0]["id"] for faces in frames}) == 1
+    assert len(frames[0][0]["marks"]) == 68

@@ -1,0 +1,132 @@
+"""The One Euro filter and the tracker, on a stub predictor that finds
+bright squares (no models needed)."""
+import numpy as np
+import pytest
+
+import geometry
+import tracking
+from tracking import FaceTracker, OneEuroFilter
+
+# 68 marks spread over a unit square, as a face's marks over its box.
+PATTERN = np.random.default_rng(0).uniform(0.05, 0.95, (68, 2))
+
+
+class StubDetector:
+    input_size = 128
+
+    def faces(self, rgb):
+        import cv2
+        mask = (rgb[:, :, 0] > 200).astype(np.uint8)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+        found = []
+        for x, y, w, h, area in stats[1:count]:
+            if area > 100:
+                box = np.array([x, y, x + w, y + h], np.float64)
+                found.append((box, 0.9, box))
+        return found
+
+
+class StubPredictor:
+    """Marks: the pattern over the bright pixels inside the crop of `box`."""
+    detectors = [StubDetector()]
+
+    def __init__(self):
+        self.calls = 0
+
+    def _marks(self, rgb, box):
+        self.calls += 1
+        centre, side = geometry.crop_square(box)
+        x0, y0 = np.maximum(np.floor(centre - side / 2).astype(int), 0)
+        x1, y1 = np.ceil(centre + side / 2).astype(int)
+        ys, xs = np.nonzero(rgb[y0:y1, x0:x1, 0] > 200)
+        if not len(xs):                   # nothing there: marks stay on the box
+            lo, hi = np.asarray(box[:2]), np.asarray(box[2:])
+        else:
+            # A square's height is its side: one cut by the frame's left
+            # edge is marked where it would be, partly outside, as a face is.
+            hi = np.array([xs.max() + x0, ys.max() + y0], np.float64)
+            side = ys.max() - ys.min()
+            lo = hi - side
+        return lo + PATTERN * (hi - lo)
+
+
+def frame_with(*squares, size=(240, 320)):
+    frame = np.zeros(size + (3,), np.uint8)
+    for x, y, side in squares:
+        frame[max(0, y):y + side, max(0, x):x + side] = 255
+    return frame
+
+
+def test_one_euro_smooths_a_still_value_and_follows_a_step():
+    rng = np.random.default_rng(1)
+    still = OneEuroFilter(min_cutoff=1.0, beta=0.0)
+    noisy = 5 + rng.normal(0, 0.1, 300)
+    out = np.array([still(v, t / 30) for t, v in enumerate(noisy)])
+    assert np.std(out[60:]) < 0.3 * np.std(noisy[60:])
+    step = OneEuroFilter(min_cutoff=1.0, beta=0.5)
+    values = np.r_[np.zeros(30), np.ones(60)]
+    out = np.array([step(v, t / 30) for t, v in enumerate(values)])
+    assert np.all(np.diff(out) >= -1e-12)                 # no overshoot back
+    assert out[30] < 1 and out[-1] > 0.99                 # lags, then arrives
+
+
+def test_one_euro_takes_irregular_and_repeated_times():
+    rng = np.random.default_rng(2)
+    times = np.cumsum(rng.uniform(0.005, 0.08, 200))
+    filt = OneEuroFilter()
+    out = [filt(np.array([1.0, 2.0]) + rng.normal(0, 0.01, 2), t) for t in times]
+    assert np.allclose(out[-1], [1, 2], atol=0.02)
+    np.testing.assert_array_equal(filt(np.array([9.0, 9.0]), times[-1]), out[-1])
+    with pytest.raises(ValueError, match="min_cutoff > 0"):
+        OneEuroFilter(min_cutoff=0)
+
+
+def test_tracked_faces_skip_the_detector_and_keep_their_ids():
+    model = StubPredictor()
+    tracker = FaceTracker(model, detect_every=10, smooth=False)
+    ids = []
+    for k in range(20):                  # two faces drifting right
+        faces = tracker.update(frame_with((20 + 2 * k, 40, 50), (180 + k, 120, 60)))
+        assert len(faces) == 2
+        ids.append(sorted(f["id"] for f in faces))
+    assert all(i == ids[0] for i in ids)
+    assert tracker.detections == 2       # frames 0 and 10
+    # The tracked marks follow the drift exactly (the stub finds its squares).
+    left = min(faces, key=lambda f: f["box"][0])
+    assert left["box"][0] == pytest.approx(20 + 2 * 19 + PATTERN[:, 0].min() * 49, abs=1)
+
+
+def test_a_cut_to_another_face_is_found_at_the_next_detection():
+    tracker = FaceTracker(StubPredictor(), detect_every=5, smooth=False)
+    first = [tracker.update(frame_with((30, 40, 60))) for _ in range(7)]
+    old_id = first[0][0]["id"]
+    after = [tracker.update(frame_with((200, 100, 60))) for _ in range(5)]
+    # By the next detection frame (frame 10) the old face is gone and the new one tracked.
+    assert [f["id"] for f in after[-1]] != [old_id] and len(after[-1]) == 1
+    assert after[-1][0]["box"][0] == pytest.approx(200 + PATTERN[:, 0].min() * 59, abs=1)
+
+
+def test_a_face_that_leaves_the_frame_is_dropped():
+    tracker = FaceTracker(StubPredictor(), detect_every=100, smooth=False)
+    counts = [len(tracker.update(frame_with((x, 60, 60)))) for x in range(100, -80, -20)]
+    assert counts[0] == 1 and counts[-1] == 0
+
+
+def test_smoothing_uses_the_times_and_calms_a_jittering_face():
+    rng = np.random.default_rng(3)
+    frames = [frame_with((100 + int(rng.integers(-2, 3)), 80, 60)) for _ in range(60)]
+    times = np.cumsum(rng.uniform(0.02, 0.05, 60))
+
+    def jitter(smooth):
+        tracker = FaceTracker(StubPredictor(), detect_every=1000, smooth=smooth)
+        marks = [faces[0]["marks"] for faces in tracker.track(frames, times)]
+        return np.sqrt(np.mean(np.diff(np.array(marks), axis=0) ** 2))
+    assert jitter(True) < 0.5 * jitter(False)
+
+
+def test_bad_tracker_settings_are_named():
+    with pytest.raises(ValueError, match="detect_every"):
+        FaceTracker(StubPredictor(), detect_every=0)
+    with pytest.raises(ValueError, match="fps"):
+        FaceTracker(StubPredictor(), fps=0)
+    assert tracking.DETECT_EVERY >= 1
