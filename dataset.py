@@ -254,7 +254,8 @@ def _occluder_mask(area):
     half_w, half_h = 0.5 * tf.sqrt(area * aspect), 0.5 * tf.sqrt(area / aspect)
     rectangle = (tf.abs(u) < half_w) & (tf.abs(v) < half_h)
     ellipse_r = tf.sqrt(area / math.pi)
-    ellipse = tf.square(u / (ellipse_r * tf.sqrt(aspect))) + tf.square(v * tf.sqrt(aspect) / ellipse_r) < 1
+    ellipse = (tf.square(u / (ellipse_r * tf.sqrt(aspect)))
+               + tf.square(v * tf.sqrt(aspect) / ellipse_r)) < 1
     # Hand: a palm ellipse of ~60% of the area and four fingers above it.
     palm = tf.sqrt(0.6 * area / math.pi)
     hand = tf.square(u / palm) + tf.square(v / (1.2 * palm)) < 1

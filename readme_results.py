@@ -105,21 +105,40 @@ def headline_section():
                            f"`{f['detector'].split('.')[0]}`)" for f in speed["frames"])
         lines.append(f"| predictor per {speed['frame'][0]}×{speed['frame'][1]} frame, one face, "
                      f"1 thread, median | {frames} on {_cpu(speed)} | results/predict_speed.json |")
-    if bench:
-        base = rows.get(("float", "float32"))
-        for (model, mode), r in rows.items():
-            if (model, mode) == ("float", "float32"):
-                continue
-            if r.get("nme") is None or not base:
-                lines.append(f"| {model} model as `{mode}` | not converted: "
-                             f"{r.get('note') or 'refused'} | results/{BUNDLE_BENCHMARK} |")
-                continue
-            ratio = r["latency_ms_1thread_median"] / base["latency_ms_1thread_median"]
-            lines.append(f"| {model} model as `{mode}` | NME {100 * (r['nme'] - base['nme']):+.3f} "
-                         f"points vs float32, {ratio:.2f}× its 1-thread latency, "
-                         f"{r['size_kb']:.0f} KB | results/{BUNDLE_BENCHMARK} |")
+    if bench and rows.get(("float", "float32")):
+        lines += ["", modes_table(rows)]
     if len(lines) == 2:
         return "_No results yet: `make reproduce` writes them._"
+    return "\n".join(lines)
+
+
+def modes_table(rows):
+    """One row per TFLite mode: what it costs each model against the float
+    model's float32 conversion (NME points, 1-thread latency ratio, size)."""
+    base = rows[("float", "float32")]
+    modes = list(dict.fromkeys(mode for _, mode in rows))
+    lines = [f"| TFLite mode | float model: NME change, latency × | QAT model: NME change, "
+             f"latency × | size KB (float / QAT) |", "| --- | --- | --- | --- |"]
+
+    def cell(model, mode):
+        r = rows.get((model, mode))
+        if r is None:
+            return "—"
+        if r.get("nme") is None:
+            return f"not converted ({(r.get('note') or 'refused').split(':')[0]})"
+        ratio = r["latency_ms_1thread_median"] / base["latency_ms_1thread_median"]
+        return f"{100 * (r['nme'] - base['nme']):+.3f}, {ratio:.2f}×"
+
+    def size(model, mode):
+        r = rows.get((model, mode))
+        return f"{r['size_kb']:.0f}" if r and r.get("size_kb") else "—"
+    for mode in modes:
+        lines.append(f"| `{mode}` | {cell('float', mode)} | {cell('qat', mode)} "
+                     f"| {size('float', mode)} / {size('qat', mode)} |")
+    lines += ["", f"Against the float model's float32 file ({_pct(base['nme'])}%, "
+              f"{base['latency_ms_1thread_median']:.2f} ms a face at 1 thread) on "
+              f"{_cpu(_load(BUNDLE_BENCHMARK) or {}) or 'an unrecorded CPU'} "
+              f"(results/{BUNDLE_BENCHMARK}; docs/QUANTIZATION.md has the full tables)."]
     return "\n".join(lines)
 
 
@@ -143,10 +162,9 @@ def _run_scores(m, folders=None):
     return columns
 
 
-# The comparison of the wild recipes: the bundle they replace (trained on
-# every HELEN + AFW face, so only its LFPW figures are held out), and the
-# two strengths of --wild on the 2,012-face split.
-WILD_RUNS = ("bundle_v20", "resnet_v21", "resnet_v22")
+# The comparison of the wild recipe with the bundle it replaces (trained on
+# every HELEN + AFW face, so only its LFPW figures are held out).
+WILD_RUNS = ("bundle_v20", "resnet_v21")
 WILD_BASELINE = "bundle_v20"
 
 
@@ -219,7 +237,8 @@ def precision_section():
                   f"scores {_pct(pair[0]['nme'])}% (float32) and {_pct(pair[1]['nme'])}% "
                   f"(mixed_bfloat16) on the {pair[0]['num_faces']} validation faces: "
                   f"{d:+.3f} points, paired s.e. {se:.3f} "
-                  f"(results/val_precision_float32.json, results/val_precision_mixed_bfloat16.json)."]
+                  "(results/val_precision_float32.json, "
+                  "results/val_precision_mixed_bfloat16.json)."]
     return "\n".join(lines) or "_Not measured yet: `train_throughput.py`._"
 
 
@@ -269,14 +288,17 @@ def questions_section():
     for question, rows in QUESTIONS:
         lines += [f"**{question}**", "", "| change | before NME % | after NME % "
                   "| change, points (paired s.e.) |", "| --- | --- | --- | --- |"]
+        files = sorted({f"results/{name}.json" for _, *names in rows for name in names},
+                       key=lambda f: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", f)])
         for change, before, after in rows:
             a, b = _load(f"{before}.json"), _load(f"{after}.json")
             if not (a and b):
                 lines.append(f"| {change} | results/{before}.json or {after}.json is missing | | |")
                 continue
             d, se = paired_difference(b["nmes"], a["nmes"])
-            lines.append(f"| {change} | {_pct(a['nme'])} | {_pct(b['nme'])} | {d:+.3f} ({se:.3f}) |")
-        lines.append("")
+            lines.append(f"| {change} | {_pct(a['nme'])} | {_pct(b['nme'])} "
+                         f"| {d:+.3f} ({se:.3f}) |")
+        lines += ["", "Files: " + ", ".join(files), ""]
     return "\n".join(lines).strip()
 
 
@@ -298,14 +320,16 @@ def benchmark_section():
     path = RESULTS / "ptq_benchmark.md"
     if not path.is_file():
         return "_No benchmark yet: `make benchmark` writes results/ptq_benchmark.md._"
-    return path.read_text().strip() + "\n\nCED curves per mode: results/ced.png"
+    return (path.read_text().strip() + "\n\nFrom results/ptq_benchmark.md and "
+            "results/ptq_benchmark.json; CED curves per mode: results/ced.png")
 
 
 def techniques_section():
     path = RESULTS / "ptq_techniques.md"
     if not path.is_file():
         return "_No technique comparison yet: `make techniques` writes results/ptq_techniques.md._"
-    return path.read_text().strip() + "\n\nPlot: results/ptq_techniques.png"
+    return (path.read_text().strip() + "\n\nFrom results/ptq_techniques.md and "
+            "results/ptq_techniques.json; plot: results/ptq_techniques.png")
 
 
 # -------------------------------------------------------------- predictor --
@@ -343,9 +367,14 @@ def predictor_section():
     previous = None
     for p, r in runs:
         compare = ""
-        if previous and len(r.get("nmes", [])) == len(previous) and r["nme"] is not None:
-            compare = "{:+.3f} ({:.3f})".format(*paired_difference(r["nmes"], previous))
-        previous = r.get("nmes")
+        nmes = r.get("nmes", [])
+        # A split that gained faces keeps its earlier ones first, in order
+        # (generate_mesh_dataset splits each group on its own): compare on those.
+        if previous and r["nme"] is not None and len(previous) <= len(nmes):
+            compare = "{:+.3f} ({:.3f})".format(*paired_difference(nmes[:len(previous)], previous))
+            if len(previous) < len(nmes):
+                compare += f" on the first {len(previous)}"
+        previous = nmes
         detectors = r.get("detector", "default")
         detectors = " → ".join(f"`{d}`" for d in detectors) if isinstance(detectors, list) else detectors
         lines.append(f"| results/{p.name} | `{r['model']}` | {detectors} "
@@ -366,7 +395,8 @@ def threads_section():
         f"| one, shared | {rate['shared']:.1f} | {r['mb_first_predictor']:.0f} MB |",
         f"| one per thread | {rate['per_thread']:.1f} | +{r['mb_per_extra_predictor']:.0f} MB "
         f"each |", "",
-        f"{r['threads']} threads × {r['calls_per_round'] // r['threads']} calls on the test photos, "
+        f"{r['threads']} threads × {r['calls_per_round'] // r['threads']} calls on the test "
+        "photos, "
         f"median of {r['rounds']} rounds taking turns, {r['cpu_count']} cores ({_cpu(r)}); "
         f"every answer identical to one thread's: {'yes' if r['answers_as_one_thread'] else 'NO'} "
         "(results/predictor_threads.json)."])
@@ -378,14 +408,14 @@ def bundle_section():
     """The bundled recipe's float and QAT models on the validation split."""
     lines = ["| model | all NME % | " + " | ".join(f"{g} NME %" for g in GROUPS)
              + " | FR@0.10 % | hard view NME % | hard view FR@0.10 % | file |",
-             "| --- |" + " --- |" * (len(GROUPS) + 6)]
+             "| --- |" + " --- |" * (len(GROUPS) + 5)]
     found = False
     for suffix, label in (("", "float (best epoch)"), ("_qat", "QAT (best epoch)")):
         m = _load(f"val_{BUNDLE_RUN}{suffix}.json")
         if not m:
             continue
         found = True
-        scores = _run_scores(m)
+        scores = {g: _run_scores(m, folders)["plain"] for g, folders in GROUPS.items()}
         hard = m.get("hard_view", {}).get("all")
         hard_cells = f"{_pct(hard['nme'])} | {100 * hard['fr']:.2f}" if hard else "— | —"
         lines.append(f"| {label} | {_pct(m['nme'])} | " + " | ".join(

@@ -42,8 +42,8 @@ def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme
     assert "NME **4.100%**" in readme and "HELEN + AFW 3.000% (2); LFPW 5.250% (2)" in readme
-    assert "| qat model as `int8_only` | NME +0.100 points vs float32, 0.33× its" in readme
-    assert "| qat model as `16x8` | not converted: not supported |" in readme
+    assert "| `int8_only` | — | +0.100, 0.33× | — / 900 |" in readme
+    assert "| `16x8` | — | not converted (not supported) | — / — |" in readme
     assert "training 40 min (200 epochs at 150 images/s)" in readme
     research = (tmp_path / "docs" / "RESEARCH.md").read_text()
     # The wild table on the LFPW faces, and the paired change against the old bundle.
