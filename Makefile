@@ -27,7 +27,7 @@ RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.rec
 BUNDLE := assets/landmarks_300w
 
 .PHONY: test demo data train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
-    evaluate-predictor speed
+    evaluate-predictor speed training-speed precision-check
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -101,6 +101,21 @@ evaluate-predictor: $(VENV)/.installed
 	    --model runs/split_$(SPLIT)/tflite/qat_int8_only.tflite --out results/predictor_eval_$(SPLIT).json
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json --flip \
 	    --model runs/split_$(SPLIT)/tflite/qat_int8_only.tflite --out results/predictor_eval_$(SPLIT)_flip.json
+
+# Training speed: float32 against bf16 taking turns, and where a step's time goes.
+training-speed: $(VENV)/.installed
+	$(PY) train_throughput.py --out results/train_throughput.json -- --model $(MODEL) \
+	    --head integral --head_channels 96 --stages 32x3,64x2,96x2,128x1 --occlusion 0.5 \
+	    --weight_decay 0.05 --weight_average 0.999 --integral_cells 32 --loss wing_nme --heatmap_loss 5
+	$(PY) profile_training.py --out results/training_profile.json -- --model $(MODEL) $(TRAIN_FLAGS)
+
+# The same recipe a few epochs in each precision: does bf16 train as float32 does?
+precision-check: $(VENV)/.installed
+	for p in float32 mixed_bfloat16; do \
+	    $(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --calm_epochs 3 --epochs 12 --batch_size 32 \
+	        --precision $$p $(RECORDS) --checkpoint_dir checkpoints_precision_$$p \
+	        --metrics_out results/val_precision_$$p.json || exit 1; \
+	done
 
 readme: $(VENV)/.installed
 	$(PY) readme_results.py

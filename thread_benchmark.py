@@ -10,6 +10,7 @@ thread, and MB per predictor.
 """
 import argparse
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -69,7 +70,7 @@ def main(argv=None):
             agree &= all(same(faces, reference[i % len(images)])
                          for thread in answers for i, faces in enumerate(thread))
     calls = args.threads * args.calls
-    report = {"cpu": cpu_info(), "cpu_count": len(__import__("os").sched_getaffinity(0)),
+    report = {"cpu": cpu_info(), "cpu_count": len(os.sched_getaffinity(0)),
               "threads": args.threads, "calls_per_round": calls, "rounds": args.rounds,
               "images": [str(p) for p in image_paths([args.images])],
               "calls_per_s": {k: calls / float(np.median(v)) for k, v in seconds.items()},

@@ -126,11 +126,16 @@ class FaceTracker:
             kept.append(track)
         self.tracks = kept
 
-    def _inside(self, marks, shape):
+    def _keep_inside(self, shape):
+        """Drop the tracks with more than MAX_MARKS_OUTSIDE of their marks
+        outside a frame of `shape`."""
         height, width = shape[:2]
-        outside = ((marks[:, 0] < 0) | (marks[:, 1] < 0)
-                   | (marks[:, 0] > width - 1) | (marks[:, 1] > height - 1))
-        return outside.mean() <= MAX_MARKS_OUTSIDE
+
+        def inside(marks):
+            outside = ((marks[:, 0] < 0) | (marks[:, 1] < 0)
+                       | (marks[:, 0] > width - 1) | (marks[:, 1] > height - 1))
+            return outside.mean() <= MAX_MARKS_OUTSIDE
+        self.tracks = [t for t in self.tracks if inside(t.marks)]
 
     def update(self, frame, time=None):
         from predict import to_bgr
@@ -139,12 +144,13 @@ class FaceTracker:
         if self.tracks and self.frames % self.detect_every:
             for track in self.tracks:
                 track.marks = self.model._marks(rgb, geometry.landmark_box(track.marks))
-            self.tracks = [t for t in self.tracks if self._inside(t.marks, rgb.shape)]
+            self._keep_inside(rgb.shape)
             if not self.tracks:
                 self._detect(rgb)           # every face left: look again at once
+                self._keep_inside(rgb.shape)
         else:
             self._detect(rgb)
-        self.tracks = [t for t in self.tracks if self._inside(t.marks, rgb.shape)]
+            self._keep_inside(rgb.shape)
         self.frames += 1
         faces = []
         for track in self.tracks:
