@@ -26,7 +26,7 @@ RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.rec
 
 BUNDLE := assets/landmarks_300w
 
-.PHONY: test demo data train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
+.PHONY: test demo data profile train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
     evaluate-predictor speed training-speed precision-check
 
 $(VENV)/.installed: requirements.txt
@@ -54,6 +54,13 @@ FACE_DIRS := --train_dirs $(SHARED)/helen_trainset $(SHARED)/afw --train_dirs $(
 data: $(VENV)/.installed
 	$(PY) generate_mesh_dataset.py --dataset 300w $(FACE_DIRS) \
 	    --val_fraction 0.1 --seed 0 --out_dir tfrecords
+
+# Turned views of the training faces (profile_faces.py, 300W-LP's method:
+# fit the 3D face model of ../shared/data/3dmm, turn it to 30-75 degrees of
+# yaw, re-render), two per face; validation faces are refused.
+profile: $(VENV)/.installed
+	$(PY) profile_faces.py --record tfrecords/train.record --out tfrecords/profiled.record \
+	    --views 2 --seed 0 --examples results/profiled_examples.png
 
 train: $(VENV)/.installed
 	$(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --epochs $(EPOCHS) --batch_size 32 $(RECORDS) \

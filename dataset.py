@@ -353,8 +353,11 @@ def center_crop(face):
 
 def train_dataset(path, batch_size, layout_name=None, shuffle=2048, rotation_deg=ROTATION_DEG,
                   scale_range=SCALE_RANGE, shift_fraction=SHIFT_FRACTION, occlusion=OCCLUSION,
-                  calm=None, wild=0.0, calm_rotation_deg=None):
-    """Augmented, shuffled, batched (images, targets) for one epoch. `calm`:
+                  calm=None, wild=0.0, calm_rotation_deg=None, profiled=None, profiled_share=0.0):
+    """Augmented, shuffled, batched (images, targets) for one epoch. `profiled`:
+    an optional record of profile_faces.py's turned faces, drawn for
+    `profiled_share` of each epoch's faces (the epoch keeps the length of
+    `path`'s record, so a share changes what is seen, not how long). `calm`:
     an optional boolean tf.Variable; faces augmented while it is True get
     the CALM ranges instead (it is read per face, so flip it between epochs),
     with `calm_rotation_deg` in place of CALM's rotation if given. `wild`:
@@ -386,8 +389,16 @@ def train_dataset(path, batch_size, layout_name=None, shuffle=2048, rotation_deg
             image = random_wild(image, strength)
         return image, to_targets(marks)
 
-    return (_load(path, layout.num_marks).cache().shuffle(shuffle)
-            .map(augment, num_parallel_calls=AUTOTUNE)
+    faces = _load(path, layout.num_marks).cache().shuffle(shuffle)
+    if profiled and profiled_share > 0:
+        extra_layout, _ = record_info(profiled)
+        if extra_layout != layout_name:
+            raise ValueError(f"{profiled} holds {extra_layout} marks but {path} holds {layout_name}")
+        turned = _load(profiled, layout.num_marks).cache().shuffle(shuffle).repeat()
+        faces = tf.data.Dataset.sample_from_datasets(
+            [faces.repeat(), turned], [1 - profiled_share, profiled_share]
+        ).take(record_info(path)[1])
+    return (faces.map(augment, num_parallel_calls=AUTOTUNE)
             .batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE))
 
 

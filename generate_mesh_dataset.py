@@ -182,13 +182,14 @@ def crop_face(image, marks):
     return patch, geometry.to_crop(marks, transform), transform
 
 
-def face_example(patch, marks, transform, face):
+def face_example(patch, marks, transform, face, synthetic_yaw=None):
     """A tf.train.Example holding one stored face crop.
 
     image: JPEG of the STORE_SIZE² crop; marks: N*2 floats, crop pixels;
     num_marks; layout ('wflw98' / '300w68'); attributes: 6 ints (-1 when the
     dataset has none); source: image path; transform: crop -> image pixels
-    as (scale, x_offset, y_offset).
+    as (scale, x_offset, y_offset); synthetic_yaw (profile_faces.py's faces
+    only): the yaw in degrees the face was rendered at.
     """
     import tensorflow as tf
 
@@ -203,7 +204,9 @@ def face_example(patch, marks, transform, face):
 
     ok, jpeg = cv2.imencode(".jpg", patch, [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok, "OpenCV failed to encode a crop"
+    extra = {} if synthetic_yaw is None else {"synthetic_yaw": floats([synthetic_yaw])}
     return tf.train.Example(features=tf.train.Features(feature={
+        **extra,
         "image": data(jpeg.tobytes()),
         "marks": floats(marks),
         "num_marks": ints([len(marks)]),

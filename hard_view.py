@@ -12,6 +12,13 @@ Kinds (KINDS): low_res (face 30-60 px wide, scaled back up), jpeg (quality
 occlusion (20-40% of the face under a hand, a textured patch or a striped
 object), light (gamma, colour cast and a half-face shadow) and yaw (a
 horizontal perspective squash, as a head turning away).
+
+One more kind, profile, needs the 3D face model of ../shared/data/3dmm and
+is scored where it is present: the face fitted in 3D and turned to a yaw of
+50-75 degrees by profile_faces.py's renderer (the way training's profiled
+faces are made, but from validation faces, with its own seed and a stronger
+turn). It is kept out of the pooled "all", so that stays comparable across
+machines and with earlier runs.
 """
 import cv2
 import numpy as np
@@ -19,6 +26,8 @@ import numpy as np
 from geometry import MODEL_SIZE, STORE_SIZE
 
 KINDS = ("low_res", "jpeg", "blur", "rotation", "occlusion", "light", "yaw")
+PROFILE = "profile"
+PROFILE_YAW = (50.0, 75.0)
 SEED = 2026
 FACE_SIDE = MODEL_SIZE / 1.3          # the face's landmark box in the model crop
 STORE_CENTER = (STORE_SIZE - 1) / 2
@@ -173,3 +182,29 @@ def views(store_images, store_marks, kind, seed=SEED):
     pairs = [make_view(image, marks, kind, face_rng(seed, kind, i))
              for i, (image, marks) in enumerate(zip(store_images, store_marks))]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def profile_views(store_images, store_marks, seed=SEED, model_dir=None):
+    """The profile kind: each face turned in 3D to |yaw| in PROFILE_YAW
+    (its own way if it is already turned), cropped around its moved marks
+    -> (images (F, 128, 128, 3) uint8, marks (F, N, 2)), or None when the
+    3D face model is not there."""
+    import profile_faces
+
+    try:
+        model = profile_faces.FaceModel(model_dir or profile_faces.MODEL_DIR)
+    except profile_faces.ProfileError:
+        return None
+    offset = int(round(STORE_CENTER - CROP_CENTER))
+    images, marks = [], []
+    for index, (image, face_marks) in enumerate(zip(store_images, store_marks)):
+        fit = model.fit(face_marks, image.shape[1], image.shape[0])
+        rng = np.random.default_rng([seed, len(KINDS), index])
+        side = np.sign(fit.yaw) if abs(fit.yaw) > profile_faces.FACING else rng.choice([-1, 1])
+        yaw = side * rng.uniform(*PROFILE_YAW)
+        canvas, canvas_marks = profile_faces.profile(image, face_marks, fit, yaw - fit.yaw,
+                                                     rng.uniform(-5, 5))
+        patch, patch_marks, _ = profile_faces.stored_face(canvas, canvas_marks, np.array([1, 0, 0]))
+        images.append(patch[offset:offset + MODEL_SIZE, offset:offset + MODEL_SIZE])
+        marks.append(patch_marks - offset)
+    return np.stack(images), np.stack(marks)

@@ -37,6 +37,8 @@ from network import HEADS, MODELS, RESNET_STAGES, build_model, parse_stages
 
 keras = tf.keras
 MODEL_CARD = "landmark.json"
+# Share of each epoch drawn from --profiled_record when no --profiled_share is given.
+PROFILED_SHARE = 0.25
 
 
 def str2bool(value):
@@ -79,6 +81,24 @@ def make_model(card, quantize=False):
     if quantize:
         model = qat_wrap(model, card.get("weight_bits", 8))
     return model
+
+
+def load_export_weights(model, export_dir):
+    """Set `model`'s weights from a float model exported by landmark.py.
+    An export is `network.scores_model(model)` saved, so its variables come
+    in that model's order (their names carry the exporting process's layer
+    counters, so order and shapes are what is matched)."""
+    saved = list(tf.saved_model.load(str(export_dir)).variables)
+    wanted = list(network.scores_model(model).variables)
+    if len(saved) != len(wanted):
+        raise ValueError(f"{export_dir} holds {len(saved)} variables, this model "
+                         f"{len(wanted)}: not an export of the same architecture")
+    for weight, value in zip(wanted, saved):
+        if tuple(value.shape) != tuple(weight.shape):
+            raise ValueError(f"{export_dir}: variable {value.name} is {tuple(value.shape)}, the "
+                             f"model's {weight.name} is {tuple(weight.shape)}: not an export "
+                             f"of the same architecture")
+        weight.assign(value)
 
 
 def load_checkpoint(checkpoint_dir, quantize=False, which="best"):
@@ -256,28 +276,35 @@ def _scores(nmes, groups):
 
 def evaluate_hard(predict_fn, record_path, seed=hard_view.SEED, batch_size=64):
     """Score `predict_fn` on the hard view of a record's faces
-    (hard_view.KINDS, one view of each face per kind, seeded). NME is
-    taken in the view's own crop pixels, where its moved marks are the
-    truth. Returns {"kinds": {kind: scores with nmes}, "all": scores over
-    every kind's faces}; scores are split by photo folder (per_group)."""
+    (hard_view.KINDS, one view of each face per kind, seeded; and the
+    profile kind where the 3D face model is present). NME is taken in the
+    view's own crop pixels, where its moved marks are the truth. Returns
+    {"kinds": {kind: scores with nmes}, "all": scores over every kind's
+    faces but profile}; scores are split by photo folder (per_group)."""
     layout_name, count = dataset.record_info(record_path)
     layout = get_layout(layout_name)
     faces = list(dataset._load(record_path, layout.num_marks).as_numpy_iterator())
     store_images = [f["image"] for f in faces]
     store_marks = [f["marks"] for f in faces]
     groups = np.array([source_group(f["source"].decode()) for f in faces])
-    kinds, pooled = {}, []
-    for kind in tqdm(hard_view.KINDS, desc="hard view", unit="kind", leave=False):
-        images, truth = hard_view.views(store_images, store_marks, kind, seed)
+
+    def score(images, truth):
         preds = np.concatenate([np.asarray(predict_fn(images[i:i + batch_size].astype(np.float32)),
                                            np.float64)
                                 for i in range(0, len(images), batch_size)])
         _check_output(preds, layout, record_path)
         pred = preds.reshape(len(images), -1, 2) * geometry.MODEL_SIZE
         nmes = metrics.nme_per_face(pred, truth, layout.eye_corners)
-        kinds[kind] = {**_scores(nmes, groups), "nmes": nmes.tolist()}
-        pooled.append(nmes)
-    everything = np.concatenate(pooled)
+        return {**_scores(nmes, groups), "nmes": nmes.tolist()}
+
+    kinds = {}
+    for kind in tqdm(hard_view.KINDS, desc="hard view", unit="kind", leave=False):
+        kinds[kind] = score(*hard_view.views(store_images, store_marks, kind, seed))
+    everything = np.concatenate([kinds[kind]["nmes"] for kind in hard_view.KINDS])
+    if layout_name == "300w68":
+        profiled = hard_view.profile_views(store_images, store_marks, seed)
+        if profiled is not None:
+            kinds[hard_view.PROFILE] = score(*profiled)
     return {"seed": seed, "kinds": kinds, "groups": groups.tolist(),
             "all": _scores(everything, np.tile(groups, len(hard_view.KINDS)))}
 
@@ -334,11 +361,13 @@ def augmentation_settings(args, inherited):
     defaults = {"rotation_deg": dataset.ROTATION_DEG, "shift_fraction": dataset.SHIFT_FRACTION,
                 "scale_jitter": round(1 - dataset.SCALE_RANGE[0], 6),
                 "occlusion": dataset.OCCLUSION, "calm_epochs": 0, "wild": 0.0,
-                "calm_rotation_deg": dataset.CALM["rotation_deg"]}
+                "calm_rotation_deg": dataset.CALM["rotation_deg"],
+                "profiled_record": None, "profiled_share": 0.0}
     given = {"rotation_deg": args.rotation, "shift_fraction": args.shift,
              "scale_jitter": args.scale_jitter, "occlusion": args.occlusion,
              "calm_epochs": args.calm_epochs, "wild": args.wild,
-             "calm_rotation_deg": args.calm_rotation}
+             "calm_rotation_deg": args.calm_rotation, "profiled_record": args.profiled_record,
+             "profiled_share": args.profiled_share}
     return {k: given[k] if given[k] is not None else inherited.get(k, defaults[k])
             for k in defaults}
 
@@ -437,7 +466,19 @@ def train(args):
                     "weight_decay": args.weight_decay, "weight_average": args.weight_average,
                     "augmentation": augmentation_settings(args, {}),
                     "options": model_options(args)}
+            if args.init_from:
+                # The architecture is the export's; training settings are the flags'.
+                _, start_card = load_saved_model(args.init_from)
+                if start_card.get("quantized") or start_card["layout"] != layout_name:
+                    raise ValueError(f"--init_from {args.init_from}: needs a float {layout_name} "
+                                     f"export, found a {'QAT' if start_card.get('quantized') else 'float'}"
+                                     f" {start_card['layout']} one")
+                card.update(model=start_card["model"], options=start_card.get("options", {}),
+                            init_from=str(args.init_from))
             model = make_model(card)
+            if args.init_from and not args.initial_epoch:
+                load_export_weights(model, args.init_from)
+                print(f"weights from {args.init_from}")
         augmentation = card["augmentation"]
         if args.initial_epoch:
             model.load_weights(str(resume_from))
@@ -491,7 +532,9 @@ def train(args):
                                     scale_range=(1 - jitter, 1 + jitter),
                                     occlusion=augmentation["occlusion"], calm=calm,
                                     wild=augmentation["wild"],
-                                    calm_rotation_deg=augmentation["calm_rotation_deg"]),
+                                    calm_rotation_deg=augmentation["calm_rotation_deg"],
+                                    profiled=augmentation["profiled_record"],
+                                    profiled_share=augmentation["profiled_share"]),
               validation_data=dataset.eval_dataset(args.val_record, 64, layout_name),
               epochs=args.epochs, initial_epoch=args.initial_epoch,
               callbacks=callbacks, verbose=2)
@@ -595,6 +638,12 @@ def parse_args(argv=None):
     p.add_argument("--calm_rotation", type=float, default=None, metavar="DEG",
                    help=f"rotation range of the calm phase (default "
                         f"{dataset.CALM['rotation_deg']:g}; QAT: the float run's)")
+    p.add_argument("--profiled_record", default=None, metavar="RECORD",
+                   help="turned training faces from profile_faces.py, mixed in at "
+                        "--profiled_share (QAT: the float run's)")
+    p.add_argument("--profiled_share", type=float, default=None, metavar="SHARE",
+                   help="share of each epoch's faces drawn from --profiled_record "
+                        "(default 0.25 with a record; QAT: the float run's)")
     p.add_argument("--calm_epochs", type=int, default=None, metavar="N",
                    help="train the last N epochs with milder augmentation (run v5's ranges, "
                         "no occlusion; default 0; QAT: the float run's)")
@@ -631,6 +680,9 @@ def parse_args(argv=None):
                         "from ('last' when the validation faces were trained on)")
     p.add_argument("--export_dir", default=None,
                    help="default: exported, or exported_quantized with --quantization")
+    p.add_argument("--init_from", default=None, metavar="EXPORT_DIR",
+                   help="start a float run from an exported float model's weights and "
+                        "architecture (a fine-tune); the flags give everything else")
     p.add_argument("--initial_epoch", type=int, default=0,
                    help="resume an interrupted run from last.weights.h5 at this epoch "
                         "(same --epochs and flags; the learning-rate schedule goes on from there)")
@@ -652,6 +704,17 @@ def parse_args(argv=None):
             p.error(str(err))
     if args.occlusion is not None and not 0 <= args.occlusion <= 1:
         p.error(f"--occlusion is a probability between 0 and 1, got {args.occlusion}")
+    if args.init_from and args.quantization:
+        p.error("--init_from starts a float run; QAT starts from --checkpoint_dir")
+    if args.profiled_share is not None and not 0 <= args.profiled_share < 1:
+        p.error(f"--profiled_share is a share in [0, 1), got {args.profiled_share}")
+    if args.profiled_share and not args.profiled_record and not args.quantization:
+        p.error("--profiled_share needs --profiled_record")
+    if args.profiled_record and args.profiled_share is None and not args.quantization:
+        args.profiled_share = PROFILED_SHARE
+    if args.profiled_record and not Path(args.profiled_record).is_file():
+        p.error(f"--profiled_record: record file not found: {args.profiled_record} "
+                f"(profile_faces.py writes it)")
     if args.wild is not None and args.wild < 0:
         p.error(f"--wild must be >= 0, got {args.wild}")
     if args.calm_epochs is not None and args.calm_epochs < 0:

@@ -58,9 +58,9 @@ def test_occlusion_hides_one_grey_rectangle_or_nothing():
         assert low * MODEL_SIZE - 1 <= min(height, width) <= max(height, width) <= high * MODEL_SIZE
 
 
-def _record(tmp_path, make_300w_folder):
+def _record(tmp_path, make_300w_folder, count=6):
     import generate_mesh_dataset as gen
-    folder = make_300w_folder("faces", 6)
+    folder = make_300w_folder("faces", count)
     gen.main(["--dataset", "300w", "--train_dirs", str(folder), "--out_dir", str(tmp_path / "r")])
     return tmp_path / "r" / "train.record"
 
@@ -190,3 +190,27 @@ def test_wild_pipeline_keeps_marks_on_their_dots(tmp_path, make_300w_folder):
                   for x, y in target.reshape(-1, 2) * MODEL_SIZE
                   if 0 <= x < MODEL_SIZE - 0.5 and 0 <= y < MODEL_SIZE - 0.5]
         assert np.median(values) > np.median(image) + 10
+
+
+def test_profiled_faces_are_mixed_in_at_their_share(tmp_path, make_300w_folder):
+    import generate_mesh_dataset as gen
+    from conftest import write_pts
+    import cv2
+
+    path = _record(tmp_path, make_300w_folder, count=40)
+    # Stand-in "profiled" faces: white photos, told apart from the dark ones.
+    bright = tmp_path / "bright"
+    bright.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(bright / f"b{i}.png"), np.full((160, 200, 3), 250, np.uint8))
+        write_pts(bright / f"b{i}.pts", np.random.default_rng(i).uniform(60, 120, (68, 2)))
+    gen.main(["--dataset", "300w", "--train_dirs", str(bright), "--out_dir", str(tmp_path / "b")])
+    mixed = dataset.train_dataset(path, 8, rotation_deg=0, occlusion=0,
+                                  profiled=tmp_path / "b" / "train.record", profiled_share=0.5)
+    shares = []
+    for _ in range(10):
+        batches = [b[0].numpy() for b in mixed]
+        assert len(batches) == 5               # the epoch keeps the 40 faces' length
+        means = np.concatenate([b.mean(axis=(1, 2, 3)) for b in batches])
+        shares.append(np.mean(means > 200))
+    assert 0.35 < np.mean(shares) < 0.65

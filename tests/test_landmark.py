@@ -472,13 +472,19 @@ def test_hard_view_scores_every_kind_and_group(tmp_path, monkeypatch, make_300w_
     gen.main(["--dataset", "300w", "--train_dirs", str(train), "--test_dirs", str(helen),
               str(lfpw), "--out_dir", str(tmp_path / "records")])
     record = tmp_path / "records" / "test.record"
+    monkeypatch.setattr(landmark.hard_view, "profile_views", lambda *args: None)  # no 3D model
     perfect = landmark.evaluate_hard(lambda images: np.full((len(images), 136), 0.5), record)
     assert set(perfect["kinds"]) == set(landmark.hard_view.KINDS)
     assert perfect["all"]["num_faces"] == 5 * len(landmark.hard_view.KINDS)
     assert set(perfect["all"]["per_group"]) == {"helen", "lfpw"}
     assert perfect["kinds"]["yaw"]["nme"] > 0
+    # With the 3D model, the profile kind is scored too but kept out of "all".
+    monkeypatch.setattr(landmark.hard_view, "profile_views",
+                        lambda images, marks, seed: landmark.hard_view.views(images, marks, "yaw", 7))
     again = landmark.evaluate_hard(lambda images: np.full((len(images), 136), 0.5), record)
     assert again["kinds"]["occlusion"]["nmes"] == perfect["kinds"]["occlusion"]["nmes"]
+    assert again["kinds"]["profile"]["num_faces"] == 5
+    assert again["all"] == perfect["all"]
 
 
 def _tiny_records(tmp_path, make_300w_folder, train=6, test=3):
@@ -537,3 +543,25 @@ def test_records_of_the_wrong_kind_are_named(tmp_path, monkeypatch, make_300w_fo
         writer.write(bytes(range(256)))
     with pytest.raises(SystemExit, match="other.record is a TFRecord file but not of faces"):
         landmark.main(["--eval_only", "--val_record", "other.record"])
+
+
+def test_init_from_starts_with_the_exports_weights(tmp_path, monkeypatch, make_300w_folder):
+    records = _tiny_records(tmp_path, make_300w_folder)
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--stages", "8x1,8x1", "--head_channels", "8", "--head", "integral",
+            "--integral_cells", "16"]
+    landmark.main(records + ["--epochs", "1", "--batch_size", "4", *tiny])
+    landmark.main(["--export_only"])
+    predict, card = landmark.load_saved_model(tmp_path / "exported")
+    model = landmark.make_model(card)
+    landmark.load_export_weights(model, tmp_path / "exported")
+    images = next(iter(dataset.eval_dataset(tmp_path / "records" / "test.record", 3)))[0].numpy()
+    np.testing.assert_allclose(landmark.keras_predict(model)(images), predict(images), atol=1e-5)
+    # A fine-tune takes the export's architecture, whatever the model flags say.
+    landmark.main(records + ["--epochs", "1", "--batch_size", "4", "--init_from", "exported",
+                             "--checkpoint_dir", "tuned", "--lr", "1e-9"])
+    tuned = json.loads((tmp_path / "tuned" / "model.json").read_text())
+    assert tuned["options"] == card["options"] and tuned["init_from"] == "exported"
+    other = landmark.make_model({**card, "options": {**card["options"], "head_channels": 16}})
+    with pytest.raises(ValueError, match="exported"):
+        landmark.load_export_weights(other, tmp_path / "exported")
