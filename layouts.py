@@ -72,20 +72,28 @@ def flip_averaged(predict_fn, input_size):
     """Test-time flip: predict_fn's marks averaged with those it finds on
     the mirrored crop, mapped back (x -> S-1-x) and relabelled by the
     layout's mirror. predict_fn maps (B, S, S, 3) to (B, 2N) marks divided
-    by S; so does the returned function, at twice the cost."""
+    by S; so does the returned function, at twice the cost. A predict_fn
+    that returns (marks, per-mark values (B, N)) gets both averaged."""
     mirrors = {}   # mark count -> mirror permutation, looked up once
 
     def predict(images):
         images = np.asarray(images)
-        direct = np.asarray(predict_fn(images), np.float64)
-        mirrored = np.asarray(predict_fn(np.ascontiguousarray(images[:, :, ::-1])), np.float64)
-        mirrored = mirrored.reshape(len(images), -1, 2)
-        count = mirrored.shape[1]
+        direct = predict_fn(images)
+        mirrored = predict_fn(np.ascontiguousarray(images[:, :, ::-1]))
+        extra = isinstance(direct, tuple)
+        marks, mirrored_marks = (direct[0], mirrored[0]) if extra else (direct, mirrored)
+        marks = np.asarray(marks, np.float64)
+        mirrored_marks = np.asarray(mirrored_marks, np.float64).reshape(len(images), -1, 2)
+        count = mirrored_marks.shape[1]
         if count not in mirrors:
             mirrors[count] = np.asarray(layout_for_count(count).mirror)
         mirror = mirrors[count]
-        mirrored[..., 0] = (input_size - 1) / input_size - mirrored[..., 0]
-        return (direct + mirrored[:, mirror].reshape(len(images), -1)) / 2
+        mirrored_marks[..., 0] = (input_size - 1) / input_size - mirrored_marks[..., 0]
+        averaged = (marks + mirrored_marks[:, mirror].reshape(len(images), -1)) / 2
+        if not extra:
+            return averaged
+        values = None if direct[1] is None else (direct[1] + mirrored[1][:, mirror]) / 2
+        return averaged, values
     return predict
 
 

@@ -29,6 +29,8 @@ from tqdm import tqdm
 import geometry
 from face_detector import DEFAULT_MODELS, FaceDetector, detect_faces
 from images import read_image
+from confidence import load_calibration, spread_confidence
+from head_pose import draw_axes, head_pose
 from layouts import flip_averaged
 
 ROOT = Path(__file__).resolve().parent
@@ -46,16 +48,26 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 def load_landmark_model(path):
     """predict_fn (B, S, S, 3 RGB 0-255 -> B, 2N) and input size S of a
     SavedModel directory or a .tflite file."""
+    predict_fn, _, size = load_landmark_functions(path)
+    return predict_fn, size
+
+
+def load_landmark_functions(path):
+    """(predict_fn, spread_fn, input size S) of one loaded landmark model:
+    spread_fn gives (B, 2N) marks and the (B, N) spread of each mark's
+    score map (None for a model that outputs marks)."""
+    from tflite_model import marks_and_spread
     path = Path(path)
     if path.is_dir():
         from landmark import load_saved_model
-        predict_fn, card = load_saved_model(path)
-        return predict_fn, card["input_size"]
+        raw_fn, card = load_saved_model(path, raw=True)
+        predict_fn = lambda images: geometry.decode_scores(raw_fn(images))  # noqa: E731
+        return predict_fn, lambda images: marks_and_spread(raw_fn(images)), card["input_size"]
     if path.suffix == ".tflite":
         from tflite_model import TFLiteModel
         model = TFLiteModel(path)
         check_landmark_tflite(model, path)
-        return model.predict, model.input_size
+        return model.predict, model.predict_with_spread, model.input_size
     raise FileNotFoundError(f"{path} is neither an exported SavedModel directory "
                             f"nor a .tflite file")
 
@@ -135,10 +147,13 @@ class predictor:  # noqa: N801  (the original's name, which users call)
             paths = [paths]
         self.detectors = [FaceDetector(path, threshold) for path in paths]
         self.landmark_model = Path(cnn_model_path or DEFAULT_LANDMARK_MODEL)
-        self.predict_fn, self.input_size = load_landmark_model(self.landmark_model)
+        self.predict_fn, self.spread_fn, self.input_size = load_landmark_functions(
+            self.landmark_model)
+        self.calibration = load_calibration(self.landmark_model)
         self.refine, self.flip = refine, flip
         if flip:  # mirror-averaged marks, at twice the landmark cost
             self.predict_fn = flip_averaged(self.predict_fn, self.input_size)
+            self.spread_fn = flip_averaged(self.spread_fn, self.input_size)
 
     def landmarks(self, image, box):
         """Marks (N, 2) in image pixels for the face whose landmarks' tight
@@ -150,14 +165,29 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         return self._marks(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), box)
 
     def _marks(self, rgb, box):
+        return self._face_marks(rgb, box)[0]
+
+    def _face_marks(self, rgb, box):
+        """(marks (N, 2) in image pixels, confidence (N,) or None) of the
+        face whose landmark box is `box`."""
         center, side = geometry.crop_square(box)
         patch, transform = geometry.crop(rgb, center, side, self.input_size)
-        outputs = np.asarray(self.predict_fn(patch[None]))   # uint8: see TFLiteModel
-        marks = outputs.reshape(-1, 2) * self.input_size
-        return geometry.to_image(marks, transform)
+        outputs, spread = self.spread_fn(patch[None])   # uint8 patch: see TFLiteModel
+        marks = np.asarray(outputs).reshape(-1, 2) * self.input_size
+        confidence = None if spread is None else spread_confidence(spread[0], self.calibration)
+        return geometry.to_image(marks, transform), confidence
+
+    def describe(self, marks, confidence, image_shape):
+        """The per-face fields besides box and score: marks, confidence
+        (N,) in [0, 1] (None for a model without score maps), landmark_score
+        (their mean) and head pose (head_pose.py; None unless 68 marks)."""
+        return {"marks": marks, "confidence": confidence,
+                "landmark_score": None if confidence is None else float(np.mean(confidence)),
+                "pose": head_pose(marks, (image_shape[1], image_shape[0]))}
 
     def predict(self, image):
-        """Every face found: [{"box", "score", "marks"}] in image pixels."""
+        """Every face found: [{"box", "score", "marks", "confidence",
+        "landmark_score", "pose"}], marks in image pixels."""
         bgr = to_bgr(image)
         if min(bgr.shape[:2]) < 2:
             return []
@@ -166,11 +196,12 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         found, detector = detect_faces(self.detectors, rgb)
         self.last_detector = detector.path.name   # which model's faces these are
         for box, score, landmark_box in found:
-            marks = self._marks(rgb, landmark_box)
+            marks, confidence = self._face_marks(rgb, landmark_box)
             for _ in range(self.refine):
                 # Re-crop around the predicted marks: the crop training used.
-                marks = self._marks(rgb, geometry.landmark_box(marks))
-            faces.append({"box": tuple(float(v) for v in box), "score": score, "marks": marks})
+                marks, confidence = self._face_marks(rgb, geometry.landmark_box(marks))
+            faces.append({"box": tuple(float(v) for v in box), "score": score,
+                          **self.describe(marks, confidence, rgb.shape)})
         return faces
 
     def track(self, frames, fps=None, times=None, **options):
@@ -181,8 +212,9 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         return FaceTracker(self, fps=fps, **options).track(frames, times)
 
     @staticmethod
-    def draw(image, faces):
-        """An annotated BGR copy: boxes, scores and marks."""
+    def draw(image, faces, pose=False):
+        """An annotated BGR copy: boxes, scores and marks (dimmer where a
+        mark's confidence is low), and with `pose` the head's axes."""
         canvas = to_bgr(image).copy()
         scale = max(1, round(max(canvas.shape[:2]) / 400))
         for face in faces:
@@ -190,8 +222,15 @@ class predictor:  # noqa: N801  (the original's name, which users call)
             cv2.rectangle(canvas, (x0, y0), (x1, y1), (255, 160, 0), scale)
             cv2.putText(canvas, f"{face['score']:.2f}", (x0, max(y0 - 4, 10)),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale, (255, 160, 0), scale)
-            for x, y in face["marks"]:
-                cv2.circle(canvas, (int(round(x)), int(round(y))), scale + 1, (0, 255, 0), -1)
+            confidence = face.get("confidence")
+            for k, (x, y) in enumerate(face["marks"]):
+                sure = 1.0 if confidence is None else float(confidence[k])
+                colour = (0, int(80 + 175 * sure), int(255 * (1 - sure)))  # green sure, red unsure
+                cv2.circle(canvas, (int(round(x)), int(round(y))), scale + 1, colour, -1)
+            if pose and face.get("pose"):
+                side = max(face["box"][2] - face["box"][0], face["box"][3] - face["box"][1])
+                draw_axes(canvas, face["pose"], canvas.shape[1::-1], length=0.6 * side
+                          * face["pose"]["tvec"][2] / canvas.shape[1])
         return canvas
 
 
@@ -214,8 +253,17 @@ def face_crops(paths, copies=1, jitter=0.0, seed=0, size=128):
 
 
 def _jsonable(faces):
+    def pose(p):
+        return None if p is None else {k: round(p[k], 2) for k in ("yaw", "pitch", "roll")}
+
+    def confidence(c):
+        return None if c is None else np.round(c, 3).tolist()
     return [{**({"id": f["id"]} if "id" in f else {}), "box": tuple(float(v) for v in f["box"]),
-             "score": f["score"], "marks": np.round(f["marks"], 2).tolist()} for f in faces]
+             "score": f["score"], "marks": np.round(f["marks"], 2).tolist(),
+             "confidence": confidence(f.get("confidence")),
+             "landmark_score": None if f.get("landmark_score") is None
+             else round(f["landmark_score"], 3),
+             "pose": pose(f.get("pose"))} for f in faces]
 
 
 def image_paths(inputs):
@@ -237,14 +285,14 @@ def montage(images, height=400):
                                  interpolation=cv2.INTER_AREA) for i in images])
 
 
-def run_images(model, inputs, out_dir, montage_path=None):
+def run_images(model, inputs, out_dir, montage_path=None, pose=False):
     """Annotated copies and marks.json in out_dir. Every image is read and
     marked before anything is written, so an unreadable one leaves no output."""
     marks, drawn = {}, {}
     for path in tqdm(image_paths(inputs), desc="images", unit="image"):
         bgr = to_bgr(path)
         faces = model.predict(bgr)
-        drawn[path] = model.draw(bgr, faces)
+        drawn[path] = model.draw(bgr, faces, pose)
         marks[str(path)] = _jsonable(faces)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, image in drawn.items():
@@ -322,7 +370,7 @@ def _time_frames(model, image_paths, runs, size, repeats):
     return frames
 
 
-def run_video(model, video, out_dir, tracker=None):
+def run_video(model, video, out_dir, tracker=None, pose=False):
     """Annotate every frame of `video` into out_dir/NAME_marks.mp4 and write
     each frame's faces to NAME_marks.json. With a tracking.FaceTracker the
     faces are tracked (and carry an `id`); otherwise each frame is marked
@@ -351,7 +399,7 @@ def run_video(model, video, out_dir, tracker=None):
                     faces = model.predict(frame)
                 else:
                     faces = tracker.update(frame, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000)
-                writer.write(model.draw(frame, faces))
+                writer.write(model.draw(frame, faces, pose))
                 marks.append(_jsonable(faces))
                 bar.update()
                 ok, frame = capture.read()
@@ -394,6 +442,8 @@ def main(argv=None):
     p.add_argument("--detect_every", type=int, default=None,
                    help="video with --track: frames between detector runs (default "
                         "tracking.DETECT_EVERY)")
+    p.add_argument("--pose", action="store_true",
+                   help="draw each face's head-pose axes (head_pose.py; always in the JSON)")
     p.add_argument("--montage", default=None, help="also write all annotated images side by side here")
     p.add_argument("--speed", default=None, metavar="JSON",
                    help="time detector + landmarks on each image fitted into a 640x480 frame")
@@ -403,7 +453,7 @@ def main(argv=None):
     try:
         model = predictor(args.detector, args.model, args.threshold, args.refine, args.flip)
         if args.inputs:
-            run_images(model, args.inputs, Path(args.out), args.montage)
+            run_images(model, args.inputs, Path(args.out), args.montage, args.pose)
             if args.speed:
                 speed(model, image_paths(args.inputs), args.speed)
         if args.video:
@@ -411,7 +461,7 @@ def main(argv=None):
             if args.track:
                 from tracking import DETECT_EVERY, FaceTracker
                 tracker = FaceTracker(model, args.detect_every or DETECT_EVERY, args.smooth)
-            run_video(model, args.video, Path(args.out), tracker)
+            run_video(model, args.video, Path(args.out), tracker, args.pose)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from geometry import decode_scores
+from geometry import decode_scores, score_spread
 
 # Ops whose inputs are (activations, weights): the ones a mode must quantize.
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -89,17 +89,31 @@ class TFLiteModel:
                 data = quantize(data, self.input)
         self.interpreter.set_tensor(self.input["index"], data)
 
-    def _invoke_one(self, image):
+    def _raw_one(self, image):
         with self.lock:
             self._set_input(image)
             self.interpreter.invoke()
             out = self.interpreter.get_tensor(self.output["index"])   # a copy
-        return decode_scores(dequantize(out, self.output) if out.dtype != np.float32 else out)
+        return dequantize(out, self.output) if out.dtype != np.float32 else out
+
+    def _invoke_one(self, image):
+        return decode_scores(self._raw_one(image))
 
     def predict(self, images):
         """(B, H, W, 3) pixels, float or uint8 -> (B, 2N) float marks (an
         integral head's score maps decoded)."""
         return np.concatenate([self._invoke_one(image) for image in images])
+
+    def predict_with_spread(self, images):
+        """(B, 2N) marks and (B, N) spread of each mark's score map in cells
+        (geometry.score_spread; None for a model that outputs marks)."""
+        return marks_and_spread(np.concatenate([self._raw_one(image) for image in images]))
+
+
+def marks_and_spread(outputs):
+    """A landmark model's raw outputs -> ((B, 2N) marks, (B, N) spread or None)."""
+    outputs = np.asarray(outputs)
+    return decode_scores(outputs), (score_spread(outputs) if outputs.ndim == 4 else None)
 
 
 def latency_ms(models, image, runs=200, warmup=20):

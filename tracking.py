@@ -26,8 +26,11 @@ DETECT_EVERY = 10
 # A detection continues a track when its landmark box overlaps the track's
 # (from its last marks) by at least this much.
 MATCH_IOU = 0.3
-# A track is dropped when more than this share of its marks leave the frame.
+# A track is dropped when more than this share of its marks leave the frame,
+# or when its landmark_score (mean mark confidence, confidence.py) falls
+# below LOST_SCORE: then fewer than about half its marks are likely right.
 MAX_MARKS_OUTSIDE = 0.5
+LOST_SCORE = 0.5
 # One Euro parameters on marks divided by the face's landmark-box side:
 # min_cutoff (Hz) sets the smoothing of a still face, beta how fast the
 # cutoff rises with speed (less lag when the face moves).
@@ -73,8 +76,8 @@ class OneEuroFilter:
 
 
 class _Track:
-    def __init__(self, track_id, marks, score, smooth, filter_options):
-        self.id, self.marks, self.score = track_id, marks, score
+    def __init__(self, track_id, marks, score, smooth, filter_options, confidence=None):
+        self.id, self.marks, self.score, self.confidence = track_id, marks, score, confidence
         self.side = float(max(np.ptp(marks, axis=0)))       # the filter's unit
         self.filter = OneEuroFilter(**filter_options) if smooth else None
 
@@ -88,7 +91,8 @@ class FaceTracker:
     """Follows faces through frames with one `predict.predictor`.
 
     update(frame, time) -> the frame's faces: [{"id", "box", "score",
-    "marks"}], "marks" smoothed when `smooth`; "box" is the landmark box
+    "marks", "confidence", "landmark_score", "pose"}], "marks" smoothed when
+    `smooth` (pose from the smoothed marks); "box" is the landmark box
     of the (unsmoothed) marks and "score" the detection score of the frame
     the face was last found in. Times are seconds; without them frames are
     1 / fps apart."""
@@ -105,8 +109,11 @@ class FaceTracker:
         self.tracks, self.frames, self.ids = [], 0, itertools.count()
         self.detections = 0                       # detector runs, for benchmarks
 
-    def _new_track(self, marks, score):
-        return _Track(next(self.ids), marks, score, self.smooth, self.filter_options)
+    def _new_track(self, marks, confidence, score):
+        return _Track(next(self.ids), marks, score, self.smooth, self.filter_options, confidence)
+
+    def _lost(self, track):
+        return track.confidence is not None and float(np.mean(track.confidence)) < LOST_SCORE
 
     def _detect(self, rgb):
         """Continue tracks a detection overlaps; start one per other
@@ -118,11 +125,12 @@ class FaceTracker:
             boxes = np.array([geometry.landmark_box(t.marks) for t in self.tracks]).reshape(-1, 4)
             overlaps = iou(np.asarray(landmark_box), boxes) if len(boxes) else np.zeros(0)
             best = int(np.argmax(overlaps)) if len(overlaps) else -1
+            marks, confidence = self.model._face_marks(rgb, landmark_box)
             if best >= 0 and overlaps[best] >= MATCH_IOU:
                 track = self.tracks.pop(best)
-                track.marks, track.score = self.model._marks(rgb, landmark_box), score
+                track.marks, track.confidence, track.score = marks, confidence, score
             else:
-                track = self._new_track(self.model._marks(rgb, landmark_box), score)
+                track = self._new_track(marks, confidence, score)
             kept.append(track)
         self.tracks = kept
 
@@ -143,10 +151,12 @@ class FaceTracker:
         time = self.frames * self.frame_time if time is None else float(time)
         if self.tracks and self.frames % self.detect_every:
             for track in self.tracks:
-                track.marks = self.model._marks(rgb, geometry.landmark_box(track.marks))
+                track.marks, track.confidence = self.model._face_marks(
+                    rgb, geometry.landmark_box(track.marks))
+            tracked = len(self.tracks)
             self._keep_inside(rgb.shape)
-            if not self.tracks:
-                self._detect(rgb)           # every face left: look again at once
+            if len(self.tracks) < tracked or any(self._lost(t) for t in self.tracks):
+                self._detect(rgb)           # a face left or is lost: look again at once
                 self._keep_inside(rgb.shape)
         else:
             self._detect(rgb)
@@ -155,7 +165,8 @@ class FaceTracker:
         faces = []
         for track in self.tracks:
             faces.append({"id": track.id, "box": tuple(geometry.landmark_box(track.marks)),
-                          "score": track.score, "marks": track.smoothed(time)})
+                          "score": track.score,
+                          **self.model.describe(track.smoothed(time), track.confidence, rgb.shape)})
         return faces
 
     def track(self, frames, times=None):

@@ -33,7 +33,15 @@ class StubPredictor:
     def __init__(self):
         self.calls = 0
 
-    def _marks(self, rgb, box):
+    from predict import predictor
+    describe = predictor.describe
+
+    def _face_marks(self, rgb, box):
+        """Marks, and a confidence that is high only where the crop shows a square."""
+        marks, found = self._marks(rgb, box, with_found=True)
+        return marks, np.full(len(marks), 0.9 if found else 0.1)
+
+    def _marks(self, rgb, box, with_found=False):
         self.calls += 1
         centre, side = geometry.crop_square(box)
         x0, y0 = np.maximum(np.floor(centre - side / 2).astype(int), 0)
@@ -47,7 +55,8 @@ class StubPredictor:
             hi = np.array([xs.max() + x0, ys.max() + y0], np.float64)
             side = ys.max() - ys.min()
             lo = hi - side
-        return lo + PATTERN * (hi - lo)
+        marks = lo + PATTERN * (hi - lo)
+        return (marks, bool(len(xs))) if with_found else marks
 
 
 def frame_with(*squares, size=(240, 320)):
@@ -130,3 +139,19 @@ def test_bad_tracker_settings_are_named():
     with pytest.raises(ValueError, match="fps"):
         FaceTracker(StubPredictor(), fps=0)
     assert tracking.DETECT_EVERY >= 1
+
+
+def test_a_face_whose_confidence_falls_is_looked_for_at_once():
+    """A square that vanishes mid-way between detector runs: its marks'
+    confidence falls, the detector runs on that very frame, and the track
+    ends there instead of lingering until the next scheduled detection."""
+    model = StubPredictor()
+    tracker = FaceTracker(model, detect_every=50, smooth=False)
+    tracker.update(frame_with((100, 80, 40)))
+    tracker.update(frame_with((102, 80, 40)))
+    assert tracker.detections == 1
+    faces = tracker.update(frame_with())
+    assert tracker.detections == 2 and faces == []
+    faces = tracker.update(frame_with((104, 80, 40)))
+    assert len(faces) == 1 and faces[0]["landmark_score"] == pytest.approx(0.9)
+    assert faces[0]["confidence"].shape == (68,)
