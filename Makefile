@@ -60,7 +60,7 @@ data: $(VENV)/.installed
 # yaw, re-render), two per face; validation faces are refused.
 profile: $(VENV)/.installed
 	$(PY) profile_faces.py --record tfrecords/train.record --out tfrecords/profiled.record \
-	    --views 2 --seed 0 --examples results/profiled_examples.png
+	    --views 2 --seed 0 --examples results/profiled_examples.png --summary results/profiled.json
 
 train: $(VENV)/.installed
 	$(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --epochs $(EPOCHS) --batch_size 32 $(RECORDS) \

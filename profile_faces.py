@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -390,6 +391,8 @@ def parse_args(argv=None):
                         help="folder of the Surrey Face Model files (eos)")
     parser.add_argument("--limit", type=int, default=None, help="profile only the first N faces")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--summary", default=None, metavar="JSON",
+                        help="write what was made and how long it took here")
     parser.add_argument("--examples", default=None, metavar="PNG",
                         help=f"also draw 8 faces at yaws {EXAMPLE_YAWS} here")
     args = parser.parse_args(argv)
@@ -421,6 +424,7 @@ def main(argv=None):
     jobs = [(i, image, marks, transform, args.views, args.seed)
             for i, (image, marks, transform, *_rest) in enumerate(faces)]
     yaws = []
+    started = time.perf_counter()
     try:
         with get_context("fork").Pool(args.jobs, _start_worker, (args.model_dir,)) as pool, \
                 tf.io.TFRecordWriter(str(partial)) as writer:
@@ -436,8 +440,18 @@ def main(argv=None):
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, out)
+    seconds = time.perf_counter() - started
     print(f"written: {len(yaws)} profiled faces in {out} (|yaw| median "
-          f"{np.median(np.abs(yaws)):.0f} deg)")
+          f"{np.median(np.abs(yaws)):.0f} deg) in {seconds / 60:.1f} min")
+    if args.summary:
+        from tflite_model import cpu_info
+        Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary).write_text(json.dumps({
+            "record": args.record, "out": str(out), "faces": len(faces), "views": args.views,
+            "written": len(yaws), "seed": args.seed, "processes": args.jobs,
+            "seconds": seconds, "cpu": cpu_info(),
+            "abs_yaw_percentiles": {str(q): float(np.percentile(np.abs(yaws), q))
+                                    for q in (10, 50, 90)}}, indent=1))
     if args.examples:
         picks = np.linspace(0, len(faces) - 1, 8).astype(int)
         example_sheet([faces[i][:3] for i in picks], model, args.examples)

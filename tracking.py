@@ -78,6 +78,7 @@ class OneEuroFilter:
 class _Track:
     def __init__(self, track_id, marks, score, smooth, filter_options, confidence=None):
         self.id, self.marks, self.score, self.confidence = track_id, marks, score, confidence
+        self.previous = marks
         self.side = float(max(np.ptp(marks, axis=0)))       # the filter's unit
         self.filter = OneEuroFilter(**filter_options) if smooth else None
 
@@ -128,6 +129,7 @@ class FaceTracker:
             marks, confidence = self.model._face_marks(rgb, landmark_box)
             if best >= 0 and overlaps[best] >= MATCH_IOU:
                 track = self.tracks.pop(best)
+                track.previous = track.marks
                 track.marks, track.confidence, track.score = marks, confidence, score
             else:
                 track = self._new_track(marks, confidence, score)
@@ -151,8 +153,14 @@ class FaceTracker:
         time = self.frames * self.frame_time if time is None else float(time)
         if self.tracks and self.frames % self.detect_every:
             for track in self.tracks:
+                # Constant velocity: the crop goes where the face is heading,
+                # so a fast-moving face stays inside the crop training used.
+                # The marks' mean shift, not each mark's: a still face's
+                # noise would move the crop too.
+                ahead = track.marks + np.mean(track.marks - track.previous, axis=0)
+                track.previous = track.marks
                 track.marks, track.confidence = self.model._face_marks(
-                    rgb, geometry.landmark_box(track.marks))
+                    rgb, geometry.landmark_box(ahead))
             tracked = len(self.tracks)
             self._keep_inside(rgb.shape)
             if len(self.tracks) < tracked or any(self._lost(t) for t in self.tracks):
