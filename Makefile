@@ -26,7 +26,7 @@ RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.rec
 
 BUNDLE := assets/landmarks_300w
 
-.PHONY: test demo data profile train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
+.PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
     evaluate-predictor speed training-speed precision-check
 
 $(VENV)/.installed: requirements.txt
@@ -61,6 +61,19 @@ data: $(VENV)/.installed
 profile: $(VENV)/.installed
 	$(PY) profile_faces.py --record tfrecords/train.record --out tfrecords/profiled.record \
 	    --views 2 --seed 0 --examples results/profiled_examples.png --summary results/profiled.json
+
+# The profiled-faces study (docs/RESEARCH.md): 24-epoch fine-tunes of the
+# bundle's float model, its own recipe, without and with turned faces.
+FINETUNE := --model $(MODEL) $(TRAIN_FLAGS) --init_from $(BUNDLE)_float --lr 5e-4 --epochs 24 \
+    --calm_epochs 8 --batch_size 32 $(RECORDS) --hard_view
+PROFILED := --profiled_record tfrecords/profiled.record
+profiled-study: $(VENV)/.installed
+	$(PY) landmark.py $(FINETUNE) --checkpoint_dir checkpoints_v23_control \
+	    --metrics_out results/val_resnet_v23_control.json
+	$(PY) landmark.py $(FINETUNE) $(PROFILED) --profiled_share 0.25 --checkpoint_dir checkpoints_v23 \
+	    --metrics_out results/val_resnet_v23.json
+	$(PY) landmark.py $(FINETUNE) $(PROFILED) --profiled_share 0.5 --checkpoint_dir checkpoints_v23b \
+	    --metrics_out results/val_resnet_v23b.json
 
 train: $(VENV)/.installed
 	$(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --epochs $(EPOCHS) --batch_size 32 $(RECORDS) \
@@ -127,7 +140,8 @@ precision-check: $(VENV)/.installed
 readme: $(VENV)/.installed
 	$(PY) readme_results.py
 
-reproduce: data train evaluate qat export benchmark techniques evaluate-predictor bundle speed readme
+reproduce: data profile train evaluate qat export benchmark techniques evaluate-predictor bundle speed \
+    video-benchmark readme
 
 # The bundled models are the split run's exports: trained on the 1,811
 # training faces, so the validation figures are the bundle's own.
@@ -138,6 +152,12 @@ bundle: $(VENV)/.installed
 	$(PY) ptq_benchmark.py --float_model $(BUNDLE)_float --qat_model $(BUNDLE)_qat \
 	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle
 	cp runs/bundle/tflite/qat_int8_only.tflite $(BUNDLE)_int8.tflite
+	$(PY) confidence.py --model $(BUNDLE)_int8.tflite --write_calibration
+
+# Video: tracking and smoothing against detect-every-frame on clips made
+# from validation photos, with a sweep of the tracker's settings.
+video-benchmark: $(VENV)/.installed
+	$(PY) video_benchmark.py --sweep --out results/video_benchmark.json
 
 # The bundled predictor's speed, and one predictor shared by threads against
 # one per thread.

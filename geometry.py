@@ -142,12 +142,13 @@ def score_spread(outputs):
     """(B, h, h, N) score maps -> (B, N) spread of each mark's softmax over
     the cells: the root of the summed x and y variances, in cells. A map
     concentrated on one cell spreads 0; a uniform one about 0.41 h."""
-    outputs = np.asarray(outputs, np.float64)
-    weights, side = cell_weights(outputs), outputs.shape[1]
-    centres = cell_centres(side).astype(np.float64) * side          # (C, 2), in cells
-    mean = np.einsum("bcn,cd->bnd", weights, centres)
-    squares = np.einsum("bcn,cd->bnd", weights, centres ** 2)
-    return np.sqrt(np.maximum(squares - mean ** 2, 0).sum(axis=-1))
+    outputs = np.asarray(outputs, np.float32)
+    weights, side = cell_weights(outputs).transpose(0, 2, 1), outputs.shape[1]   # (B, N, C)
+    centres = cell_centres(side) * side                                           # (C, 2), cells
+    # Matmuls (BLAS), as decode_scores: the predictor pays this every face.
+    mean = np.matmul(weights, centres)
+    squares = np.matmul(weights, centres ** 2)
+    return np.sqrt(np.maximum(squares - mean ** 2, 0).sum(axis=-1)).astype(np.float64)
 
 
 def decode_scores(outputs):

@@ -151,6 +151,7 @@ class predictor:  # noqa: N801  (the original's name, which users call)
             self.landmark_model)
         self.calibration = load_calibration(self.landmark_model)
         self.refine, self.flip = refine, flip
+        self._spread_once = self.spread_fn      # one invoke a face, whatever `flip` says
         if flip:  # mirror-averaged marks, at twice the landmark cost
             self.predict_fn = flip_averaged(self.predict_fn, self.input_size)
             self.spread_fn = flip_averaged(self.spread_fn, self.input_size)
@@ -167,12 +168,13 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     def _marks(self, rgb, box):
         return self._face_marks(rgb, box)[0]
 
-    def _face_marks(self, rgb, box):
+    def _face_marks(self, rgb, box, flip=None):
         """(marks (N, 2) in image pixels, confidence (N,) or None) of the
-        face whose landmark box is `box`."""
+        face whose landmark box is `box`; `flip` False skips the flip test."""
         center, side = geometry.crop_square(box)
         patch, transform = geometry.crop(rgb, center, side, self.input_size)
-        outputs, spread = self.spread_fn(patch[None])   # uint8 patch: see TFLiteModel
+        spread_fn = self._spread_once if flip is False else self.spread_fn
+        outputs, spread = spread_fn(patch[None])   # uint8 patch: see TFLiteModel
         marks = np.asarray(outputs).reshape(-1, 2) * self.input_size
         confidence = None if spread is None else spread_confidence(spread[0], self.calibration)
         return geometry.to_image(marks, transform), confidence
@@ -433,12 +435,12 @@ def main(argv=None):
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=DEFAULT_FLIP,
                    help="average each pass with its mirror image (a second landmark invoke; "
                         "on by default, --no-flip for one)")
-    p.add_argument("--track", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
                    help="video: follow faces from frame to frame, the detector every "
-                        "--detect_every frames (tracking.py; off by default until a video "
-                        "benchmark has chosen its settings)")
+                        "--detect_every frames (tracking.py; on by default, --no-track "
+                        "runs the detector on every frame)")
     p.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
-                   help="video with --track: One Euro filter on the marks (on by default)")
+                   help="video with tracking: One Euro filter on the marks (on by default)")
     p.add_argument("--detect_every", type=int, default=None,
                    help="video with --track: frames between detector runs (default "
                         "tracking.DETECT_EVERY)")

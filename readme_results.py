@@ -46,6 +46,20 @@ def paired_difference(nmes, reference):
     return diff.mean(), diff.std(ddof=1) / np.sqrt(len(diff))
 
 
+def _paired_cells(scores, reference, columns):
+    """Table cells "difference (paired s.e.); relative" of two runs' per-face
+    NMEs ({column: nmes}), "—" where a column is missing or unpaired."""
+    cells = []
+    for c in columns:
+        a, b = scores.get(c), reference.get(c)
+        if a and b and len(a) == len(b) > 1:
+            d, se = paired_difference(a, b)
+            cells.append(f"{d:+.3f} ({se:.3f}); {100 * (np.mean(a) / np.mean(b) - 1):+.0f}%")
+        else:
+            cells.append("—")
+    return cells
+
+
 def _group_nmes(nmes, groups, folders):
     return [n for n, g in zip(nmes, groups) if g in folders and n is not None]
 
@@ -105,6 +119,19 @@ def headline_section():
                            f"`{f['detector'].split('.')[0]}`)" for f in speed["frames"])
         lines.append(f"| predictor per {speed['frame'][0]}×{speed['frame'][1]} frame, one face, "
                      f"1 thread, median | {frames} on {_cpu(speed)} | results/predict_speed.json |")
+    video = _load("video_benchmark.json")
+    if video and "track+smooth" in video["ratios"]:
+        ratio, m = video["ratios"]["track+smooth"], video["modes"]["track+smooth"]
+        lines.append(f"| video, tracking + smoothing (the default) against detecting every "
+                     f"frame | jitter {ratio['jitter']:.2f}×, still-face jitter "
+                     f"{ratio['still_jitter']:.2f}×, NME {ratio['nme_points']:+.2f} points, time "
+                     f"{ratio['ms']:.2f}×, {m['unmarked_frames']} faces in view unmarked "
+                     f"({_cpu(video)}) | results/video_benchmark.json |")
+    conf = _load("confidence.json")
+    if conf:
+        lines.append(f"| per-mark confidence: how well low confidence flags marks off by more "
+                     f"than 0.1 eye distance | AUROC {conf['all']['auroc']:.3f} on held-back "
+                     f"validation faces, plain and hard | results/confidence.json |")
     if bench and rows.get(("float", "float32")):
         lines += ["", modes_table(rows)]
     if len(lines) == 2:
@@ -189,14 +216,7 @@ def wild_section():
     for name, _ in runs:
         if base is None or name == WILD_BASELINE:
             continue
-        cells = []
-        for c in columns:
-            a, b = lfpw[name].get(c), base.get(c)
-            if a and b and len(a) == len(b) > 1:
-                d, se = paired_difference(a, b)
-                cells.append(f"{d:+.3f} ({se:.3f}); {100 * (np.mean(a) / np.mean(b) - 1):+.0f}%")
-            else:
-                cells.append("—")
+        cells = _paired_cells(lfpw[name], base, columns)
         lines.append(f"| `{name}` − `{WILD_BASELINE}`, points (paired s.e.); relative | "
                      + " | ".join(cells) + " |")
     old = _load("val_resnet_v20.json")      # the 1,207-face split: the 121 faces alone
@@ -439,19 +459,26 @@ def reproduce_section():
                          f"{t['images_per_s_median']:.0f} images/s)")
     if not parts:
         return ""
-    return ("`make reproduce` (records → train → QAT → export → benchmarks → predictor check "
-            "→ bundle → these tables) spends most of its time in the bundled recipe's "
-            + " and ".join(parts) + f" (results/val_{BUNDLE_RUN}.json, "
+    text = ("`make reproduce` (records → turned faces → train → QAT → export → benchmarks → "
+            "predictor check → bundle → video benchmark → these tables) spends most of its time "
+            "in the bundled recipe's " + " and ".join(parts) + f" (results/val_{BUNDLE_RUN}.json, "
             f"results/val_{BUNDLE_RUN}_qat.json), then in the PTQ techniques' AdaRound passes "
             "and the benchmarks' conversions.")
+    profiled = _load("profiled.json")
+    if profiled:
+        text += (f" Turning the {profiled['faces']:,} training faces ({profiled['written']:,} "
+                 f"views, `make profile`) took {profiled['seconds'] / 60:.1f} min with "
+                 f"{profiled['processes']} processes on {_cpu(profiled)} (results/profiled.json).")
+    return text
 
 
 # The profiled-faces test (issue: large poses): the bundle's recipe (run
 # v21), and two 24-epoch fine-tunes of its float model with the same
 # recipe, one mixing in profile_faces.py's turned faces (v23) and one
 # without (v23_control), so the fine-tune itself is not credited.
-PROFILED_RUNS = ("resnet_v21", "resnet_v23_control", "resnet_v23")
-PROFILED_PAIRS = (("resnet_v23", "resnet_v23_control"), ("resnet_v23", "resnet_v21"))
+PROFILED_RUNS = ("resnet_v21", "resnet_v23_control", "resnet_v23", "resnet_v23b")
+PROFILED_PAIRS = (("resnet_v23", "resnet_v23_control"), ("resnet_v23b", "resnet_v23_control"),
+                  ("resnet_v23", "resnet_v21"))
 
 
 def profiled_section():
@@ -473,14 +500,7 @@ def profiled_section():
     for a, b in PROFILED_PAIRS:
         if a not in scores or b not in scores:
             continue
-        cells = []
-        for c in names:
-            x, y = scores[a].get(c), scores[b].get(c)
-            if x and y and len(x) == len(y) > 1:
-                d, se = paired_difference(x, y)
-                cells.append(f"{d:+.3f} ({se:.3f}); {100 * (np.mean(x) / np.mean(y) - 1):+.0f}%")
-            else:
-                cells.append("—")
+        cells = _paired_cells(scores[a], scores[b], names)
         lines.append(f"| `{a}` − `{b}`, points (paired s.e.); relative | " + " | ".join(cells) + " |")
     lines += ["", "Files: " + ", ".join(f"results/val_{name}.json" for name in runs)
               + ". Float models (best epoch) on the 201 validation crops; the hard view pools its "

@@ -33,11 +33,21 @@ MAX_MARKS_OUTSIDE = 0.5
 LOST_SCORE = 0.5
 # One Euro parameters on marks divided by the face's landmark-box side:
 # min_cutoff (Hz) sets the smoothing of a still face, beta how fast the
-# cutoff rises with speed (less lag when the face moves).
+# cutoff rises with speed (less lag when the face moves). Chosen with
+# DETECT_EVERY by video_benchmark.py --sweep (results/video_benchmark.json):
+# the least jitter whose NME is within 0.1 points of detect-every-frame's.
 MIN_CUTOFF = 1.0
-BETA = 0.5
+BETA = 80.0
 D_CUTOFF = 1.0
+# The crop of a tracked face follows its box (centre and size) through a
+# One Euro filter of its own, still when the face is: a crop that moved
+# with every frame's noise fed that noise back into the next frame's marks.
+CROP_MIN_CUTOFF = 0.5
+CROP_BETA = 20.0
 DEFAULT_FPS = 30.0
+# Tracked faces skip the flip test: the One Euro filter already averages
+# over frames, and one landmark invoke a frame is half the cost.
+TRACK_FLIP = False
 
 
 def _alpha(cutoff, dt):
@@ -78,9 +88,23 @@ class OneEuroFilter:
 class _Track:
     def __init__(self, track_id, marks, score, smooth, filter_options, confidence=None):
         self.id, self.marks, self.score, self.confidence = track_id, marks, score, confidence
-        self.previous = marks
+        self.crop_filter = OneEuroFilter(CROP_MIN_CUTOFF, CROP_BETA)
+        self.crop_box = self.crop = None
         self.side = float(max(np.ptp(marks, axis=0)))       # the filter's unit
         self.filter = OneEuroFilter(**filter_options) if smooth else None
+
+    def next_crop(self, time):
+        """The landmark box to crop the next frame with, from this frame's
+        marks at `time`: the marks' box
+        smoothed, moved on by its last step (constant velocity), so a
+        fast-moving face stays inside the crop training used."""
+        box = geometry.landmark_box(self.marks)
+        centre, size = (box[:2] + box[2:]) / 2, max(box[2] - box[0], box[3] - box[1])
+        state = self.crop_filter(np.r_[centre, size] / self.side, time) * self.side
+        previous = self.crop_box if self.crop_box is not None else state
+        self.crop_box = state
+        ahead = state + np.r_[state[:2] - previous[:2], 0.0]
+        return np.r_[ahead[:2] - ahead[2] / 2, ahead[:2] + ahead[2] / 2]
 
     def smoothed(self, time):
         if self.filter is None:
@@ -99,12 +123,13 @@ class FaceTracker:
     1 / fps apart."""
 
     def __init__(self, model, detect_every=DETECT_EVERY, smooth=True, fps=None,
-                 min_cutoff=MIN_CUTOFF, beta=BETA):
+                 min_cutoff=MIN_CUTOFF, beta=BETA, flip=TRACK_FLIP):
         if int(detect_every) != detect_every or detect_every < 1:
             raise ValueError(f"detect_every must be a whole number >= 1, got {detect_every}")
         if fps is not None and not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         self.model, self.detect_every, self.smooth = model, int(detect_every), smooth
+        self.flip = flip
         self.frame_time = 1.0 / (fps or DEFAULT_FPS)
         self.filter_options = {"min_cutoff": min_cutoff, "beta": beta}
         self.tracks, self.frames, self.ids = [], 0, itertools.count()
@@ -126,13 +151,16 @@ class FaceTracker:
             boxes = np.array([geometry.landmark_box(t.marks) for t in self.tracks]).reshape(-1, 4)
             overlaps = iou(np.asarray(landmark_box), boxes) if len(boxes) else np.zeros(0)
             best = int(np.argmax(overlaps)) if len(overlaps) else -1
-            marks, confidence = self.model._face_marks(rgb, landmark_box)
             if best >= 0 and overlaps[best] >= MATCH_IOU:
                 track = self.tracks.pop(best)
-                track.previous = track.marks
-                track.marks, track.confidence, track.score = marks, confidence, score
+                # A sure track keeps its own crop: switching to the detector's
+                # box every few frames would make the marks jump there.
+                crop = landmark_box if self._lost(track) or track.crop is None else track.crop
+                track.marks, track.confidence = self.model._face_marks(rgb, crop, self.flip)
+                track.score = score
             else:
-                track = self._new_track(marks, confidence, score)
+                track = self._new_track(*self.model._face_marks(rgb, landmark_box, self.flip),
+                                        score)
             kept.append(track)
         self.tracks = kept
 
@@ -153,14 +181,7 @@ class FaceTracker:
         time = self.frames * self.frame_time if time is None else float(time)
         if self.tracks and self.frames % self.detect_every:
             for track in self.tracks:
-                # Constant velocity: the crop goes where the face is heading,
-                # so a fast-moving face stays inside the crop training used.
-                # The marks' mean shift, not each mark's: a still face's
-                # noise would move the crop too.
-                ahead = track.marks + np.mean(track.marks - track.previous, axis=0)
-                track.previous = track.marks
-                track.marks, track.confidence = self.model._face_marks(
-                    rgb, geometry.landmark_box(ahead))
+                track.marks, track.confidence = self.model._face_marks(rgb, track.crop, self.flip)
             tracked = len(self.tracks)
             self._keep_inside(rgb.shape)
             if len(self.tracks) < tracked or any(self._lost(t) for t in self.tracks):
@@ -172,6 +193,7 @@ class FaceTracker:
         self.frames += 1
         faces = []
         for track in self.tracks:
+            track.crop = track.next_crop(time)
             faces.append({"id": track.id, "box": tuple(geometry.landmark_box(track.marks)),
                           "score": track.score,
                           **self.model.describe(track.smoothed(time), track.confidence, rgb.shape)})

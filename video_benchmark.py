@@ -43,7 +43,7 @@ FACE_WIDTH = 170            # px, the face's landmark-box width at zoom 1
 LAG_ERROR = 0.1             # the marks have caught up when the NME is below this
 SETTLE = 10                 # frames after a segment starts that jitter leaves out
 EYES = (36, 45)
-SWEEP = {"detect_every": (10, 30), "min_cutoff": (0.1, 0.3, 1.0), "beta": (1.0, 5.0, 20.0, 80.0)}
+SWEEP = {"detect_every": (10, 30), "min_cutoff": (0.1, 0.3, 1.0), "beta": (20.0, 40.0, 80.0)}
 
 
 def _motion(t, segment, progress):

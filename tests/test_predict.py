@@ -481,9 +481,14 @@ def test_video_with_tracking_writes_face_ids(tmp_path):
 
     from predict import main
     video = _avi(tmp_path / "clip.avi", 5)
-    main(["--video", str(video), "--out", str(tmp_path / "out"), "--track",
-          "--detect_every", "2"])
+    main(["--video", str(video), "--out", str(tmp_path / "out"), "--detect_every", "2",
+          "--pose"])          # tracking is the default
     frames = json.loads((tmp_path / "out" / "clip_marks.json").read_text())
     assert len(frames) == 5 and all(len(faces) == 1 for faces in frames)
     assert len({faces[0]["id"] for faces in frames}) == 1
-    assert len(frames[0][0]["marks"]) == 68
+    face = frames[0][0]
+    assert len(face["marks"]) == 68 and len(face["confidence"]) == 68
+    assert 0 <= face["landmark_score"] <= 1 and set(face["pose"]) == {"yaw", "pitch", "roll"}
+    main(["--video", str(video), "--out", str(tmp_path / "alone"), "--no-track"])
+    alone = json.loads((tmp_path / "alone" / "clip_marks.json").read_text())
+    assert len(alone) == 5 and "id" not in alone[0][0]
