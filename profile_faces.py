@@ -265,9 +265,12 @@ def profile(image, marks, fit, yaw_deg, pitch_deg=0.0):
     hit = ids >= 0
     nearest = np.argmin(((source_px[:, None] - points[None]) ** 2).sum(-1), axis=0)
     out = target_px[nearest] + (points - source_px[nearest])   # off the mesh: its vertex's shift
-    out[hit] = _apply(_affine(source_px, target_px, fit.triangles), ids[hit], points[hit])
+    # One set of triangle maps, photo pixels -> (turned pixels, model point).
+    moved = _apply(_affine(source_px, np.c_[target_px, fit.model], fit.triangles),
+                   ids[hit], points[hit])
+    out[hit] = moved[:, :2]
     model_points = fit.model[nearest].copy()
-    model_points[hit] = _apply(_affine(source_px, fit.model, fit.triangles), ids[hit], points[hit])
+    model_points[hit] = moved[:, 2:]
 
     # The jaw contour slides with the outline (zero turn: it stays put).
     bands = _contour_bands(fit, model_points[CONTOUR], np.ptp(fit.model[:, 1]))

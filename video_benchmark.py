@@ -152,10 +152,10 @@ def run_mode(model, clip, mode, options=None):
         start = time.perf_counter()
         faces = model.predict(frame) if tracker is None else tracker.update(frame, i / FPS)
         ms = 1000 * (time.perf_counter() - start)
-        face = _match(faces, truth) if in_view(truth) else None
+        visible = in_view(truth)
+        face = _match(faces, truth) if visible else None
         eyes = np.linalg.norm(truth[EYES[0]] - truth[EYES[1]])
-        out.append(((face["marks"] - truth) / eyes if face is not None else None, ms,
-                    in_view(truth)))
+        out.append(((face["marks"] - truth) / eyes if face is not None else None, ms, visible))
     return out
 
 
