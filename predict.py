@@ -209,7 +209,7 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     def track(self, frames, fps=None, times=None, **options):
         """Yield the faces of each BGR frame of `frames` (any iterable: a
         list, a video reader, a camera), tracked: see tracking.FaceTracker,
-        which takes `options` (detect_every, smooth, min_cutoff, beta)."""
+        which takes `options` (detect_every, smooth, min_cutoff, beta, shape_min_cutoff, ...)."""
         from tracking import FaceTracker
         return FaceTracker(self, fps=fps, **options).track(frames, times)
 

@@ -4,9 +4,11 @@ Once a face is found, each next frame's landmark crop is placed from the
 previous frame's marks (`geometry.landmark_box`, the crop training uses),
 so the detector runs only every `detect_every` frames, when no face is
 tracked, or when a tracked face's marks leave the frame. Each face keeps an
-`id` while it is tracked. Marks are smoothed by a One Euro filter (Casiez
-et al., CHI 2012), which uses the frames' timestamps, so irregular frame
-times are handled.
+`id` while it is tracked. Marks are smoothed by One Euro filters (Casiez
+et al., CHI 2012), which use the frames' timestamps, so irregular frame
+times are handled: one on the face's motion as a whole (a similarity fitted
+to all 68 marks, so its noise is averaged over them) and a slower one on the
+face's shape in its own frame, which changes only with expression.
 
     from predict import predictor
     for faces in predictor().track(frames, fps=30):   # any iterable of BGR frames
@@ -31,19 +33,33 @@ MATCH_IOU = 0.3
 # below LOST_SCORE: then fewer than about half its marks are likely right.
 MAX_MARKS_OUTSIDE = 0.5
 LOST_SCORE = 0.5
-# One Euro parameters on marks divided by the face's landmark-box side:
-# min_cutoff (Hz) sets the smoothing of a still face, beta how fast the
-# cutoff rises with speed (less lag when the face moves). Chosen with
-# DETECT_EVERY by video_benchmark.py --sweep (results/video_benchmark.json):
-# the least jitter whose NME is within 0.1 points of detect-every-frame's.
+# One Euro parameters of the face's motion (MarkSmoother: shift, log scale
+# and angle, lengths in units of the face's RMS radius): min_cutoff (Hz)
+# sets the smoothing of a still face, beta how fast the cutoff rises with
+# speed (less lag when the face moves). Chosen with DETECT_EVERY and the
+# shape filter's min_cutoff by video_benchmark.py --sweep
+# (results/video_benchmark.json): the least jitter whose NME is within 0.1
+# points of detect-every-frame's.
 MIN_CUTOFF = 1.0
-BETA = 80.0
+BETA = 10.0
 D_CUTOFF = 1.0
+# The shape filter (marks in the face's own frame, unit RMS size): a
+# still face's shape moves only by the landmark model's noise.
+SHAPE_MIN_CUTOFF = 0.3
+SHAPE_BETA = 20.0
+# The motion filter predicts each frame from its speed (see OneEuroFilter),
+# whose own cutoff is higher than the marks' (5 Hz against 1): a face that
+# starts to move is caught within a few frames (video_benchmark.py).
+MOTION_D_CUTOFF = 5.0
 # The crop of a tracked face follows its box (centre and size) through a
 # One Euro filter of its own, still when the face is: a crop that moved
 # with every frame's noise fed that noise back into the next frame's marks.
 CROP_MIN_CUTOFF = 0.5
 CROP_BETA = 20.0
+# A face whose marks come out this far (share of the crop's side) from the
+# crop's centre has moved faster than the crop predicted: it is marked again
+# in a crop placed on those marks, as training's crops were placed.
+RECROP_SHIFT = 0.08
 DEFAULT_FPS = 30.0
 # Tracked faces skip the flip test: the One Euro filter already averages
 # over frames, and one landmark invoke a frame is half the cost.
@@ -60,13 +76,18 @@ class OneEuroFilter:
     cutoff rises with the values' speed, so still values are smoothed hard
     and moving ones follow with little lag. Call it with each new array and
     its time in seconds; a time that does not advance returns the last
-    output unchanged."""
+    output unchanged.
 
-    def __init__(self, min_cutoff=MIN_CUTOFF, beta=BETA, d_cutoff=D_CUTOFF):
+    With `predict`, each step starts from the last value moved on by the
+    filtered speed and low-passes only what that prediction missed (an
+    alpha-beta filter with One Euro's gain): a value moving at a steady
+    speed is followed with little lag, where the plain filter trails it."""
+
+    def __init__(self, min_cutoff=MIN_CUTOFF, beta=BETA, d_cutoff=D_CUTOFF, predict=False):
         if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
             raise ValueError(f"One Euro filter needs min_cutoff > 0, d_cutoff > 0 and beta >= 0, "
                              f"got {min_cutoff}, {d_cutoff}, {beta}")
-        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.min_cutoff, self.beta, self.d_cutoff, self.predict = min_cutoff, beta, d_cutoff, predict
         self.value = self.speed = self.time = None
 
     def __call__(self, value, time):
@@ -80,9 +101,60 @@ class OneEuroFilter:
         speed = (value - self.value) / dt
         self.speed += _alpha(self.d_cutoff, dt) * (speed - self.speed)
         cutoff = self.min_cutoff + self.beta * np.abs(self.speed)
-        self.value += _alpha(cutoff, dt) * (value - self.value)
+        if self.predict:
+            # Predict only as far as the speed stands out from noise, as
+            # One Euro opens its cutoff: a still value is not pushed by it.
+            ahead = self.value + (1 - self.min_cutoff / cutoff) * self.speed * dt
+            self.value = ahead + _alpha(cutoff, dt) * (value - ahead)
+        else:
+            self.value += _alpha(cutoff, dt) * (value - self.value)
         self.time = time
         return self.value.copy()
+
+
+def fit_similarity(source, target):
+    """Least-squares similarity target ~ a * source + t, with points as
+    complex numbers: a = scale * e^(i angle), t the translation (Umeyama)."""
+    source_mean, target_mean = source.mean(), target.mean()
+    centred = source - source_mean
+    a = np.vdot(centred, target - target_mean) / np.vdot(centred, centred).real
+    return a, target_mean - a * source_mean
+
+
+class MarkSmoother:
+    """Marks (N, 2) smoothed as motion and shape: each frame's marks are
+    fitted by a similarity (translation, log scale, angle) from a reference
+    shape; those four numbers go through one One Euro filter (in units of
+    the face's size) and the marks mapped back into the reference frame
+    through a slower one. A face that moves but does not change expression
+    is followed without its 68 marks' noise adding up."""
+
+    def __init__(self, min_cutoff=MIN_CUTOFF, beta=BETA, shape_min_cutoff=SHAPE_MIN_CUTOFF,
+                 shape_beta=SHAPE_BETA):
+        self.motion = OneEuroFilter(min_cutoff, beta, MOTION_D_CUTOFF, predict=True)
+        self.shape = OneEuroFilter(shape_min_cutoff, shape_beta)
+        self.reference = self.angle = self.unit = None
+
+    def __call__(self, marks, time):
+        points = marks[:, 0] + 1j * marks[:, 1]
+        if self.reference is None:   # the first marks, centred at unit RMS size
+            centred = points - points.mean()
+            # All is in units of this first RMS radius, so the cutoffs mean
+            # the same for any face size.
+            self.unit = np.sqrt(np.mean(np.abs(centred) ** 2))
+            self.reference = centred / self.unit
+        points = points / self.unit
+        a, t = fit_similarity(self.reference, points)
+        angle = np.angle(a)
+        if self.angle is not None:    # no jump of 2 pi between frames
+            angle = self.angle + (angle - self.angle + np.pi) % (2 * np.pi) - np.pi
+        self.angle = angle
+        motion = self.motion(np.r_[t.real, t.imag, np.log(np.abs(a)), angle], time)
+        shape = (points - t) / a
+        shape = self.shape(np.c_[shape.real, shape.imag], time)
+        a, t = np.exp(motion[2] + 1j * motion[3]), motion[0] + 1j * motion[1]
+        out = (a * (shape[:, 0] + 1j * shape[:, 1]) + t) * self.unit
+        return np.c_[out.real, out.imag]
 
 
 class _Track:
@@ -91,7 +163,7 @@ class _Track:
         self.crop_filter = OneEuroFilter(CROP_MIN_CUTOFF, CROP_BETA)
         self.crop_box = self.crop = None
         self.side = float(max(np.ptp(marks, axis=0)))       # the filter's unit
-        self.filter = OneEuroFilter(**filter_options) if smooth else None
+        self.filter = MarkSmoother(**filter_options) if smooth else None
 
     def next_crop(self, time):
         """The landmark box to crop the next frame with, from this frame's
@@ -109,7 +181,7 @@ class _Track:
     def smoothed(self, time):
         if self.filter is None:
             return self.marks
-        return self.filter(self.marks / self.side, time) * self.side
+        return self.filter(self.marks, time)
 
 
 class FaceTracker:
@@ -123,17 +195,19 @@ class FaceTracker:
     1 / fps apart."""
 
     def __init__(self, model, detect_every=DETECT_EVERY, smooth=True, fps=None,
-                 min_cutoff=MIN_CUTOFF, beta=BETA, flip=TRACK_FLIP):
+                 min_cutoff=MIN_CUTOFF, beta=BETA, shape_min_cutoff=SHAPE_MIN_CUTOFF,
+                 shape_beta=SHAPE_BETA, flip=TRACK_FLIP, recrop_shift=RECROP_SHIFT):
         if int(detect_every) != detect_every or detect_every < 1:
             raise ValueError(f"detect_every must be a whole number >= 1, got {detect_every}")
         if fps is not None and not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         self.model, self.detect_every, self.smooth = model, int(detect_every), smooth
-        self.flip = flip
+        self.flip, self.recrop_shift = flip, recrop_shift
         self.frame_time = 1.0 / (fps or DEFAULT_FPS)
-        self.filter_options = {"min_cutoff": min_cutoff, "beta": beta}
+        self.filter_options = {"min_cutoff": min_cutoff, "beta": beta,
+                               "shape_min_cutoff": shape_min_cutoff, "shape_beta": shape_beta}
         self.tracks, self.frames, self.ids = [], 0, itertools.count()
-        self.detections = 0                       # detector runs, for benchmarks
+        self.detections = self.recrops = 0        # detector runs and re-crops, for benchmarks
 
     def _new_track(self, marks, confidence, score):
         return _Track(next(self.ids), marks, score, self.smooth, self.filter_options, confidence)
@@ -164,6 +238,19 @@ class FaceTracker:
             kept.append(track)
         self.tracks = kept
 
+    def _marks_in(self, rgb, crop):
+        """Marks and confidence of a tracked face from its predicted crop,
+        marked again from a re-centred crop when the face was far off centre."""
+        marks, confidence = self.model._face_marks(rgb, crop, self.flip)
+        if self.recrop_shift is not None:
+            box = geometry.landmark_box(marks)
+            side = max(crop[2] - crop[0], crop[3] - crop[1])
+            shift = np.linalg.norm((box[:2] + box[2:]) / 2 - (np.asarray(crop[:2]) + crop[2:]) / 2)
+            if shift > self.recrop_shift * side:
+                self.recrops += 1
+                marks, confidence = self.model._face_marks(rgb, box, self.flip)
+        return marks, confidence
+
     def _keep_inside(self, shape):
         """Drop the tracks with more than MAX_MARKS_OUTSIDE of their marks
         outside a frame of `shape`."""
@@ -181,7 +268,7 @@ class FaceTracker:
         time = self.frames * self.frame_time if time is None else float(time)
         if self.tracks and self.frames % self.detect_every:
             for track in self.tracks:
-                track.marks, track.confidence = self.model._face_marks(rgb, track.crop, self.flip)
+                track.marks, track.confidence = self._marks_in(rgb, track.crop)
             tracked = len(self.tracks)
             self._keep_inside(rgb.shape)
             if len(self.tracks) < tracked or any(self._lost(t) for t in self.tracks):

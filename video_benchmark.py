@@ -43,7 +43,8 @@ FACE_WIDTH = 170            # px, the face's landmark-box width at zoom 1
 LAG_ERROR = 0.1             # the marks have caught up when the NME is below this
 SETTLE = 10                 # frames after a segment starts that jitter leaves out
 EYES = (36, 45)
-SWEEP = {"detect_every": (10, 30), "min_cutoff": (0.1, 0.3, 1.0), "beta": (20.0, 40.0, 80.0)}
+SWEEP = {"detect_every": (10, 30), "min_cutoff": (0.5, 1.0, 2.0), "beta": (3.0, 10.0, 30.0),
+         "shape_min_cutoff": (0.1, 0.3)}
 
 
 def _motion(t, segment, progress):
@@ -245,10 +246,12 @@ def main(argv=None):
     all_clips = list(clips(faces))
     print(f"{len(all_clips)} clips of {len(all_clips[0][0])} frames, {FRAME[0]}x{FRAME[1]}")
     defaults = {"detect_every": tracking.DETECT_EVERY, "min_cutoff": tracking.MIN_CUTOFF,
-                "beta": tracking.BETA}
+                "beta": tracking.BETA, "shape_min_cutoff": tracking.SHAPE_MIN_CUTOFF}
     result = {"cpu": cpu_info(), "threads": 1, "flip": args.flip, "clips": len(all_clips),
               "segments": [list(s) for s in SEGMENTS], "noise_sigma": NOISE, "fps": FPS,
-              "tracker": defaults}
+              "tracker": {**defaults, "shape_beta": tracking.SHAPE_BETA,
+                          "motion_d_cutoff": tracking.MOTION_D_CUTOFF,
+                          "recrop_shift": tracking.RECROP_SHIFT}}
     result["modes"] = benchmark(model, all_clips, ["detect", "track", "track+smooth"], defaults)
     if args.sweep:
         rows, chosen = sweep(model, all_clips, result["modes"]["detect"])

@@ -5,7 +5,7 @@ import pytest
 
 import geometry
 import tracking
-from tracking import FaceTracker, OneEuroFilter
+from tracking import FaceTracker, MarkSmoother, OneEuroFilter
 
 # 68 marks spread over a unit square, as a face's marks over its box.
 PATTERN = np.random.default_rng(0).uniform(0.05, 0.95, (68, 2))
@@ -79,6 +79,50 @@ def test_one_euro_smooths_a_still_value_and_follows_a_step():
     assert out[30] < 1 and out[-1] > 0.99                 # lags, then arrives
 
 
+def test_one_euro_with_prediction_follows_a_ramp_without_lag():
+    times = np.arange(90) / 30
+    ramp = np.where(times < 1, 0.0, times - 1)             # still, then a steady speed
+    plain = OneEuroFilter(min_cutoff=1.0, beta=0.0)
+    ahead = OneEuroFilter(min_cutoff=1.0, beta=5.0, d_cutoff=5.0, predict=True)
+    lag_plain = ramp[-1] - [plain(v, t) for t, v in zip(times, ramp)][-1]
+    lag_ahead = ramp[-1] - [ahead(v, t) for t, v in zip(times, ramp)][-1]
+    assert lag_plain > 0.1 and abs(lag_ahead) < 0.1 * lag_plain
+
+
+def test_mark_smoother_follows_a_turning_face_and_calms_its_noise():
+    rng = np.random.default_rng(4)
+    shape = (PATTERN - 0.5) * 120
+    truths, raws, outs = [], [], []
+    smoother = MarkSmoother()
+    for k in range(120):
+        angle, shift = np.radians(10 * np.sin(k / 20)), np.array([300 + 2 * k, 200 - k])
+        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        truth = shape @ turn.T + shift
+        raw = truth + rng.normal(0, 1.0, truth.shape)
+        truths.append(truth), raws.append(raw), outs.append(smoother(raw, k / 30))
+    truths, raws, outs = np.array(truths), np.array(raws), np.array(outs)
+
+    def jitter(marks):       # frame-to-frame change of the error, as video_benchmark scores it
+        return np.sqrt(np.mean(np.diff(marks[30:] - truths[30:], axis=0) ** 2))
+    assert jitter(outs) < 0.5 * jitter(raws)
+    assert np.mean(np.linalg.norm(outs[30:] - truths[30:], axis=2)) < 1.0   # px: it keeps up
+
+
+def test_a_face_that_jumps_is_marked_again_from_a_centred_crop():
+    def after_a_jump(recrop_shift):
+        tracker = FaceTracker(StubPredictor(), detect_every=100, smooth=False,
+                              recrop_shift=recrop_shift)
+        for _ in range(3):
+            tracker.update(frame_with((100, 80, 60)))
+        assert tracker.recrops == 0
+        faces = tracker.update(frame_with((112, 80, 60)))   # the stub's crop cuts the square
+        return tracker.recrops, faces[0]["box"][0]
+    truth = 112 + PATTERN[:, 0].min() * 59
+    recrops, left = after_a_jump(0.08)
+    _, left_without = after_a_jump(None)
+    assert recrops == 1 and abs(left - truth) < abs(left_without - truth) - 2
+
+
 def test_one_euro_takes_irregular_and_repeated_times():
     rng = np.random.default_rng(2)
     times = np.cumsum(rng.uniform(0.005, 0.08, 200))
@@ -130,7 +174,7 @@ def test_smoothing_uses_the_times_and_calms_a_jittering_face():
         # A 2-px shake of a 60-px face is 3% of its size a frame: filter
         # settings that treat it as noise (the defaults follow real motion).
         tracker = FaceTracker(StubPredictor(), detect_every=1000, smooth=smooth,
-                              min_cutoff=1.0, beta=0.5)
+                              min_cutoff=0.5, beta=0.0)
         marks = [faces[0]["marks"] for faces in tracker.track(frames, times)]
         return np.sqrt(np.mean(np.diff(np.array(marks), axis=0) ** 2))
     assert jitter(True) < 0.5 * jitter(False)
