@@ -138,12 +138,14 @@ def cell_weights(outputs):
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-def score_spread(outputs):
+def score_spread(outputs, weights=None):
     """(B, h, h, N) score maps -> (B, N) spread of each mark's softmax over
     the cells: the root of the summed x and y variances, in cells. A map
-    concentrated on one cell spreads 0; a uniform one about 0.41 h."""
+    concentrated on one cell spreads 0; a uniform one about 0.41 h.
+    `weights`: cell_weights(outputs), if the caller has them already."""
     outputs = np.asarray(outputs, np.float32)
-    weights, side = cell_weights(outputs).transpose(0, 2, 1), outputs.shape[1]   # (B, N, C)
+    weights = cell_weights(outputs) if weights is None else weights
+    weights, side = weights.transpose(0, 2, 1), outputs.shape[1]                 # (B, N, C)
     centres = cell_centres(side) * side                                           # (C, 2), cells
     # Matmuls (BLAS), as decode_scores: the predictor pays this every face.
     mean = np.matmul(weights, centres)
@@ -151,10 +153,11 @@ def score_spread(outputs):
     return np.sqrt(np.maximum(squares - mean ** 2, 0).sum(axis=-1)).astype(np.float64)
 
 
-def decode_scores(outputs):
+def decode_scores(outputs, weights=None):
     """A model's raw outputs -> (B, 2N) marks. (B, 2N) passes through;
     (B, h, h, N) score maps become each mark's expected cell centre under a
-    softmax over the cells, as network's integral head computes in the graph."""
+    softmax over the cells, as network's integral head computes in the graph.
+    `weights`: cell_weights(outputs), if the caller has them already."""
     outputs = np.asarray(outputs, np.float32)
     if outputs.ndim == 2:
         return outputs
@@ -164,5 +167,6 @@ def decode_scores(outputs):
     batch, side, _, num_marks = outputs.shape
     # (B, N, C) @ (C, 2) as a matmul (BLAS), not np.einsum, whose default
     # path loops in its own C code: the predictor pays this every face.
-    xy = np.matmul(cell_weights(outputs).transpose(0, 2, 1), cell_centres(side))
+    weights = cell_weights(outputs) if weights is None else weights
+    xy = np.matmul(weights.transpose(0, 2, 1), cell_centres(side))
     return xy.reshape(batch, num_marks * 2)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from geometry import decode_scores, score_spread
+from geometry import cell_weights, decode_scores, score_spread
 
 # Ops whose inputs are (activations, weights): the ones a mode must quantize.
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -112,8 +112,11 @@ class TFLiteModel:
 
 def marks_and_spread(outputs):
     """A landmark model's raw outputs -> ((B, 2N) marks, (B, N) spread or None)."""
-    outputs = np.asarray(outputs)
-    return decode_scores(outputs), (score_spread(outputs) if outputs.ndim == 4 else None)
+    outputs = np.asarray(outputs, np.float32)
+    if outputs.ndim != 4:
+        return decode_scores(outputs), None
+    weights = cell_weights(outputs)           # one softmax for both: the predictor pays it every face
+    return decode_scores(outputs, weights), score_spread(outputs, weights)
 
 
 def latency_ms(models, image, runs=200, warmup=20):
