@@ -7,7 +7,7 @@ fitted here: the probability that the mark lies within 0.1 of the eye-corner
 distance of the truth (a "good" mark).
 
 This script scores the landmark model as the predictor runs it (the bundled
-int8 file with the flip test, by default) on the validation faces, plain and
+int8 pair, or one model with the flip test) on the validation faces, plain and
 in every hard-view kind; fits the curve on the even-numbered faces; and on the
 odd-numbered ones reports how well low confidence flags bad marks (AUROC) and
 how well confidence matches the share of good marks (a reliability plot).
@@ -29,15 +29,18 @@ DEFAULT_CALIBRATION = {"slope": 3.0, "centre": float(np.log(1.5))}
 BINS = 10
 
 
-def calibration_path(model_path):
-    """The calibration file beside a landmark model: NAME.confidence.json."""
+def calibration_path(model_path, pose_model_path=None):
+    """The calibration file beside a landmark model: NAME.confidence.json;
+    for a pair with a large-pose model (predict.py), NAME+POSE_NAME.confidence.json."""
     path = Path(model_path)
+    if pose_model_path is not None:
+        return path.with_name(f"{path.stem}+{Path(pose_model_path).stem}.confidence.json")
     return path.with_name(path.stem + ".confidence.json") if path.suffix else path / "confidence.json"
 
 
-def load_calibration(model_path):
-    """The fitted curve beside `model_path`, else DEFAULT_CALIBRATION."""
-    path = calibration_path(model_path)
+def load_calibration(model_path, pose_model_path=None):
+    """The fitted curve beside `model_path` (and its pair), else DEFAULT_CALIBRATION."""
+    path = calibration_path(model_path, pose_model_path)
     if not path.is_file():
         return dict(DEFAULT_CALIBRATION)
     try:
@@ -176,14 +179,18 @@ def plot(rows, path, title):
 
 
 def main(argv=None):
-    from predict import DEFAULT_LANDMARK_MODEL, load_landmark_functions
-    from layouts import flip_averaged
+    from predict import (DEFAULT_FLIP, DEFAULT_LANDMARK_MODEL, DEFAULT_POSE_MODEL, PAIRED_FLIP,
+                         landmark_spread_functions)
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=str(DEFAULT_LANDMARK_MODEL),
                    help="landmark model (.tflite or exported SavedModel folder)")
     p.add_argument("--record", default="tfrecords/test.record")
-    p.add_argument("--no_flip", action="store_true", help="score without the flip test")
+    p.add_argument("--pose_model", default=None,
+                   help="large-pose model paired with --model, as the predictor pairs them "
+                        "(default: the bundled one with the bundled --model; 'none': --model alone)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="the flip test (default: as the predictor, on for one model, off for a pair)")
     p.add_argument("--out", default="results/confidence.json")
     p.add_argument("--plot", default="results/confidence_reliability.png")
     p.add_argument("--write_calibration", action="store_true",
@@ -191,10 +198,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not Path(args.record).is_file():
         sys.exit(f"error: --record {args.record}: no such file (make data writes it)")
+    if args.pose_model is None and Path(args.model).resolve() == DEFAULT_LANDMARK_MODEL \
+            and DEFAULT_POSE_MODEL.is_file():
+        args.pose_model = str(DEFAULT_POSE_MODEL)
+    if args.pose_model == "none":
+        args.pose_model = None
+    if args.flip is None:
+        args.flip = PAIRED_FLIP if args.pose_model else DEFAULT_FLIP
     try:
-        _, spread_fn, size = load_landmark_functions(args.model)
-        if not args.no_flip:
-            spread_fn = flip_averaged(spread_fn, size)
+        _, spread_fn, _ = landmark_spread_functions(args.model, args.pose_model, args.flip)
         measured = measure(spread_fn, args.record)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {args.model}: {err}")
@@ -203,7 +215,8 @@ def main(argv=None):
     calibration = fit_calibration(np.concatenate([s.ravel() for s, _ in fit_half.values()]),
                                   np.concatenate([e.ravel() for _, e in fit_half.values()])
                                   <= BAD_ERROR)
-    result = {"model": args.model, "record": args.record, "flip_test": not args.no_flip,
+    result = {"model": args.model, "pose_model": args.pose_model, "record": args.record,
+              "flip_test": args.flip,
               "bad_error": BAD_ERROR, "calibration": calibration,
               "fitted_on": "even-numbered validation faces, plain and every hard-view kind",
               "scored_on": "odd-numbered validation faces",
@@ -218,10 +231,10 @@ def main(argv=None):
           + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in result["views"].items()))
     print(f"wrote {args.out} and {args.plot}")
     if args.write_calibration:
-        target = calibration_path(args.model)
+        target = calibration_path(args.model, args.pose_model)
         target.write_text(json.dumps({**calibration, "fitted_by": "confidence.py",
                                       "record": args.record,
-                                      "flip_test": not args.no_flip}, indent=1))
+                                      "flip_test": args.flip}, indent=1))
         print(f"calibration: {target}")
 
 

@@ -22,7 +22,7 @@ import geometry
 import metrics
 from face_detector import iou
 from layouts import layout_for_count
-from predict import DEFAULT_FLIP, predictor
+from predict import predictor
 
 MIN_IOU = 0.3
 
@@ -65,14 +65,20 @@ def main(argv=None):
                    help="face detector .tflite, or several tried in order (default: bundled)")
     p.add_argument("--refine", type=int, default=0,
                    help="re-crops around the predicted marks (predictor's default: 0)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=DEFAULT_FLIP,
-                   help="average with the mirrored crop (a second invoke; the predictor's "
-                        "default is on)")
+    p.add_argument("--pose_model", default=None,
+                   help="large-pose model paired with --model (default: the predictor's: the "
+                        "bundled pair when --model is not given; 'none': one model)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the mirrored crop (the predictor's default: on for one "
+                        "model, off for a pair)")
     p.add_argument("--out", default="results/predictor_eval.json")
     args = p.parse_args(argv)
     try:
         faces = annotated_faces(args.dirs, args.split)
-        nmes = score(predictor(args.detector, args.model, refine=args.refine, flip=args.flip), faces)
+        pose_model = False if args.pose_model == "none" else args.pose_model
+        model = predictor(args.detector, args.model, refine=args.refine, flip=args.flip,
+                          pose_model_path=pose_model)
+        nmes = score(model, faces)
     except (gen.DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     found = nmes[~np.isnan(nmes)]
@@ -82,8 +88,9 @@ def main(argv=None):
     result = {**scores, "faces": len(nmes), "missed": int(np.isnan(nmes).sum()),
               "missed_share": float(np.isnan(nmes).mean()),
               "model": args.model or "bundled int8",
+              "pose_model": str(model.pose_model) if model.pose_model else None,
               "detector": [Path(d).name for d in args.detector] if args.detector else "default",
-              "refine": args.refine, "flip": args.flip, "dirs": args.dirs, "split": args.split,
+              "refine": args.refine, "flip": model.flip, "dirs": args.dirs, "split": args.split,
               "nmes": [None if np.isnan(v) else float(v) for v in nmes]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, allow_nan=False))

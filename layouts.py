@@ -104,3 +104,35 @@ def layout_for_count(num_marks):
             return layout
     raise ValueError(f"no mark layout has {num_marks} points; known: "
                      + ", ".join(f"{l.name} ({l.num_marks})" for l in LAYOUTS.values()))
+
+
+# A face's marks are the large-pose model's alone when its score maps are
+# this much sharper (mean log spread) than the main model's; chosen on the
+# even-numbered validation faces (docs/RESEARCH.md, "Two models").
+PICK_MARGIN = 0.1
+
+
+def paired(spread_a, spread_b):
+    """Two landmark models as one: spread_a and spread_b map (B, S, S, 3) to
+    ((B, 2N) marks / S, (B, N) spread). Each mark is the two models' marks
+    weighted by the inverse square of their spreads (the sharper map counts
+    more), except on faces where b's maps are sharper overall by more than
+    PICK_MARGIN in mean log spread: there b's marks are taken whole, since
+    averaging a turned face's marks with a model that cannot see it drags
+    them back. The fused spread is 1 / sqrt(1 / sa² + 1 / sb²)."""
+
+    def predict(images):
+        marks_a, sa = spread_a(images)
+        marks_b, sb = spread_b(images)
+        if sa is None or sb is None:
+            raise ValueError("paired landmark models need score maps (an integral head) in both")
+        marks_a = np.asarray(marks_a, np.float64).reshape(len(sa), -1, 2)
+        marks_b = np.asarray(marks_b, np.float64).reshape(len(sb), -1, 2)
+        sa, sb = np.maximum(sa, 1e-3), np.maximum(sb, 1e-3)
+        wa, wb = sa ** -2.0, sb ** -2.0
+        marks = (marks_a * wa[..., None] + marks_b * wb[..., None]) / (wa + wb)[..., None]
+        spread = (wa + wb) ** -0.5
+        take_b = np.log(sa).mean(axis=1) - np.log(sb).mean(axis=1) > PICK_MARGIN
+        marks[take_b], spread[take_b] = marks_b[take_b], sb[take_b]
+        return marks.reshape(len(sa), -1), spread
+    return predict

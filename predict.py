@@ -15,7 +15,13 @@ the face's landmarks, the convention of the annotations and the evaluation.
 pass); the default is none, as the integral-head model scored the same
 without it on the validation photos (README, "The whole predictor").
 `flip` averages each pass with its mirror image, a second landmark invoke;
-on by default (DEFAULT_FLIP says why).
+on by default for one model (DEFAULT_FLIP says why).
+
+With the bundled models the predictor runs two landmark models on each
+crop: the main one and a large-pose one (trained with turned faces,
+`profile_faces.py`), fused mark by mark by how sharp their score maps are
+(`layouts.paired`). That is two invokes a face, as the flip test was, and
+replaces it. `pose_model_path=False` runs the main model alone.
 """
 import argparse
 import json
@@ -31,7 +37,7 @@ from face_detector import DEFAULT_MODELS, FaceDetector, detect_faces
 from images import read_image
 from confidence import load_calibration, spread_confidence
 from head_pose import draw_axes, head_pose
-from layouts import flip_averaged
+from layouts import flip_averaged, paired
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
@@ -42,6 +48,12 @@ DEFAULT_LANDMARK_MODEL = ASSETS / "landmarks_300w_int8.tflite"
 # s.e. 0.020). It was off for run v15's bundle, which it did not help
 # (3.984% without, 4.000% with).
 DEFAULT_FLIP = True
+# The large-pose model paired with the bundled one (run v25: the bundled
+# recipe with a quarter of each epoch turned faces). A pair runs without
+# the flip test by default: the pair is already two invokes a face, and
+# the flip test added nothing to it on the validation faces (docs/RESEARCH.md).
+DEFAULT_POSE_MODEL = ASSETS / "landmarks_300w_pose_int8.tflite"
+PAIRED_FLIP = False
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -70,6 +82,23 @@ def load_landmark_functions(path):
         return model.predict, model.predict_with_spread, model.input_size
     raise FileNotFoundError(f"{path} is neither an exported SavedModel directory "
                             f"nor a .tflite file")
+
+
+def landmark_spread_functions(model_path, pose_model_path=None, flip=False):
+    """(spread_fn without the flip test, spread_fn with it if `flip`, input
+    size) of a landmark model, or of the pair of it and `pose_model_path`
+    (layouts.paired); each maps (B, S, S, 3) to ((B, 2N) marks / S, spread)."""
+    _, once, size = load_landmark_functions(model_path)
+    if pose_model_path is None:
+        return once, (flip_averaged(once, size) if flip else once), size
+    _, pose_once, pose_size = load_landmark_functions(pose_model_path)
+    if pose_size != size:
+        raise ValueError(f"{pose_model_path} takes {pose_size}-px crops, {model_path} "
+                         f"{size}-px: a pair must share the crop")
+    pair = paired(once, pose_once)
+    if not flip:
+        return pair, pair, size
+    return pair, paired(flip_averaged(once, size), flip_averaged(pose_once, size)), size
 
 
 def check_landmark_tflite(model, path):
@@ -137,7 +166,7 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     """Face detector + landmark model. See the module docstring."""
 
     def __init__(self, detector_face_model_path=None, cnn_model_path=None,
-                 threshold=None, refine=0, flip=DEFAULT_FLIP):
+                 threshold=None, refine=0, flip=None, pose_model_path=None):
         if int(refine) != refine or refine < 0:
             raise ValueError(f"refine must be a whole number >= 0, got {refine}")
         # One detector path, or several tried in order (face_detector.detect_faces);
@@ -147,14 +176,17 @@ class predictor:  # noqa: N801  (the original's name, which users call)
             paths = [paths]
         self.detectors = [FaceDetector(path, threshold) for path in paths]
         self.landmark_model = Path(cnn_model_path or DEFAULT_LANDMARK_MODEL)
-        self.predict_fn, self.spread_fn, self.input_size = load_landmark_functions(
-            self.landmark_model)
-        self.calibration = load_calibration(self.landmark_model)
+        if pose_model_path is None and cnn_model_path is None and DEFAULT_POSE_MODEL.is_file():
+            pose_model_path = DEFAULT_POSE_MODEL
+        self.pose_model = Path(pose_model_path) if pose_model_path else None
+        if flip is None:
+            flip = PAIRED_FLIP if self.pose_model else DEFAULT_FLIP
         self.refine, self.flip = refine, flip
-        self._spread_once = self.spread_fn      # one invoke a face, whatever `flip` says
-        if flip:  # mirror-averaged marks, at twice the landmark cost
-            self.predict_fn = flip_averaged(self.predict_fn, self.input_size)
-            self.spread_fn = flip_averaged(self.spread_fn, self.input_size)
+        # `_spread_once`: no flip test, whatever `flip` says (tracked frames).
+        self._spread_once, self.spread_fn, self.input_size = landmark_spread_functions(
+            self.landmark_model, self.pose_model, flip)
+        self.predict_fn = lambda images: self.spread_fn(images)[0]  # noqa: E731
+        self.calibration = load_calibration(self.landmark_model, self.pose_model)
 
     def landmarks(self, image, box):
         """Marks (N, 2) in image pixels for the face whose landmarks' tight
@@ -325,6 +357,7 @@ def speed(model, image_paths, out_path, runs=200, size=(640, 480), repeats=5):
     result = {"frame": list(size), "runs": runs, "rounds": repeats, "threads": 1,
               "landmark_model": str(model_path.relative_to(ROOT) if model_path.is_relative_to(ROOT)
                                     else model_path),
+              "pose_model": None if model.pose_model is None else model.pose_model.name,
               "refine": model.refine,
               "flip": model.flip, "cpu": cpu_info(), "frames": frames}
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
@@ -432,9 +465,12 @@ def main(argv=None):
                    help="face detector score threshold (default: each model's, see face_detector.py)")
     p.add_argument("--refine", type=int, default=0,
                    help="landmark passes re-cropped around the previous pass's marks")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=DEFAULT_FLIP,
+    p.add_argument("--pose_model", default=None, metavar="PATH",
+                   help="large-pose landmark model paired with --model (default: the bundled "
+                        "one when --model is not given; 'none': the main model alone)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average each pass with its mirror image (a second landmark invoke; "
-                        "on by default, --no-flip for one)")
+                        "default: on for one model, off for the pair)")
     p.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
                    help="video: follow faces from frame to frame, the detector every "
                         "--detect_every frames (tracking.py; on by default, --no-track "
@@ -453,7 +489,8 @@ def main(argv=None):
     if not args.inputs and not args.video:
         p.error("give images/folders or --video")
     try:
-        model = predictor(args.detector, args.model, args.threshold, args.refine, args.flip)
+        model = predictor(args.detector, args.model, args.threshold, args.refine, args.flip,
+                          False if args.pose_model == "none" else args.pose_model)
         if args.inputs:
             run_images(model, args.inputs, Path(args.out), args.montage, args.pose)
             if args.speed:

@@ -54,5 +54,7 @@ def test_confidence_is_lower_where_the_face_is_occluded():
     center = model._face_marks(cv2.cvtColor(covered, cv2.COLOR_BGR2RGB),
                                np.r_[face["marks"].min(0), face["marks"].max(0)])
     assert hidden.shape == (68, 2)
-    assert center[1][36:48].mean() < face["confidence"][36:48].mean() - 0.1
+    # The pair's fused spread is sharper than either model's, so its
+    # confidences sit higher and fall less (0.97 -> 0.88 here; one model: 0.97 -> 0.85).
+    assert center[1][36:48].mean() < face["confidence"][36:48].mean() - 0.05
     assert np.mean(center[1]) < face["landmark_score"]
