@@ -18,6 +18,12 @@ TRAIN_FLAGS ?= --head integral --head_channels 96 --stages 32x3,64x2,96x2,128x1 
     --weight_decay 0.05 --weight_average 0.999 --integral_cells 32 --loss wing_nme --calm_epochs 50 \
     --heatmap_loss 5 --wild 1 --rotation 45 --calm_rotation 30
 RUN ?= resnet_v21
+# The large-pose model the predictor pairs with the bundled one (run v25):
+# the same recipe with a quarter of each epoch drawn from the turned faces
+# `make profile` writes (docs/RESEARCH.md, "Two models").
+POSE_FLAGS := $(TRAIN_FLAGS) --profiled_record tfrecords/profiled.record --profiled_share 0.25
+POSE_RUN ?= resnet_v25
+POSE_DIRS := --checkpoint_dir checkpoints_pose --qat_checkpoint_dir quantized_checkpoints_pose
 QAT_EPOCHS ?= 10
 LOSS_EPOCHS ?= 8
 # The loss study's short runs are run v2's recipe (dense head), whatever TRAIN_FLAGS is.
@@ -27,7 +33,7 @@ RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.rec
 BUNDLE := assets/landmarks_300w
 
 .PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
-    evaluate-predictor speed training-speed precision-check
+    evaluate-predictor speed training-speed precision-check train-pose bundle-pose pair-study
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,6 +84,15 @@ profiled-study: $(VENV)/.installed
 train: $(VENV)/.installed
 	$(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --epochs $(EPOCHS) --batch_size 32 $(RECORDS) \
 	    --hard_view --metrics_out results/val_$(RUN).json
+
+# Resumable: add INITIAL=N to go on after N epochs.
+train-pose: $(VENV)/.installed
+	$(PY) landmark.py --model $(MODEL) $(POSE_FLAGS) --epochs $(EPOCHS) --batch_size 32 $(RECORDS) \
+	    --hard_view $(POSE_DIRS) --metrics_out results/val_$(POSE_RUN).json --initial_epoch $(INITIAL)
+	$(PY) landmark.py --quantization --epochs $(QAT_EPOCHS) --batch_size 32 $(RECORDS) --hard_view \
+	    $(POSE_DIRS) --metrics_out results/val_$(POSE_RUN)_qat.json
+	$(PY) landmark.py --export_only $(POSE_DIRS) --export_dir exported_pose
+	$(PY) landmark.py --export_only --quantization $(POSE_DIRS) --export_dir exported_pose_quantized
 
 evaluate: $(VENV)/.installed
 	$(PY) landmark.py --eval_only --hard_view $(RECORDS) --metrics_out results/val_$(RUN).json
@@ -140,8 +155,8 @@ precision-check: $(VENV)/.installed
 readme: $(VENV)/.installed
 	$(PY) readme_results.py
 
-reproduce: data profile train evaluate qat export benchmark techniques evaluate-predictor bundle speed \
-    video-benchmark readme
+reproduce: data profile train evaluate qat export benchmark techniques evaluate-predictor bundle \
+    train-pose bundle-pose pair-study speed video-benchmark readme
 
 # The bundled models are the split run's exports: trained on the 1,811
 # training faces, so the validation figures are the bundle's own.
@@ -152,7 +167,22 @@ bundle: $(VENV)/.installed
 	$(PY) ptq_benchmark.py --float_model $(BUNDLE)_float --qat_model $(BUNDLE)_qat \
 	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle
 	cp runs/bundle/tflite/qat_int8_only.tflite $(BUNDLE)_int8.tflite
-	$(PY) confidence.py --model $(BUNDLE)_int8.tflite --write_calibration
+	$(PY) confidence.py --model $(BUNDLE)_int8.tflite --pose_model none --write_calibration
+
+# The large-pose model as int8 beside the bundle; the pair's confidence
+# curve; the whole predictor (the pair, as predictor() runs it) on the
+# validation photos.
+bundle-pose: $(VENV)/.installed
+	$(PY) ptq_benchmark.py --float_model exported_pose --qat_model exported_pose_quantized \
+	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle_pose
+	cp runs/bundle_pose/tflite/qat_int8_only.tflite $(BUNDLE)_pose_int8.tflite
+	$(PY) confidence.py --write_calibration
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json --out results/predictor_eval_pair.json
+
+# The main model, the large-pose one and the pair on the validation crops
+# and their hard view; chooses layouts.PICK_MARGIN on half the faces.
+pair-study: $(VENV)/.installed
+	$(PY) pair_study.py --out results/pair_study.json
 
 # Video: tracking and smoothing against detect-every-frame on clips made
 # from validation photos, with a sweep of the tracker's settings.

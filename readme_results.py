@@ -19,7 +19,10 @@ RESULTS = ROOT / "results"
 # The bundled recipe's files. Its model was trained on the split's training
 # faces, so its validation figures are the bundle's own.
 BUNDLE_RUN = "resnet_v21"
-BUNDLE_PREDICTOR_EVAL = "predictor_eval_v21_flip.json"
+BUNDLE_PREDICTOR_EVAL = "predictor_eval_pair.json"
+SINGLE_PREDICTOR_EVAL = "predictor_eval_v21_flip.json"
+POSE_RUN = "resnet_v25"
+BUNDLED_POSE_INT8 = "assets/landmarks_300w_pose_int8.tflite"
 BUNDLE_BENCHMARK = "ptq_benchmark.json"
 BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
 # Photo folders of the validation split, reported apart so that the 121
@@ -104,15 +107,28 @@ def headline_section():
         lines.append(f"| the same faces made hard (hard view: blur, low resolution, occlusion, "
                      f"light, rotation, yaw) | NME {_pct(hard['nme'])}%, FR@0.10 "
                      f"{100 * hard['fr']:.2f}% (QAT model) | results/val_{BUNDLE_RUN}_qat.json |")
-    end = _load(BUNDLE_PREDICTOR_EVAL)
+    pair = _load("pair_study.json")
+    if pair and "profile" in pair["views"]:
+        cells = pair["scores"]["all"]["profile"]
+        main, both = cells["main, flip test"], cells[f"pair, margin {pair['margin_in_code']}"]
+        lines.append(f"| the same faces turned 50-75° in 3D (hard view's profile kind), int8 | "
+                     f"NME {_pct(both['nme'])}% with the large-pose model paired in, against "
+                     f"{_pct(main['nme'])}% for the main model alone "
+                     f"({100 * (both['nme'] / main['nme'] - 1):+.0f}%) | results/pair_study.json |")
+    end, single = _load(BUNDLE_PREDICTOR_EVAL), _load(SINGLE_PREDICTOR_EVAL)
     if end:
-        lines.append(f"| whole predictor (detector + int8 landmarks, flip test) on the "
-                     f"validation photos | NME {_pct(end['nme'])}%, {end['missed']} of "
+        against = ""
+        if single:
+            diff = _paired_diff(single["nmes"], end["nmes"])
+            against = (f" (the main model alone with the flip test: {_pct(single['nme'])}%; "
+                       f"{100 * diff[0]:+.3f} points, paired s.e. {100 * diff[1]:.3f})")
+        lines.append(f"| whole predictor (detector + the two int8 landmark models) on the "
+                     f"validation photos | NME {_pct(end['nme'])}%{against}, {end['missed']} of "
                      f"{end['faces']} faces missed | results/{BUNDLE_PREDICTOR_EVAL} |")
-    int8_file = ROOT / BUNDLED_INT8
-    if int8_file.is_file():
-        lines.append(f"| int8 landmark model | {int8_file.stat().st_size / 1e6:.2f} MB "
-                     f"| `{BUNDLED_INT8}` |")
+    sizes = [f"{(ROOT / f).stat().st_size / 1e6:.2f} MB (`{f}`)"
+             for f in (BUNDLED_INT8, BUNDLED_POSE_INT8) if (ROOT / f).is_file()]
+    if sizes:
+        lines.append(f"| int8 landmark models: main, large-pose | {', '.join(sizes)} | assets/ |")
     speed = _load("predict_speed.json")
     if speed:
         frames = ", ".join(f"{f['median_ms']:.1f} ms (`{Path(f['image']).name}`, "
@@ -511,6 +527,38 @@ def profiled_section():
     return "\n".join(lines)
 
 
+def _paired_diff(a, b):
+    """Mean and s.e. of b - a over the faces both scored (None: missed)."""
+    d = np.array([y - x for x, y in zip(a, b) if x is not None and y is not None])
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def pair_section():
+    r = _load("pair_study.json")
+    if not r:
+        return "_No pair study yet: `make pair-study`._"
+    chosen = f"pair, margin {r['margin_in_code']}"
+    names = ["main, flip test", "large-pose, flip test", chosen]
+    lines = ["| view (NME %) | main model, flip test | large-pose model, flip test | pair | "
+             "pair − main, points (paired s.e.), all faces | the same, odd faces only |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for view in r["views"]:
+        cells = r["scores"]["all"][view]
+        diff, odd = cells[chosen]["vs_main"], r["scores"]["odd"][view][chosen]["vs_main"]
+        lines.append(f"| {view} | " + " | ".join(f"{100 * cells[n]['nme']:.2f}" for n in names)
+                     + f" | {100 * diff['mean']:+.3f} ({100 * diff['se']:.3f}) | "
+                     f"{100 * odd['mean']:+.3f} ({100 * odd['se']:.3f}) |")
+    margins = ", ".join("never" if m is None else f"{m:g}" for m in r["margins"])
+    lines += ["", f"int8 files: `{Path(r['model']).name}` (run v21) and "
+              f"`{Path(r['pose_model']).name}` (run {POSE_RUN.split('_')[-1]}), 201 validation "
+              f"crops. The pair's margin (take the large-pose model whole when its maps are "
+              f"sharper by more than this in mean log spread) was chosen on the even-numbered "
+              f"faces from {margins}: {r['chosen_margin']} (layouts.PICK_MARGIN "
+              f"{r['margin_in_code']}); the last column is the faces that did not choose it "
+              f"(results/pair_study.json)."]
+    return "\n".join(lines)
+
+
 def confidence_section():
     r = _load("confidence.json")
     if not r:
@@ -571,10 +619,10 @@ SECTIONS = {"headline": headline_section, "wild": wild_section, "precision": pre
             "speed": speed_section, "predictor": predictor_section, "bundle": bundle_section,
             "threads": threads_section, "reproduce": reproduce_section,
             "profile": profile_section, "profiled": profiled_section,
-            "confidence": confidence_section, "video": video_section}
+            "confidence": confidence_section, "video": video_section, "pair": pair_section}
 # Which generated sections each document holds.
 DOCUMENTS = {"README.md": ("headline", "reproduce", "threads"),
-             "docs/RESEARCH.md": ("wild", "profiled", "precision", "profile", "questions", "loss"),
+             "docs/RESEARCH.md": ("wild", "profiled", "pair", "precision", "profile", "questions", "loss"),
              "docs/QUANTIZATION.md": ("benchmark", "techniques"),
              "docs/PREDICTOR.md": ("predictor", "speed", "threads", "confidence", "video"),
              "assets/MODEL_CARD.md": ("bundle", "headline")}
