@@ -40,12 +40,12 @@ LOST_SCORE = 0.5
 # shape filter's min_cutoff by video_benchmark.py --sweep
 # (results/video_benchmark.json): the least jitter whose NME is within 0.1
 # points of detect-every-frame's.
-MIN_CUTOFF = 1.0
-BETA = 10.0
+MIN_CUTOFF = 2.0
+BETA = 30.0
 D_CUTOFF = 1.0
 # The shape filter (marks in the face's own frame, unit RMS size): a
 # still face's shape moves only by the landmark model's noise.
-SHAPE_MIN_CUTOFF = 0.3
+SHAPE_MIN_CUTOFF = 0.1
 SHAPE_BETA = 20.0
 # The motion filter predicts each frame from its speed (see OneEuroFilter),
 # whose own cutoff is higher than the marks' (5 Hz against 1): a face that
