@@ -177,7 +177,7 @@ bundle-pose: $(VENV)/.installed
 	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle_pose
 	cp runs/bundle_pose/tflite/qat_int8_only.tflite $(BUNDLE)_pose_int8.tflite
 	$(PY) confidence.py --write_calibration
-	$(PY) evaluate_predictor.py --split tfrecords/summary.json --out results/predictor_eval_pair.json
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json --out results/predictor_eval_v25_pair.json
 
 # The main model, the large-pose one and the pair on the validation crops
 # and their hard view; chooses layouts.PICK_MARGIN on half the faces.

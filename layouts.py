@@ -122,17 +122,20 @@ def paired(spread_a, spread_b):
     them back. The fused spread is 1 / sqrt(1 / sa² + 1 / sb²)."""
 
     def predict(images):
-        marks_a, sa = spread_a(images)
-        marks_b, sb = spread_b(images)
-        if sa is None or sb is None:
-            raise ValueError("paired landmark models need score maps (an integral head) in both")
-        marks_a = np.asarray(marks_a, np.float64).reshape(len(sa), -1, 2)
-        marks_b = np.asarray(marks_b, np.float64).reshape(len(sb), -1, 2)
-        sa, sb = np.maximum(sa, 1e-3), np.maximum(sb, 1e-3)
-        wa, wb = sa ** -2.0, sb ** -2.0
-        marks = (marks_a * wa[..., None] + marks_b * wb[..., None]) / (wa + wb)[..., None]
-        spread = (wa + wb) ** -0.5
-        take_b = np.log(sa).mean(axis=1) - np.log(sb).mean(axis=1) > PICK_MARGIN
-        marks[take_b], spread[take_b] = marks_b[take_b], sb[take_b]
-        return marks.reshape(len(sa), -1), spread
+        return fuse(*spread_a(images), *spread_b(images))
     return predict
+
+
+def fuse(marks_a, sa, marks_b, sb):
+    """paired()'s rule on two models' outputs: (B, 2N) marks and (B, N) spreads each."""
+    if sa is None or sb is None:
+        raise ValueError("paired landmark models need score maps (an integral head) in both")
+    marks_a = np.asarray(marks_a, np.float64).reshape(len(sa), -1, 2)
+    marks_b = np.asarray(marks_b, np.float64).reshape(len(sb), -1, 2)
+    sa, sb = np.maximum(sa, 1e-3), np.maximum(sb, 1e-3)
+    wa, wb = sa ** -2.0, sb ** -2.0
+    marks = (marks_a * wa[..., None] + marks_b * wb[..., None]) / (wa + wb)[..., None]
+    spread = (wa + wb) ** -0.5
+    take_b = np.log(sa).mean(axis=1) - np.log(sb).mean(axis=1) > PICK_MARGIN
+    marks[take_b], spread[take_b] = marks_b[take_b], sb[take_b]
+    return marks.reshape(len(sa), -1), spread

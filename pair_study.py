@@ -23,6 +23,7 @@ import layouts
 from geometry import MODEL_SIZE
 
 MARGINS = (0.0, 0.1, 0.2, 0.3, 0.5, None)     # None: fuse every face, never take b whole
+FAILURE = 0.1                                 # FR@0.10: a face whose NME is above this failed
 
 
 def _run(spread_fn, images):
@@ -77,6 +78,7 @@ def main(argv=None):
     names = sorted({name for _, name in nmes}, key=lambda n: (n != base, n))
     halves = {"all": slice(None), "even": slice(0, None, 2), "odd": slice(1, None, 2)}
     table = {half: {view: {name: {"nme": float(nmes[view, name][rows].mean()),
+                                  "fr": float((nmes[view, name][rows] > FAILURE).mean()),
                                   "vs_main": _paired(nmes[view, name][rows] - nmes[view, base][rows])}
                            for name in names} for view in views} for half, rows in halves.items()}
     even = table["even"]

@@ -19,7 +19,7 @@ RESULTS = ROOT / "results"
 # The bundled recipe's files. Its model was trained on the split's training
 # faces, so its validation figures are the bundle's own.
 BUNDLE_RUN = "resnet_v21"
-BUNDLE_PREDICTOR_EVAL = "predictor_eval_pair.json"
+BUNDLE_PREDICTOR_EVAL = "predictor_eval_v25_pair.json"
 SINGLE_PREDICTOR_EVAL = "predictor_eval_v21_flip.json"
 POSE_RUN = "resnet_v25"
 BUNDLED_POSE_INT8 = "assets/landmarks_300w_pose_int8.tflite"
@@ -114,7 +114,9 @@ def headline_section():
         lines.append(f"| the same faces turned 50-75° in 3D (hard view's profile kind), int8 | "
                      f"NME {_pct(both['nme'])}% with the large-pose model paired in, against "
                      f"{_pct(main['nme'])}% for the main model alone "
-                     f"({100 * (both['nme'] / main['nme'] - 1):+.0f}%) | results/pair_study.json |")
+                     f"({100 * (both['nme'] / main['nme'] - 1):+.0f}%)"
+                     + (f"; FR@0.10 {100 * both['fr']:.0f}% against {100 * main['fr']:.0f}%"
+                        if "fr" in both else "") + " | results/pair_study.json |")
     end, single = _load(BUNDLE_PREDICTOR_EVAL), _load(SINGLE_PREDICTOR_EVAL)
     if end:
         against = ""
@@ -417,7 +419,8 @@ def predictor_section():
         previous = nmes
         detectors = r.get("detector", "default")
         detectors = " → ".join(f"`{d}`" for d in detectors) if isinstance(detectors, list) else detectors
-        lines.append(f"| results/{p.name} | `{r['model']}` | {detectors} "
+        model = f"`{r['model']}`" + (f" + `{Path(r['pose_model']).name}`" if r.get("pose_model") else "")
+        lines.append(f"| results/{p.name} | {model} | {detectors} "
                      f"| {'yes' if r.get('flip') else 'no'} "
                      f"| {r['faces']} | **{r['missed']}** ({100 * r['missed_share']:.1f}%) "
                      f"| **{_pct(r['nme'])}** | {100 * (r['fr'] or 0):.2f} | {r['auc'] or 0:.4f} "
@@ -591,7 +594,9 @@ def video_section():
         lines += ["", f"Tracking + smoothing against detect-every-frame: jitter "
                   f"{ratio['jitter']:.2f}×, still-face jitter {ratio['still_jitter']:.2f}×, NME "
                   f"{ratio['nme_points']:+.2f} points, time {ratio['ms']:.2f}×; a tracked 640×480 "
-                  f"frame with one face {r['tracked_frame_ms']:.2f} ms (median)."]
+                  f"frame with one face {r['tracked_frame_ms']:.2f} ms (median)"
+                  + (f", the same frame through `predict` {r['detected_frame_ms']:.2f} ms, taking "
+                     f"turns" if "detected_frame_ms" in r else "") + "."]
         unmarked = r["modes"]["track+smooth"]["unmarked_frames"]
         targets = [("jitter", f"{ratio['jitter']:.2f}×", "≤ 0.5×", ratio["jitter"] <= 0.5),
                    ("still-face jitter", f"{ratio['still_jitter']:.2f}×", "≤ 0.4×",

@@ -141,22 +141,27 @@ def _match(faces, truth):
     return best
 
 
-def run_mode(model, clip, mode, options=None):
-    """Per-frame (error vectors (68, 2) / eye distance or None, ms) of one clip."""
+def run_modes(model, clip, modes, options=None):
+    """{mode: per-frame (error vectors (68, 2) / eye distance or None, ms,
+    visible)} of one clip. The modes step through the clip together, taking
+    turns at each frame (in an order that rotates), so that the machine's
+    drifts in speed fall on all of them alike and their ms ratios are fair."""
     frames, truths, _ = clip
-    tracker = None
-    if mode != "detect":
-        tracker = tracking.FaceTracker(model, smooth=mode == "track+smooth", fps=FPS,
-                                       **(options or {}))
-    out = []
+    trackers = {mode: tracking.FaceTracker(model, smooth=mode == "track+smooth", fps=FPS,
+                                           **(options or {}))
+                for mode in modes if mode != "detect"}
+    out = {mode: [] for mode in modes}
     for i, (frame, truth) in enumerate(zip(frames, truths)):
-        start = time.perf_counter()
-        faces = model.predict(frame) if tracker is None else tracker.update(frame, i / FPS)
-        ms = 1000 * (time.perf_counter() - start)
         visible = in_view(truth)
-        face = _match(faces, truth) if visible else None
         eyes = np.linalg.norm(truth[EYES[0]] - truth[EYES[1]])
-        out.append(((face["marks"] - truth) / eyes if face is not None else None, ms, visible))
+        for k in range(len(modes)):
+            mode = modes[(i + k) % len(modes)]
+            start = time.perf_counter()
+            faces = model.predict(frame) if mode == "detect" else trackers[mode].update(frame, i / FPS)
+            ms = 1000 * (time.perf_counter() - start)
+            face = _match(faces, truth) if visible else None
+            out[mode].append(((face["marks"] - truth) / eyes if face is not None else None, ms,
+                              visible))
     return out
 
 
@@ -191,8 +196,9 @@ def score(per_clip, segments_per_clip):
 
 def benchmark(model, all_clips, modes, options=None):
     segments = [clip[2] for clip in all_clips]
-    return {mode: score([run_mode(model, clip, mode, options) for clip in all_clips], segments)
-            for mode in tqdm(modes, desc="modes", unit="mode", leave=False)}
+    runs = [run_modes(model, clip, modes, options)
+            for clip in tqdm(all_clips, desc="clips", unit="clip", leave=False)]
+    return {mode: score([run[mode] for run in runs], segments) for mode in modes}
 
 
 def sweep(model, all_clips, reference):
@@ -210,17 +216,22 @@ def sweep(model, all_clips, reference):
 
 
 def tracked_frame_ms(model, faces, runs=200):
-    """Median ms of a tracked 640x480 frame with one face (no detector run)."""
+    """Median ms of a tracked 640x480 frame with one face (no detector run),
+    and of the same frame through `predict` (detector + landmarks), the two
+    taking turns so that their ratio is fair."""
     photo, marks = faces[0]
     frame, _ = make_frame(photo, marks, (0, 0, 0, 1), np.random.default_rng(0))
     tracker = tracking.FaceTracker(model, detect_every=10 ** 9, smooth=True, fps=FPS)
     tracker.update(frame, 0.0)
-    times = []
+    tracked, detected = [], []
     for i in range(1, runs + 1):
         start = time.perf_counter()
         tracker.update(frame, i / FPS)
-        times.append(1000 * (time.perf_counter() - start))
-    return float(np.median(times))
+        tracked.append(1000 * (time.perf_counter() - start))
+        start = time.perf_counter()
+        model.predict(frame)
+        detected.append(1000 * (time.perf_counter() - start))
+    return float(np.median(tracked)), float(np.median(detected))
 
 
 def main(argv=None):
@@ -232,8 +243,8 @@ def main(argv=None):
     p.add_argument("--faces", type=int, default=8, help="photos used (two per clip)")
     p.add_argument("--out", default="results/video_benchmark.json")
     p.add_argument("--sweep", action="store_true", help="also try tracker settings")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                   help="the predictor's flip test (default on, as predictor())")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="the predictor's flip test (default: as predictor(), off for the bundled pair)")
     args = p.parse_args(argv)
     if not Path(args.record).is_file():
         sys.exit(f"error: --record {args.record}: no such file (make data writes it)")
@@ -247,7 +258,8 @@ def main(argv=None):
     print(f"{len(all_clips)} clips of {len(all_clips[0][0])} frames, {FRAME[0]}x{FRAME[1]}")
     defaults = {"detect_every": tracking.DETECT_EVERY, "min_cutoff": tracking.MIN_CUTOFF,
                 "beta": tracking.BETA, "shape_min_cutoff": tracking.SHAPE_MIN_CUTOFF}
-    result = {"cpu": cpu_info(), "threads": 1, "flip": args.flip, "clips": len(all_clips),
+    result = {"cpu": cpu_info(), "threads": 1, "flip": model.flip,
+              "pose_model": None if model.pose_model is None else model.pose_model.name, "clips": len(all_clips),
               "segments": [list(s) for s in SEGMENTS], "noise_sigma": NOISE, "fps": FPS,
               "tracker": {**defaults, "shape_beta": tracking.SHAPE_BETA,
                           "motion_d_cutoff": tracking.MOTION_D_CUTOFF,
@@ -256,7 +268,7 @@ def main(argv=None):
     if args.sweep:
         rows, chosen = sweep(model, all_clips, result["modes"]["detect"])
         result["sweep"], result["chosen"] = rows, chosen
-    result["tracked_frame_ms"] = tracked_frame_ms(model, faces)
+    result["tracked_frame_ms"], result["detected_frame_ms"] = tracked_frame_ms(model, faces)
     detect = result["modes"]["detect"]
     result["ratios"] = {mode: {"jitter": m["jitter"] / detect["jitter"],
                                "still_jitter": m["still_jitter"] / detect["still_jitter"],

@@ -58,3 +58,4 @@ def test_the_bundled_predictor_pairs_and_can_run_one_model():
     # A frontal face: the pair and the main model alone agree closely.
     assert np.mean(np.linalg.norm(faces[0]["marks"] - alone[0]["marks"], axis=1)) < 0.05 * eyes
     assert 0 <= faces[0]["landmark_score"] <= 1
+
