@@ -99,7 +99,7 @@ def headline_section():
                 part = _group_nmes(int8["nmes"], groups, folders)
                 if part:
                     parts.append(f"{label} {100 * np.mean(part):.3f}% ({len(part)})")
-        lines.append(f"| bundled int8 model, validation crops | {'; '.join(parts)} "
+        lines.append(f"| bundled main int8 model (alone), validation crops | {'; '.join(parts)} "
                      f"| results/{BUNDLE_BENCHMARK} |")
     val = _load(f"val_{BUNDLE_RUN}_qat.json")
     if val and "hard_view" in val:
