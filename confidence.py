@@ -179,8 +179,7 @@ def plot(rows, path, title):
 
 
 def main(argv=None):
-    from predict import (DEFAULT_FLIP, DEFAULT_LANDMARK_MODEL, DEFAULT_POSE_MODEL, PAIRED_FLIP,
-                         landmark_spread_functions)
+    from predict import DEFAULT_LANDMARK_MODEL, landmark_spread_functions, settle_pairing
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=str(DEFAULT_LANDMARK_MODEL),
@@ -198,13 +197,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not Path(args.record).is_file():
         sys.exit(f"error: --record {args.record}: no such file (make data writes it)")
-    if args.pose_model is None and Path(args.model).resolve() == DEFAULT_LANDMARK_MODEL \
-            and DEFAULT_POSE_MODEL.is_file():
-        args.pose_model = str(DEFAULT_POSE_MODEL)
-    if args.pose_model == "none":
-        args.pose_model = None
-    if args.flip is None:
-        args.flip = PAIRED_FLIP if args.pose_model else DEFAULT_FLIP
+    bundled = Path(args.model).resolve() == DEFAULT_LANDMARK_MODEL
+    pose_model, args.flip = settle_pairing(None if bundled else args.model, args.pose_model,
+                                           args.flip)
+    args.pose_model = None if pose_model is None else str(pose_model)
     try:
         _, spread_fn, _ = landmark_spread_functions(args.model, args.pose_model, args.flip)
         measured = measure(spread_fn, args.record)

@@ -75,9 +75,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         faces = annotated_faces(args.dirs, args.split)
-        pose_model = False if args.pose_model == "none" else args.pose_model
         model = predictor(args.detector, args.model, refine=args.refine, flip=args.flip,
-                          pose_model_path=pose_model)
+                          pose_model_path=args.pose_model)
         nmes = score(model, faces)
     except (gen.DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")

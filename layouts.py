@@ -112,21 +112,21 @@ def layout_for_count(num_marks):
 PICK_MARGIN = 0.1
 
 
-def paired(spread_a, spread_b):
+def paired(spread_a, spread_b, margin=PICK_MARGIN):
     """Two landmark models as one: spread_a and spread_b map (B, S, S, 3) to
     ((B, 2N) marks / S, (B, N) spread). Each mark is the two models' marks
     weighted by the inverse square of their spreads (the sharper map counts
     more), except on faces where b's maps are sharper overall by more than
-    PICK_MARGIN in mean log spread: there b's marks are taken whole, since
+    `margin` in mean log spread (None: never): there b's marks are taken whole, since
     averaging a turned face's marks with a model that cannot see it drags
     them back. The fused spread is 1 / sqrt(1 / sa² + 1 / sb²)."""
 
     def predict(images):
-        return fuse(*spread_a(images), *spread_b(images))
+        return fuse(*spread_a(images), *spread_b(images), margin)
     return predict
 
 
-def fuse(marks_a, sa, marks_b, sb):
+def fuse(marks_a, sa, marks_b, sb, margin=PICK_MARGIN):
     """paired()'s rule on two models' outputs: (B, 2N) marks and (B, N) spreads each."""
     if sa is None or sb is None:
         raise ValueError("paired landmark models need score maps (an integral head) in both")
@@ -136,6 +136,7 @@ def fuse(marks_a, sa, marks_b, sb):
     wa, wb = sa ** -2.0, sb ** -2.0
     marks = (marks_a * wa[..., None] + marks_b * wb[..., None]) / (wa + wb)[..., None]
     spread = (wa + wb) ** -0.5
-    take_b = np.log(sa).mean(axis=1) - np.log(sb).mean(axis=1) > PICK_MARGIN
-    marks[take_b], spread[take_b] = marks_b[take_b], sb[take_b]
+    if margin is not None:
+        take_b = np.log(sa).mean(axis=1) - np.log(sb).mean(axis=1) > margin
+        marks[take_b], spread[take_b] = marks_b[take_b], sb[take_b]
     return marks.reshape(len(sa), -1), spread

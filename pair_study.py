@@ -21,19 +21,14 @@ import numpy as np
 
 import layouts
 from geometry import MODEL_SIZE
+from metrics import FAILURE_THRESHOLD, nme_per_face
 
 MARGINS = (0.0, 0.1, 0.2, 0.3, 0.5, None)     # None: fuse every face, never take b whole
-FAILURE = 0.1                                 # FR@0.10: a face whose NME is above this failed
 
 
 def _run(spread_fn, images):
     marks, _ = zip(*(spread_fn(images[i:i + 32]) for i in range(0, len(images), 32)))
     return np.concatenate(marks).reshape(len(images), -1, 2) * MODEL_SIZE
-
-
-def _nme(pred, truth, eye_corners):
-    eyes = np.linalg.norm(truth[:, eye_corners[0]] - truth[:, eye_corners[1]], axis=-1)
-    return np.linalg.norm(pred - truth, axis=-1).mean(axis=1) / eyes
 
 
 def _paired(diff):
@@ -47,15 +42,11 @@ def study(model, pose_model, record):
     views, layout = views_with_truth(record)
     _, spread_a, size = load_landmark_functions(model)
     _, spread_b, _ = load_landmark_functions(pose_model)
-    flip_a = layouts.flip_averaged(spread_a, size)
-    nmes = {}                         # (view, name) -> (F,) NME per face
-    for view, (images, truth) in views.items():
-        score = lambda fn: _nme(_run(fn, images), truth, layout.eye_corners)  # noqa: E731
-        nmes[view, "main, flip test"] = score(flip_a)
-        nmes[view, "large-pose, flip test"] = score(layouts.flip_averaged(spread_b, size))
-        for margin in MARGINS:
-            layouts.PICK_MARGIN = np.inf if margin is None else margin
-            nmes[view, f"pair, margin {margin}"] = score(layouts.paired(spread_a, spread_b))
+    functions = {"main, flip test": layouts.flip_averaged(spread_a, size),
+                 "large-pose, flip test": layouts.flip_averaged(spread_b, size),
+                 **{f"pair, margin {m}": layouts.paired(spread_a, spread_b, m) for m in MARGINS}}
+    nmes = {(view, name): nme_per_face(_run(fn, images), truth, layout.eye_corners)
+            for view, (images, truth) in views.items() for name, fn in functions.items()}
     return nmes, list(views)
 
 
@@ -71,14 +62,12 @@ def main(argv=None):
     for name in ("model", "pose_model", "record"):
         if not Path(getattr(args, name)).exists():
             sys.exit(f"error: --{name} {getattr(args, name)}: no such file")
-    default_margin = layouts.PICK_MARGIN
     nmes, views = study(args.model, args.pose_model, args.record)
-    layouts.PICK_MARGIN = default_margin
     base = "main, flip test"
     names = sorted({name for _, name in nmes}, key=lambda n: (n != base, n))
     halves = {"all": slice(None), "even": slice(0, None, 2), "odd": slice(1, None, 2)}
     table = {half: {view: {name: {"nme": float(nmes[view, name][rows].mean()),
-                                  "fr": float((nmes[view, name][rows] > FAILURE).mean()),
+                                  "fr": float((nmes[view, name][rows] > FAILURE_THRESHOLD).mean()),
                                   "vs_main": _paired(nmes[view, name][rows] - nmes[view, base][rows])}
                            for name in names} for view in views} for half, rows in halves.items()}
     even = table["even"]
@@ -88,14 +77,14 @@ def main(argv=None):
                  key=lambda m: even.get("profile", even["plain"])[f"pair, margin {m}"]["nme"])
     result = {"model": args.model, "pose_model": args.pose_model, "record": args.record,
               "views": views, "margins": list(MARGINS), "chosen_margin": chosen,
-              "margin_in_code": default_margin, "scores": table}
+              "margin_in_code": layouts.PICK_MARGIN, "scores": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     for view in views:
         cells = [f"{name} {100 * table['all'][view][name]['nme']:.2f}" for name in
                  (base, "large-pose, flip test", f"pair, margin {chosen}")]
         print(f"{view:>10}: " + "; ".join(cells))
-    print(f"margin chosen on the even faces: {chosen} (layouts.PICK_MARGIN is {default_margin}); "
+    print(f"margin chosen on the even faces: {chosen} (layouts.PICK_MARGIN is {layouts.PICK_MARGIN}); "
           f"wrote {args.out}")
 
 

@@ -84,6 +84,19 @@ def load_landmark_functions(path):
                             f"nor a .tflite file")
 
 
+def settle_pairing(model_path, pose_model_path, flip):
+    """(large-pose model Path or None, flip) as predictor() settles them:
+    the bundled large-pose model pairs with the bundled main model
+    (`model_path` None) unless `pose_model_path` is False or "none"; `flip`
+    None is PAIRED_FLIP for a pair, DEFAULT_FLIP for one model."""
+    if pose_model_path is None and model_path is None and DEFAULT_POSE_MODEL.is_file():
+        pose_model_path = DEFAULT_POSE_MODEL
+    pose = Path(pose_model_path) if pose_model_path not in (None, False, "none") else None
+    if flip is None:
+        flip = PAIRED_FLIP if pose else DEFAULT_FLIP
+    return pose, flip
+
+
 def landmark_spread_functions(model_path, pose_model_path=None, flip=False):
     """(spread_fn without the flip test, spread_fn with it if `flip`, input
     size) of a landmark model, or of the pair of it and `pose_model_path`
@@ -176,11 +189,7 @@ class predictor:  # noqa: N801  (the original's name, which users call)
             paths = [paths]
         self.detectors = [FaceDetector(path, threshold) for path in paths]
         self.landmark_model = Path(cnn_model_path or DEFAULT_LANDMARK_MODEL)
-        if pose_model_path is None and cnn_model_path is None and DEFAULT_POSE_MODEL.is_file():
-            pose_model_path = DEFAULT_POSE_MODEL
-        self.pose_model = Path(pose_model_path) if pose_model_path else None
-        if flip is None:
-            flip = PAIRED_FLIP if self.pose_model else DEFAULT_FLIP
+        self.pose_model, flip = settle_pairing(cnn_model_path, pose_model_path, flip)
         self.refine, self.flip = refine, flip
         # `_spread_once`: no flip test, whatever `flip` says (tracked frames).
         self._spread_once, self.spread_fn, self.input_size = landmark_spread_functions(
@@ -490,7 +499,7 @@ def main(argv=None):
         p.error("give images/folders or --video")
     try:
         model = predictor(args.detector, args.model, args.threshold, args.refine, args.flip,
-                          False if args.pose_model == "none" else args.pose_model)
+                          args.pose_model)
         if args.inputs:
             run_images(model, args.inputs, Path(args.out), args.montage, args.pose)
             if args.speed:

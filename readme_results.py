@@ -121,9 +121,9 @@ def headline_section():
     if end:
         against = ""
         if single:
-            diff = _paired_diff(single["nmes"], end["nmes"])
+            diff = paired_difference(end["nmes"], single["nmes"])
             against = (f" (the main model alone with the flip test: {_pct(single['nme'])}%; "
-                       f"{100 * diff[0]:+.3f} points, paired s.e. {100 * diff[1]:.3f})")
+                       f"{diff[0]:+.3f} points, paired s.e. {diff[1]:.3f})")
         lines.append(f"| whole predictor (detector + the two int8 landmark models) on the "
                      f"validation photos | NME {_pct(end['nme'])}%{against}, {end['missed']} of "
                      f"{end['faces']} faces missed | results/{BUNDLE_PREDICTOR_EVAL} |")
@@ -479,7 +479,7 @@ def reproduce_section():
     if not parts:
         return ""
     text = ("`make reproduce` (records → turned faces → train → QAT → export → benchmarks → "
-            "predictor check → bundle → video benchmark → these tables) spends most of its time "
+            "predictor check → bundle → large-pose model → pair study → video benchmark → these tables) spends most of its time "
             "in the bundled recipe's " + " and ".join(parts) + f" (results/val_{BUNDLE_RUN}.json, "
             f"results/val_{BUNDLE_RUN}_qat.json), then in the PTQ techniques' AdaRound passes "
             "and the benchmarks' conversions.")
@@ -488,6 +488,11 @@ def reproduce_section():
         text += (f" Turning the {profiled['faces']:,} training faces ({profiled['written']:,} "
                  f"views, `make profile`) took {profiled['seconds'] / 60:.1f} min with "
                  f"{profiled['processes']} processes on {_cpu(profiled)} (results/profiled.json).")
+    pose = ((_load(f"val_{POSE_RUN}.json") or {}).get("training") or {})
+    if "train_minutes" in pose:
+        text += (f" The large-pose model (`make train-pose`) is a second training of "
+                 f"{pose['train_minutes']:.0f} min ({pose['epochs']} epochs at "
+                 f"{pose['images_per_s_median']:.0f} images/s, results/val_{POSE_RUN}.json).")
     return text
 
 
@@ -528,12 +533,6 @@ def profiled_section():
               "seven kinds; `profile` is the validation faces turned in 3D to 50-75 degrees of yaw "
               "(hard_view.py)."]
     return "\n".join(lines)
-
-
-def _paired_diff(a, b):
-    """Mean and s.e. of b - a over the faces both scored (None: missed)."""
-    d = np.array([y - x for x, y in zip(a, b) if x is not None and y is not None])
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
 def pair_section():

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import layouts
 from layouts import paired
 
 
@@ -21,11 +20,7 @@ def test_marks_are_weighted_by_the_inverse_square_of_their_spread():
     marks, spread = paired(a, b)(np.zeros((3, 8, 8, 3)))
     np.testing.assert_allclose(marks, [[0.4, 0.4, 0.4, 0.4]] * 3)
     np.testing.assert_allclose(spread, [[1.0, 1.0]] * 3)
-    old, layouts.PICK_MARGIN = layouts.PICK_MARGIN, 1.0
-    try:
-        marks, spread = paired(a, b)(np.zeros((1, 8, 8, 3)))
-    finally:
-        layouts.PICK_MARGIN = old
+    marks, spread = paired(a, b, margin=1.0)(np.zeros((1, 8, 8, 3)))
     # mark 0: equal spreads, the midpoint; mark 1: b counts 4x as much as a.
     np.testing.assert_allclose(marks, [[0.3, 0.3, 0.44, 0.44]])
     np.testing.assert_allclose(spread, [[0.5 ** 0.5, (1 + 0.25) ** -0.5]])
