@@ -21,9 +21,11 @@ RUN ?= resnet_v21
 # The large-pose model the predictor pairs with the bundled one (run v25):
 # the same recipe with a quarter of each epoch drawn from the turned faces
 # `make profile` writes (docs/RESEARCH.md, "Two models").
-POSE_FLAGS := $(TRAIN_FLAGS) --profiled_record tfrecords/profiled.record --profiled_share 0.25
+POSE_SHARE ?= 0.25
+POSE_FLAGS := $(TRAIN_FLAGS) --profiled_record tfrecords/profiled.record --profiled_share $(POSE_SHARE)
 POSE_RUN ?= resnet_v25
-POSE_DIRS := --checkpoint_dir checkpoints_pose --qat_checkpoint_dir quantized_checkpoints_pose
+POSE_DIRS ?= --checkpoint_dir checkpoints_pose --qat_checkpoint_dir quantized_checkpoints_pose
+POSE_EXPORT ?= exported_pose
 QAT_EPOCHS ?= 10
 LOSS_EPOCHS ?= 8
 # The loss study's short runs are run v2's recipe (dense head), whatever TRAIN_FLAGS is.
@@ -33,7 +35,7 @@ RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.rec
 BUNDLE := assets/landmarks_300w
 
 .PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
-    evaluate-predictor speed training-speed precision-check train-pose bundle-pose pair-study
+    evaluate-predictor speed training-speed precision-check train-pose bundle-pose pair-study box-mapping evaluate-profile
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,6 +70,22 @@ profile: $(VENV)/.installed
 	$(PY) profile_faces.py --record tfrecords/train.record --out tfrecords/profiled.record \
 	    --views 2 --seed 0 --examples results/profiled_examples.png --summary results/profiled.json
 
+# Where each detector's box puts the landmark crop (assets/*.box_mapping.json),
+# fitted on the training photos and on 1,000 of their turned views, so a
+# turned face's crop is placed as well as a frontal one's.
+box-mapping: $(VENV)/.installed
+	$(PY) fit_box_mapping.py $(SHARED)/helen_trainset $(SHARED)/afw --exclude tfrecords/summary.json \
+	    --profiled tfrecords/profiled.record
+
+# Turned validation faces end to end (detector, crop, pair): the predictor
+# as it runs, without its re-crop, and the main model alone.
+evaluate-profile: $(VENV)/.installed
+	$(PY) evaluate_predictor.py --profile tfrecords/test.record --out results/predictor_eval_profile.json
+	$(PY) evaluate_predictor.py --profile tfrecords/test.record --recrop none \
+	    --out results/predictor_eval_profile_no_recrop.json
+	$(PY) evaluate_predictor.py --profile tfrecords/test.record --pose_model none \
+	    --out results/predictor_eval_profile_main.json
+
 # The profiled-faces study (docs/RESEARCH.md): 24-epoch fine-tunes of the
 # bundle's float model, its own recipe, without and with turned faces.
 FINETUNE := --model $(MODEL) $(TRAIN_FLAGS) --init_from $(BUNDLE)_float --lr 5e-4 --epochs 24 \
@@ -91,8 +109,8 @@ train-pose: $(VENV)/.installed
 	    --hard_view $(POSE_DIRS) --metrics_out results/val_$(POSE_RUN).json --initial_epoch $(INITIAL)
 	$(PY) landmark.py --quantization --epochs $(QAT_EPOCHS) --batch_size 32 $(RECORDS) --hard_view \
 	    $(POSE_DIRS) --metrics_out results/val_$(POSE_RUN)_qat.json
-	$(PY) landmark.py --export_only $(POSE_DIRS) --export_dir exported_pose
-	$(PY) landmark.py --export_only --quantization $(POSE_DIRS) --export_dir exported_pose_quantized
+	$(PY) landmark.py --export_only $(POSE_DIRS) --export_dir $(POSE_EXPORT)
+	$(PY) landmark.py --export_only --quantization $(POSE_DIRS) --export_dir $(POSE_EXPORT)_quantized
 
 evaluate: $(VENV)/.installed
 	$(PY) landmark.py --eval_only --hard_view $(RECORDS) --metrics_out results/val_$(RUN).json
@@ -155,8 +173,8 @@ precision-check: $(VENV)/.installed
 readme: $(VENV)/.installed
 	$(PY) readme_results.py
 
-reproduce: data profile train evaluate qat export benchmark techniques evaluate-predictor bundle \
-    train-pose bundle-pose pair-study speed video-benchmark readme
+reproduce: data profile box-mapping train evaluate qat export benchmark techniques evaluate-predictor \
+    bundle train-pose bundle-pose pair-study evaluate-profile speed video-benchmark readme
 
 # The bundled models are the split run's exports: trained on the 1,811
 # training faces, so the validation figures are the bundle's own.
@@ -171,12 +189,15 @@ bundle: $(VENV)/.installed
 
 # The large-pose model as int8 beside the bundle; the pair's confidence
 # curve; the whole predictor (the pair, as predictor() runs it) on the
-# validation photos.
+# validation photos. The large-pose model gets its own confidence curve,
+# unflipped: a tracked face the pair hands to it runs it alone (tracking.py).
 bundle-pose: $(VENV)/.installed
-	$(PY) ptq_benchmark.py --float_model exported_pose --qat_model exported_pose_quantized \
+	$(PY) ptq_benchmark.py --float_model $(POSE_EXPORT) --qat_model $(POSE_EXPORT)_quantized \
 	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle_pose
 	cp runs/bundle_pose/tflite/qat_int8_only.tflite $(BUNDLE)_pose_int8.tflite
 	$(PY) confidence.py --write_calibration
+	$(PY) confidence.py --model $(BUNDLE)_pose_int8.tflite --pose_model none --no-flip \
+	    --write_calibration --out runs/bundle_pose/confidence.json --plot runs/bundle_pose/confidence.png
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json --out results/predictor_eval_v25_pair.json
 
 # The main model, the large-pose one and the pair on the validation crops

@@ -8,6 +8,7 @@ matching detection are counted as missed.
 
     python evaluate_predictor.py --split tfrecords/summary.json   # the validation faces
     python evaluate_predictor.py --dirs ../shared/data/300w/afw --model exported
+    python evaluate_predictor.py --profile tfrecords/test.record   # turned faces, end to end
 """
 import argparse
 import json
@@ -19,12 +20,18 @@ from tqdm import tqdm
 
 import generate_mesh_dataset as gen
 import geometry
+import hard_view
 import metrics
 from face_detector import iou
 from layouts import layout_for_count
-from predict import predictor
+from predict import RECROP_SHIFT, predictor
 
 MIN_IOU = 0.3
+# --profile's frames: faces of 40-160 px (landmark box width), as small as
+# many in-the-wild faces are, in 640x480 frames; a seed of their own.
+PROFILE_WIDTHS = (40.0, 160.0)
+PROFILE_FRAME = (640, 480)
+PROFILE_SEED = 7
 
 
 def annotated_faces(dirs=(), split=None):
@@ -40,19 +47,47 @@ def annotated_faces(dirs=(), split=None):
     return faces
 
 
+def profile_frames(record, seed=PROFILE_SEED):
+    """The hard view's profile kind end to end: each validation face of
+    `record` turned in 3D to 50-75 degrees of yaw (hard_view.profile_canvases),
+    its landmark box a seeded PROFILE_WIDTHS px wide in a 640x480 frame
+    (profile_faces.framed) -> [(BGR frame, marks (68, 2) in its pixels)]."""
+    import keras_env  # noqa: F401  (must precede TensorFlow)
+    import dataset
+    import profile_faces
+
+    if dataset.record_info(record)[0] != "300w68":
+        raise ValueError(f"--profile {record}: profiling needs 68-point (300-W) faces")
+    faces = list(dataset._load(record, 68).as_numpy_iterator())
+    canvases = hard_view.profile_canvases([f["image"] for f in faces], [f["marks"] for f in faces])
+    if canvases is None:
+        raise FileNotFoundError("--profile needs the 3D face model of ../shared/data/3dmm")
+    rng = np.random.default_rng(seed)
+    frames = []
+    for canvas, canvas_marks in canvases:
+        # The stored-crop square around the turned face: the canvas's margin
+        # beyond it is the photo mirrored, and would show the face again.
+        patch, marks, _ = profile_faces.stored_face(canvas, canvas_marks, np.array([1, 0, 0]))
+        frame, marks = profile_faces.framed(patch, marks, rng, PROFILE_WIDTHS, PROFILE_FRAME)
+        frames.append((frame[:, :, ::-1].copy(), marks))     # RGB records -> BGR frames
+    return frames
+
+
 def score(model, faces):
-    """Per-face NME of the matched detection; NaN where the face was missed."""
+    """Per-face NME of the matched detection; NaN where the face was missed.
+    `faces`: Face records (photos on disk) or (BGR image, marks) pairs."""
     nmes = []
     for face in tqdm(faces, desc="photos", unit="face"):
-        layout = layout_for_count(len(face.marks))
-        found = model.predict(face.image_path)
-        truth_box = geometry.landmark_box(face.marks)
+        image, marks = face if isinstance(face, tuple) else (face.image_path, face.marks)
+        layout = layout_for_count(len(marks))
+        found = model.predict(image)
+        truth_box = geometry.landmark_box(marks)
         overlaps = iou(truth_box, np.array([f["box"] for f in found]).reshape(-1, 4))
         if not len(found) or overlaps.max() < MIN_IOU:
             nmes.append(np.nan)
             continue
-        marks = found[int(overlaps.argmax())]["marks"]
-        nmes.append(metrics.nme_per_face(marks[None], face.marks[None], layout.eye_corners)[0])
+        predicted = found[int(overlaps.argmax())]["marks"]
+        nmes.append(metrics.nme_per_face(predicted[None], marks[None], layout.eye_corners)[0])
     return np.array(nmes)
 
 
@@ -65,18 +100,30 @@ def main(argv=None):
                    help="face detector .tflite, or several tried in order (default: bundled)")
     p.add_argument("--refine", type=int, default=0,
                    help="re-crops around the predicted marks (predictor's default: 0)")
+    p.add_argument("--recrop", default=RECROP_SHIFT, type=lambda v: None if v == "none" else float(v),
+                   help="re-crop a face whose marks lie further than this share of the crop "
+                        "from its centre ('none': never; default: the predictor's, %(default)s)")
     p.add_argument("--pose_model", default=None,
                    help="large-pose model paired with --model (default: the predictor's: the "
                         "bundled pair when --model is not given; 'none': one model)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average with the mirrored crop (the predictor's default: on for one "
                         "model, off for a pair)")
+    p.add_argument("--profile", metavar="RECORD",
+                   help="score the faces of a 300-W records file turned to 50-75 degrees of "
+                        "yaw (the hard view's profile kind) in 640x480 frames, end to end")
     p.add_argument("--out", default="results/predictor_eval.json")
     args = p.parse_args(argv)
     try:
-        faces = annotated_faces(args.dirs, args.split)
+        if args.profile:
+            if not Path(args.profile).is_file():
+                raise FileNotFoundError(f"--profile {args.profile}: no such file "
+                                        f"(make data writes it)")
+            faces = profile_frames(args.profile)
+        else:
+            faces = annotated_faces(args.dirs, args.split)
         model = predictor(args.detector, args.model, refine=args.refine, flip=args.flip,
-                          pose_model_path=args.pose_model)
+                          pose_model_path=args.pose_model, recrop=args.recrop)
         nmes = score(model, faces)
     except (gen.DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
@@ -89,7 +136,10 @@ def main(argv=None):
               "model": args.model or "bundled int8",
               "pose_model": str(model.pose_model) if model.pose_model else None,
               "detector": [Path(d).name for d in args.detector] if args.detector else "default",
-              "refine": args.refine, "flip": model.flip, "dirs": args.dirs, "split": args.split,
+              "refine": args.refine, "recrop": model.recrop, "recropped": model.recrops,
+              "flip": model.flip, "dirs": args.dirs, "split": args.split,
+              "profile": args.profile and {"record": args.profile, "yaw": hard_view.PROFILE_YAW,
+                                           "face_widths": PROFILE_WIDTHS, "seed": PROFILE_SEED},
               "nmes": [None if np.isnan(v) else float(v) for v in nmes]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, allow_nan=False))

@@ -11,6 +11,7 @@ face_detector.FaceDetector; geometry.detector_to_landmark_box applies it.
 
     python fit_box_mapping.py ../shared/data/300w/helen_trainset ../shared/data/300w/afw
     python fit_box_mapping.py --detector my_blazeface.tflite FOLDER ...
+    python fit_box_mapping.py FOLDER ... --profiled tfrecords/profiled.record   # and turned faces
 """
 import argparse
 import json
@@ -30,12 +31,30 @@ SWEEP = (0.3, 0.35, 0.4, 0.45, 0.5)
 # Landmark-box widths, as shares of a 640×480 frame, at which size_sweep
 # pastes faces: where a detector stops finding faces (face_detector.MIN_FACE_SHARE).
 SHARES = (0.08, 0.12, 0.16, 0.2, 0.25)
+# --profiled faces: landmark boxes 60-200 px wide in the 640x480 frame.
+PROFILED_WIDTHS = (60.0, 200.0)
 # Fewer matched faces than this fit no keypoint mapping (14 × 3 weights).
 MIN_KEYPOINT_FACES = 100
 
 
+def profiled_frames(record, count, seed=0, widths=PROFILED_WIDTHS):
+    """`count` seeded faces of a profile_faces.py record (turned training
+    faces), each in a 640x480 frame (profile_faces.framed) -> [(BGR frame, marks)]."""
+    import profile_faces
+
+    faces = list(profile_faces.read_faces(record))
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(faces), min(count, len(faces)), replace=False))
+    frames = []
+    for index in chosen:
+        frame, marks = profile_faces.framed(faces[index][0], faces[index][1], rng, widths)
+        frames.append((frame[:, :, ::-1].copy(), marks))       # RGB records -> BGR
+    return frames
+
+
 def fit(faces, detector, min_iou=0.3, sweep=SWEEP, held_out=frozenset()):
-    """faces: generate_mesh_dataset.Face list -> (mapping dict, stats).
+    """faces: generate_mesh_dataset.Face list, or (BGR image, marks) pairs
+    -> (mapping dict, stats).
 
     The mapping is fitted on the detections at the detector's threshold:
     medians of the landmark box's centre offset and side (center_offset,
@@ -51,15 +70,18 @@ def fit(faces, detector, min_iou=0.3, sweep=SWEEP, held_out=frozenset()):
     matches (IoU >= min_iou) and the detections that match no annotated face
     (often real but unannotated faces): how the default threshold was chosen.
     """
-    boxes_used, keypoints_used, truths, missed = [], [], [], 0
+    boxes_used, keypoints_used, truths, turned, missed = [], [], [], [], 0
     threshold = detector.threshold
     detector.threshold = min(threshold, *sweep)
     best_scores, unmatched = [], []
     for face in tqdm(faces, desc="detecting", unit="face"):
-        image = cv2.imread(str(face.image_path), cv2.IMREAD_COLOR)
+        if isinstance(face, tuple):             # (BGR frame, marks): a turned training face
+            (image, marks), path = face, None
+        else:
+            image, marks, path = cv2.imread(str(face.image_path), cv2.IMREAD_COLOR), face.marks, face.image_path
         if image is None:
             continue
-        truth = geometry.landmark_box(face.marks)
+        truth = geometry.landmark_box(marks)
         detections = detector.detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         boxes = np.array([box for box, _, _ in detections]).reshape(-1, 4)
         scores = np.array([score for _, score, _ in detections])
@@ -71,12 +93,13 @@ def fit(faces, detector, min_iou=0.3, sweep=SWEEP, held_out=frozenset()):
         if not usable.any():
             missed += 1
             continue
-        if Path(face.image_path).resolve() in held_out:
+        if path is not None and Path(path).resolve() in held_out:
             continue
         best = np.where(usable, overlaps, -1).argmax()
         boxes_used.append(boxes[best])
         keypoints_used.append(detections[best][2])
         truths.append(truth)
+        turned.append(path is None)
     detector.threshold = threshold
     if not truths:
         raise ValueError("the detector matched no annotated face")
@@ -95,6 +118,12 @@ def fit(faces, detector, min_iou=0.3, sweep=SWEEP, held_out=frozenset()):
         mapping["keypoint_weights"] = keypoint_weights(boxes_used, keypoints_used, offsets,
                                                        sides).tolist()
         errors["keypoints"] = crop_error(boxes_used, keypoints_used, truths, mapping)
+        turned = np.array(turned)
+        if turned.any() and not turned.all():     # the photos' and the turned faces' apart
+            for name, rows in (("photos", ~turned), ("profiled", turned)):
+                errors[f"keypoints_{name}"] = crop_error(
+                    boxes_used[rows], [k for k, r in zip(keypoints_used, rows) if r],
+                    truths[rows], mapping)
     else:
         print(f"{detector.path.name}: {len(truths)} matched faces, fewer than "
               f"{MIN_KEYPOINT_FACES}: box medians only, no keypoint mapping")
@@ -173,22 +202,36 @@ def main(argv=None):
                    help="fit the mappings without the test faces of a records summary.json "
                         "(written by generate_mesh_dataset.py), to score the predictor on them; "
                         "they still count in the threshold and size sweeps")
+    p.add_argument("--profiled", default=None, metavar="RECORD",
+                   help="also fit on turned training faces (profile_faces.py's record), "
+                        "so that the crop follows a turned face as it does a frontal one")
+    p.add_argument("--profiled_count", type=int, default=1000,
+                   help="how many --profiled faces (a seeded draw)")
     args = p.parse_args(argv)
     try:
         faces = [f for folder in args.folders for f in gen.read_300w_dir(folder)]
+        fit_faces = list(faces)
+        if args.profiled:
+            if not Path(args.profiled).is_file():
+                raise FileNotFoundError(f"--profiled {args.profiled}: no such file "
+                                        f"(make profile writes it)")
+            fit_faces += profiled_frames(args.profiled, args.profiled_count)
         held_out = frozenset()
         if args.exclude:
             held_out = frozenset(p.resolve() for p in gen.read_test_sources(args.exclude))
             print(f"the mappings leave out the {len(held_out)} test photos of {args.exclude}")
         for model_path in args.detector:
             detector = FaceDetector(model_path)
-            mapping, stats = fit(faces, detector, held_out=held_out)
+            mapping, stats = fit(fit_faces, detector, held_out=held_out)
             stats["size_sweep"] = size_sweep(faces, detector)
             out = box_mapping_path(model_path)
             if args.out_dir:
                 out = Path(args.out_dir) / out.name
             out.write_text(json.dumps({**mapping, "detector": Path(model_path).name,
                                        "fitted_on": args.folders, "excluded": args.exclude,
+                                       "profiled": args.profiled and {
+                                           "record": args.profiled, "faces": args.profiled_count,
+                                           "widths": PROFILED_WIDTHS},
                                        **stats}, indent=1))
             errors = ", ".join(f"{e['centre_median']:.4f} by {how}"
                                for how, e in stats["crop_error"].items())

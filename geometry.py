@@ -26,6 +26,14 @@ def landmark_box(marks):
     return np.array([*marks.min(axis=0), *marks.max(axis=0)])
 
 
+def off_centre(marks, box):
+    """How far the landmark box of `marks` lies from the centre of the
+    landmark box `box` they were marked from, as a share of its longer side."""
+    found, box = landmark_box(marks), np.asarray(box, np.float64)
+    side = max(box[2] - box[0], box[3] - box[1])
+    return float(np.linalg.norm((found[:2] + found[2:] - box[:2] - box[2:]) / 2) / side)
+
+
 def crop_square(box, scale=CROP_SCALE):
     """Centre and side of the square the network sees for a face `box`."""
     x0, y0, x1, y1 = np.asarray(box, np.float64)

@@ -191,20 +191,34 @@ def profile_views(store_images, store_marks, seed=SEED, model_dir=None):
     3D face model is not there."""
     import profile_faces
 
+    canvases = profile_canvases(store_images, store_marks, seed, model_dir)
+    if canvases is None:
+        return None
+    offset = int(round(STORE_CENTER - CROP_CENTER))
+    images, marks = [], []
+    for canvas, canvas_marks in canvases:
+        patch, patch_marks, _ = profile_faces.stored_face(canvas, canvas_marks, np.array([1, 0, 0]))
+        images.append(patch[offset:offset + MODEL_SIZE, offset:offset + MODEL_SIZE])
+        marks.append(patch_marks - offset)
+    return np.stack(images), np.stack(marks)
+
+
+def profile_canvases(store_images, store_marks, seed=SEED, model_dir=None):
+    """The profile kind's rendered faces before cropping: [(canvas (H, W, 3)
+    uint8, marks (N, 2) in its pixels)], the stored crop turned with its
+    margin; None when the 3D face model is not there."""
+    import profile_faces
+
     try:
         model = profile_faces.FaceModel(model_dir or profile_faces.MODEL_DIR)
     except profile_faces.ProfileError:
         return None
-    offset = int(round(STORE_CENTER - CROP_CENTER))
-    images, marks = [], []
+    out = []
     for index, (image, face_marks) in enumerate(zip(store_images, store_marks)):
         fit = model.fit(face_marks, image.shape[1], image.shape[0])
         rng = np.random.default_rng([seed, len(KINDS), index])
         side = np.sign(fit.yaw) if abs(fit.yaw) > profile_faces.FACING else rng.choice([-1, 1])
         yaw = side * rng.uniform(*PROFILE_YAW)
-        canvas, canvas_marks = profile_faces.profile(image, face_marks, fit, yaw - fit.yaw,
-                                                     rng.uniform(-5, 5))
-        patch, patch_marks, _ = profile_faces.stored_face(canvas, canvas_marks, np.array([1, 0, 0]))
-        images.append(patch[offset:offset + MODEL_SIZE, offset:offset + MODEL_SIZE])
-        marks.append(patch_marks - offset)
-    return np.stack(images), np.stack(marks)
+        out.append(profile_faces.profile(image, face_marks, fit, yaw - fit.yaw,
+                                         rng.uniform(-5, 5)))
+    return out

@@ -54,6 +54,9 @@ DEFAULT_FLIP = True
 # the flip test added nothing to it on the validation faces (docs/RESEARCH.md).
 DEFAULT_POSE_MODEL = ASSETS / "landmarks_300w_pose_int8.tflite"
 PAIRED_FLIP = False
+# A face whose marks' box lies further than this share of the detector's
+# landmark box from its centre is marked again from a crop on its marks.
+RECROP_SHIFT = 0.08
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -101,17 +104,31 @@ def landmark_spread_functions(model_path, pose_model_path=None, flip=False):
     """(spread_fn without the flip test, spread_fn with it if `flip`, input
     size) of a landmark model, or of the pair of it and `pose_model_path`
     (layouts.paired); each maps (B, S, S, 3) to ((B, 2N) marks / S, spread)."""
+    once, pose_once, size = load_pair(model_path, pose_model_path)
+    return (*combine_spread_functions(once, size, pose_once, flip), size)
+
+
+def load_pair(model_path, pose_model_path=None):
+    """(spread_fn of `model_path`, of `pose_model_path` or None, input size)."""
     _, once, size = load_landmark_functions(model_path)
     if pose_model_path is None:
-        return once, (flip_averaged(once, size) if flip else once), size
+        return once, None, size
     _, pose_once, pose_size = load_landmark_functions(pose_model_path)
     if pose_size != size:
         raise ValueError(f"{pose_model_path} takes {pose_size}-px crops, {model_path} "
                          f"{size}-px: a pair must share the crop")
+    return once, pose_once, size
+
+
+def combine_spread_functions(once, size, pose_once=None, flip=False):
+    """(unflipped, flipped if `flip`) spread_fn of one model's `once`, or of
+    its pair with `pose_once`."""
+    if pose_once is None:
+        return once, (flip_averaged(once, size) if flip else once)
     pair = paired(once, pose_once)
     if not flip:
-        return pair, pair, size
-    return pair, paired(flip_averaged(once, size), flip_averaged(pose_once, size)), size
+        return pair, pair
+    return pair, paired(flip_averaged(once, size), flip_averaged(pose_once, size))
 
 
 def check_landmark_tflite(model, path):
@@ -179,9 +196,12 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     """Face detector + landmark model. See the module docstring."""
 
     def __init__(self, detector_face_model_path=None, cnn_model_path=None,
-                 threshold=None, refine=0, flip=None, pose_model_path=None):
+                 threshold=None, refine=0, flip=None, pose_model_path=None, recrop=RECROP_SHIFT):
         if int(refine) != refine or refine < 0:
             raise ValueError(f"refine must be a whole number >= 0, got {refine}")
+        if recrop is not None and not recrop > 0:
+            raise ValueError(f"recrop must be a share > 0 of the crop's side, or None, got {recrop}")
+        self.recrop, self.recrops = recrop, 0
         # One detector path, or several tried in order (face_detector.detect_faces);
         # None: the bundled ones (DEFAULT_MODELS).
         paths = detector_face_model_path or DEFAULT_MODELS
@@ -191,9 +211,16 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         self.landmark_model = Path(cnn_model_path or DEFAULT_LANDMARK_MODEL)
         self.pose_model, flip = settle_pairing(cnn_model_path, pose_model_path, flip)
         self.refine, self.flip = refine, flip
+        once, pose_once, self.input_size = load_pair(self.landmark_model, self.pose_model)
+        # Each model of a pair on its own, without the flip test, with its
+        # own confidence curve: a tracked face runs the one it was found with.
+        self._single = {}
+        if pose_once is not None:
+            self._single = {"main": (once, load_calibration(self.landmark_model)),
+                            "pose": (pose_once, load_calibration(self.pose_model))}
         # `_spread_once`: no flip test, whatever `flip` says (tracked frames).
-        self._spread_once, self.spread_fn, self.input_size = landmark_spread_functions(
-            self.landmark_model, self.pose_model, flip)
+        self._spread_once, self.spread_fn = combine_spread_functions(
+            once, self.input_size, pose_once, flip)
         self.predict_fn = lambda images: self.spread_fn(images)[0]  # noqa: E731
         self.calibration = load_calibration(self.landmark_model, self.pose_model)
 
@@ -209,9 +236,12 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     def _marks(self, rgb, box):
         return self._face_marks(rgb, box)[0]
 
-    def _face_marks(self, rgb, box, flip=None):
+    def _face_marks(self, rgb, box, flip=None, model=None):
         """(marks (N, 2) in image pixels, confidence (N,) or None) of the
-        face whose landmark box is `box`; `flip` False skips the flip test."""
+        face whose landmark box is `box`; `flip` False skips the flip test;
+        `model` "main" or "pose" runs that model of a pair alone, unflipped."""
+        if model is not None:
+            return self._single_marks(rgb, box, model)[:2]
         center, side = geometry.crop_square(box)
         patch, transform = geometry.crop(rgb, center, side, self.input_size)
         spread_fn = self._spread_once if flip is False else self.spread_fn
@@ -219,6 +249,24 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         marks = np.asarray(outputs).reshape(-1, 2) * self.input_size
         confidence = None if spread is None else spread_confidence(spread[0], self.calibration)
         return geometry.to_image(marks, transform), confidence
+
+    def _single_marks(self, rgb, box, model):
+        """(marks, confidence, (N,) spread) of one model of the pair alone."""
+        if model not in self._single:
+            raise ValueError(f"model {model!r}: this predictor's models are "
+                             f"{sorted(self._single) or 'one, unpaired'}")
+        spread_fn, calibration = self._single[model]
+        center, side = geometry.crop_square(box)
+        patch, transform = geometry.crop(rgb, center, side, self.input_size)
+        outputs, spread = spread_fn(patch[None])
+        marks = np.asarray(outputs).reshape(-1, 2) * self.input_size
+        return (geometry.to_image(marks, transform), spread_confidence(spread[0], calibration),
+                spread[0])
+
+    def _pair_candidates(self, rgb, box):
+        """{"main", "pose"}: each model's (marks, confidence, spread) on the
+        crop of `box`, for a tracker that picks one (empty when unpaired)."""
+        return {name: self._single_marks(rgb, box, name) for name in self._single}
 
     def describe(self, marks, confidence, image_shape):
         """The per-face fields besides box and score: marks, confidence
@@ -240,6 +288,11 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         self.last_detector = detector.path.name   # which model's faces these are
         for box, score, landmark_box in found:
             marks, confidence = self._face_marks(rgb, landmark_box)
+            if self.recrop is not None and geometry.off_centre(marks, landmark_box) > self.recrop:
+                # The detector's box missed the face's centre (most often a
+                # turned face): mark it again from a crop placed on its marks.
+                self.recrops += 1
+                marks, confidence = self._face_marks(rgb, geometry.landmark_box(marks))
             for _ in range(self.refine):
                 # Re-crop around the predicted marks: the crop training used.
                 marks, confidence = self._face_marks(rgb, geometry.landmark_box(marks))

@@ -311,6 +311,22 @@ def stored_face(canvas, canvas_marks, transform):
     return patch, geometry.to_crop(canvas_marks, to_canvas), to_photo
 
 
+def framed(image, marks, rng, widths, frame=(640, 480)):
+    """`image` (a face crop) scaled so that the landmark box of `marks` is a
+    seeded width in `widths` px (at most the frame's height), pasted at a
+    seeded place in a `frame`-sized field of its mean colour with noise ->
+    (frame, marks in its pixels): a turned face as a detector meets it."""
+    width, height = frame
+    box = geometry.landmark_box(marks)
+    side = int(round(image.shape[0] * rng.uniform(*widths) / (box[2] - box[0])))
+    side = min(side, width, height)
+    small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    field = np.clip(rng.normal(small.reshape(-1, 3).mean(0), 12, (height, width, 3)), 0, 255)
+    x0, y0 = rng.integers(0, width - side + 1), rng.integers(0, height - side + 1)
+    field[y0:y0 + side, x0:x0 + side] = small
+    return field.astype(np.uint8), np.asarray(marks) * side / image.shape[0] + [x0, y0]
+
+
 def read_faces(record):
     """(image, marks, transform, source, attributes, layout) of each face in a record."""
     import keras_env  # noqa: F401  (must precede TensorFlow)

@@ -117,6 +117,13 @@ def headline_section():
                      f"({100 * (both['nme'] / main['nme'] - 1):+.0f}%)"
                      + (f"; FR@0.10 {100 * both['fr']:.0f}% against {100 * main['fr']:.0f}%"
                         if "fr" in both else "") + " | results/pair_study.json |")
+    turned, before = _load("predictor_eval_profile.json"), _load(PROFILE_ROWS[0][0])
+    if turned and before:
+        lines.append(f"| whole predictor on those turned faces, each in a 640×480 frame at "
+                     f"40-160 px | NME {_pct(turned['nme'])}%, FR@0.10 {100 * turned['fr']:.0f}%, "
+                     f"{turned['missed']} of {turned['faces']} missed; the main model alone with "
+                     f"the crop fitted on photos only: {_pct(before['nme'])}%, FR@0.10 "
+                     f"{100 * before['fr']:.0f}% | results/predictor_eval_profile.json |")
     end, single = _load(BUNDLE_PREDICTOR_EVAL), _load(SINGLE_PREDICTOR_EVAL)
     if end:
         against = ""
@@ -561,6 +568,42 @@ def pair_section():
     return "\n".join(lines)
 
 
+# The turned-faces end-to-end files (make evaluate-profile), first the
+# predictor as it was before the box mapping saw turned faces.
+PROFILE_ROWS = (
+    ("predictor_eval_profile_before_main.json", "main model alone, flip test (the bundle before the pair)",
+     "photos only", "no"),
+    ("predictor_eval_profile_before.json", "pair", "photos only", "no"),
+    ("predictor_eval_profile_main.json", "main model alone, flip test", "photos + turned faces", "yes"),
+    ("predictor_eval_profile_no_recrop.json", "pair", "photos + turned faces", "no"),
+    ("predictor_eval_profile.json", "pair (the default)", "photos + turned faces", "yes"),
+)
+
+
+def turned_section():
+    reference = _load(PROFILE_ROWS[1][0])
+    if not reference:
+        return "_No turned-faces check yet: `make evaluate-profile`._"
+    lines = ["| file | landmark models | box mapping fitted on | re-crop | missed | NME % | FR@0.10 | "
+             "− pair before, points (paired s.e.) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, models, mapping, recrop in PROFILE_ROWS:
+        r = _load(name)
+        if not r:
+            continue
+        diff = "" if name == PROFILE_ROWS[1][0] else "{:+.2f} ({:.2f})".format(
+            *paired_difference(r["nmes"], reference["nmes"]))
+        lines.append(f"| results/{name} | {models} | {mapping} | {recrop} | {r['missed']} of "
+                     f"{r['faces']} | {100 * r['nme']:.2f} | {100 * r['fr']:.1f}% | {diff} |")
+    yaw = reference["profile"]["yaw"]
+    widths = reference["profile"]["face_widths"]
+    lines += ["", f"The {reference['faces']} validation faces turned in 3D to {yaw[0]:g}-{yaw[1]:g} "
+              f"degrees of yaw (the hard view's profile kind), each in a 640×480 frame with its "
+              f"landmark box {widths[0]:g}-{widths[1]:g} px wide, through detector, crop and "
+              f"landmarks (`evaluate_predictor.py --profile tfrecords/test.record`); int8, "
+              f"NME over the eye-corner distance of the found faces."]
+    return "\n".join(lines)
+
+
 def confidence_section():
     r = _load("confidence.json")
     if not r:
@@ -610,6 +653,12 @@ def video_section():
                   "| --- | --- | --- | --- |"]
         lines += [f"| {what} | {got} | {want} | {'yes' if ok else '**no**'} |"
                   for what, got, want, ok in targets]
+    one = r["ratios"].get("track+smooth, one model")
+    if one and r.get("tracked_frame_one_model_ms"):
+        lines += ["", f"With `one_model=True` (each tracked face runs only the model of the pair "
+                  f"it was found with): jitter {one['jitter']:.2f}×, still-face jitter "
+                  f"{one['still_jitter']:.2f}×, NME {one['nme_points']:+.2f} points, time "
+                  f"{one['ms']:.2f}×, tracked frame {r['tracked_frame_one_model_ms']:.2f} ms."]
     lines += ["", f"{r['clips']} clips of {sum(n for _, n in r['segments'])} frames at "
               f"{r['fps']:.0f} fps ({', '.join(f'{s} {n}' for s, n in r['segments'])}), camera "
               f"noise σ {r['noise_sigma']:g}; tracker {r['tracker']}; 1 thread, "
@@ -623,10 +672,11 @@ SECTIONS = {"headline": headline_section, "wild": wild_section, "precision": pre
             "speed": speed_section, "predictor": predictor_section, "bundle": bundle_section,
             "threads": threads_section, "reproduce": reproduce_section,
             "profile": profile_section, "profiled": profiled_section,
-            "confidence": confidence_section, "video": video_section, "pair": pair_section}
+            "confidence": confidence_section, "video": video_section, "pair": pair_section,
+            "turned": turned_section}
 # Which generated sections each document holds.
 DOCUMENTS = {"README.md": ("headline", "reproduce", "threads"),
-             "docs/RESEARCH.md": ("wild", "profiled", "pair", "precision", "profile", "questions", "loss"),
+             "docs/RESEARCH.md": ("wild", "profiled", "pair", "turned", "precision", "profile", "questions", "loss"),
              "docs/QUANTIZATION.md": ("benchmark", "techniques"),
              "docs/PREDICTOR.md": ("predictor", "speed", "threads", "confidence", "video"),
              "assets/MODEL_CARD.md": ("bundle", "headline")}
