@@ -137,6 +137,13 @@ def fuse(marks_a, sa, marks_b, sb, margin=PICK_MARGIN):
     marks = (marks_a * wa[..., None] + marks_b * wb[..., None]) / (wa + wb)[..., None]
     spread = (wa + wb) ** -0.5
     if margin is not None:
-        take_b = np.log(sa).mean(axis=1) - np.log(sb).mean(axis=1) > margin
+        take_b = sharper_by(sa, sb) > margin
         marks[take_b], spread[take_b] = marks_b[take_b], sb[take_b]
     return marks.reshape(len(sa), -1), spread
+
+
+def sharper_by(sa, sb):
+    """How much sharper model b's score maps are than a's on each face:
+    (B,) mean log spread of a minus b's, from (B, N) spreads."""
+    return (np.log(np.maximum(sa, 1e-3)).mean(axis=-1)
+            - np.log(np.maximum(sb, 1e-3)).mean(axis=-1))

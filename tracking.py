@@ -22,6 +22,7 @@ import numpy as np
 
 import geometry
 from face_detector import detect_faces, iou
+from layouts import PICK_MARGIN, sharper_by
 
 # How often the detector looks for new faces, in frames.
 DETECT_EVERY = 10
@@ -64,6 +65,15 @@ DEFAULT_FPS = 30.0
 # Tracked faces skip the flip test: the One Euro filter already averages
 # over frames, and one landmark invoke a frame is half the cost.
 TRACK_FLIP = False
+# With a pair of landmark models (predict.py), `one_model` makes a tracked
+# face run one of them: the one chosen where it was last detected, from
+# both models' score maps (layouts.sharper_by against layouts.PICK_MARGIN),
+# changed only when the other's maps are sharper by SWITCH_BAND more than
+# the margin asks. Half the cost of a tracked frame, but off by default:
+# one model's marks jitter more than the pair's fused ones
+# (video_benchmark.py: jitter 0.60x detect-every-frame against 0.48x).
+ONE_MODEL = False
+SWITCH_BAND = 0.1
 
 
 def _alpha(cutoff, dt):
@@ -158,8 +168,10 @@ class MarkSmoother:
 
 
 class _Track:
-    def __init__(self, track_id, marks, score, smooth, filter_options, confidence=None):
+    def __init__(self, track_id, marks, score, smooth, filter_options, confidence=None,
+                 model=None):
         self.id, self.marks, self.score, self.confidence = track_id, marks, score, confidence
+        self.model = model          # which model of a pair marks it (None: the predictor's way)
         self.crop_filter = OneEuroFilter(CROP_MIN_CUTOFF, CROP_BETA)
         self.crop_box = self.crop = None
         self.side = float(max(np.ptp(marks, axis=0)))       # the filter's unit
@@ -196,21 +208,38 @@ class FaceTracker:
 
     def __init__(self, model, detect_every=DETECT_EVERY, smooth=True, fps=None,
                  min_cutoff=MIN_CUTOFF, beta=BETA, shape_min_cutoff=SHAPE_MIN_CUTOFF,
-                 shape_beta=SHAPE_BETA, flip=TRACK_FLIP, recrop_shift=RECROP_SHIFT):
+                 shape_beta=SHAPE_BETA, flip=TRACK_FLIP, recrop_shift=RECROP_SHIFT,
+                 one_model=ONE_MODEL):
         if int(detect_every) != detect_every or detect_every < 1:
             raise ValueError(f"detect_every must be a whole number >= 1, got {detect_every}")
         if fps is not None and not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         self.model, self.detect_every, self.smooth = model, int(detect_every), smooth
         self.flip, self.recrop_shift = flip, recrop_shift
+        # One model a tracked face, when the predictor pairs two (see ONE_MODEL).
+        self.one_model = one_model and bool(getattr(model, "_single", None))
         self.frame_time = 1.0 / (fps or DEFAULT_FPS)
         self.filter_options = {"min_cutoff": min_cutoff, "beta": beta,
                                "shape_min_cutoff": shape_min_cutoff, "shape_beta": shape_beta}
         self.tracks, self.frames, self.ids = [], 0, itertools.count()
         self.detections = self.recrops = 0        # detector runs and re-crops, for benchmarks
 
-    def _new_track(self, marks, confidence, score):
-        return _Track(next(self.ids), marks, score, self.smooth, self.filter_options, confidence)
+    def _new_track(self, marks, confidence, score, model=None):
+        return _Track(next(self.ids), marks, score, self.smooth, self.filter_options,
+                      confidence, model)
+
+    def _found_marks(self, rgb, crop, current=None):
+        """(marks, confidence, model) of a face at a detection: with one
+        model a face, both models mark the crop and the face keeps
+        `current` (None: a new face) unless the other is sharper beyond
+        SWITCH_BAND; else the predictor's marks."""
+        if not self.one_model:
+            return (*self.model._face_marks(rgb, crop, self.flip), None)
+        found = self.model._pair_candidates(rgb, crop)
+        advantage = float(sharper_by(found["main"][2], found["pose"][2]))
+        band = {None: 0.0, "main": SWITCH_BAND, "pose": -SWITCH_BAND}[current]
+        model = "pose" if advantage > PICK_MARGIN + band else "main"
+        return (*found[model][:2], model)
 
     def _lost(self, track):
         return track.confidence is not None and float(np.mean(track.confidence)) < LOST_SCORE
@@ -230,25 +259,24 @@ class FaceTracker:
                 # A sure track keeps its own crop: switching to the detector's
                 # box every few frames would make the marks jump there.
                 crop = landmark_box if self._lost(track) or track.crop is None else track.crop
-                track.marks, track.confidence = self.model._face_marks(rgb, crop, self.flip)
+                track.marks, track.confidence, track.model = self._found_marks(
+                    rgb, crop, track.model)
                 track.score = score
             else:
-                track = self._new_track(*self.model._face_marks(rgb, landmark_box, self.flip),
-                                        score)
+                marks, confidence, model = self._found_marks(rgb, landmark_box)
+                track = self._new_track(marks, confidence, score, model)
             kept.append(track)
         self.tracks = kept
 
-    def _marks_in(self, rgb, crop):
+    def _marks_in(self, rgb, crop, model=None):
         """Marks and confidence of a tracked face from its predicted crop,
-        marked again from a re-centred crop when the face was far off centre."""
-        marks, confidence = self.model._face_marks(rgb, crop, self.flip)
-        if self.recrop_shift is not None:
-            box = geometry.landmark_box(marks)
-            side = max(crop[2] - crop[0], crop[3] - crop[1])
-            shift = np.linalg.norm((box[:2] + box[2:]) / 2 - (np.asarray(crop[:2]) + crop[2:]) / 2)
-            if shift > self.recrop_shift * side:
-                self.recrops += 1
-                marks, confidence = self.model._face_marks(rgb, box, self.flip)
+        by `model` of a pair (None: the predictor's way), marked again from
+        a re-centred crop when the face was far off centre."""
+        marks, confidence = self.model._face_marks(rgb, crop, self.flip, model)
+        if self.recrop_shift is not None and geometry.off_centre(marks, crop) > self.recrop_shift:
+            self.recrops += 1
+            marks, confidence = self.model._face_marks(rgb, geometry.landmark_box(marks),
+                                                       self.flip, model)
         return marks, confidence
 
     def _keep_inside(self, shape):
@@ -268,7 +296,7 @@ class FaceTracker:
         time = self.frames * self.frame_time if time is None else float(time)
         if self.tracks and self.frames % self.detect_every:
             for track in self.tracks:
-                track.marks, track.confidence = self._marks_in(rgb, track.crop)
+                track.marks, track.confidence = self._marks_in(rgb, track.crop, track.model)
             tracked = len(self.tracks)
             self._keep_inside(rgb.shape)
             if len(self.tracks) < tracked or any(self._lost(t) for t in self.tracks):

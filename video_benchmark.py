@@ -9,7 +9,9 @@ moves as a camera would see it:
 The marks move with the pixels, so every frame has its truth.
 
 Modes, all at 1 thread: detect every frame (`predictor.predict`), tracking
-(tracking.FaceTracker, no smoothing), and tracking with the One Euro filter.
+(tracking.FaceTracker, no smoothing), and tracking with the One Euro filter;
+with a pair of landmark models, also tracking with smoothing where each
+tracked face runs only the model it was found with (one_model).
 Reported per mode: NME on frames whose face is in view; jitter, the RMS
 frame-to-frame change of each mark's error over the eye-corner distance;
 the same on the still segments; frames after the cut until the marks are
@@ -43,6 +45,9 @@ FACE_WIDTH = 170            # px, the face's landmark-box width at zoom 1
 LAG_ERROR = 0.1             # the marks have caught up when the NME is below this
 SETTLE = 10                 # frames after a segment starts that jitter leaves out
 EYES = (36, 45)
+# Tracking and smoothing as the default mode, but each tracked face of a pair
+# running one model (tracking.FaceTracker one_model): faster, more jitter.
+ONE_MODEL = "track+smooth, one model"
 SWEEP = {"detect_every": (10, 30), "min_cutoff": (0.5, 1.0, 2.0), "beta": (3.0, 10.0, 30.0),
          "shape_min_cutoff": (0.1, 0.3)}
 
@@ -147,7 +152,8 @@ def run_modes(model, clip, modes, options=None):
     turns at each frame (in an order that rotates), so that the machine's
     drifts in speed fall on all of them alike and their ms ratios are fair."""
     frames, truths, _ = clip
-    trackers = {mode: tracking.FaceTracker(model, smooth=mode == "track+smooth", fps=FPS,
+    trackers = {mode: tracking.FaceTracker(model, smooth=mode.startswith("track+smooth"),
+                                           fps=FPS, one_model=mode == ONE_MODEL,
                                            **(options or {}))
                 for mode in modes if mode != "detect"}
     out = {mode: [] for mode in modes}
@@ -217,21 +223,28 @@ def sweep(model, all_clips, reference):
 
 def tracked_frame_ms(model, faces, runs=200):
     """Median ms of a tracked 640x480 frame with one face (no detector run),
-    and of the same frame through `predict` (detector + landmarks), the two
-    taking turns so that their ratio is fair."""
+    of the same frame through `predict` (detector + landmarks), and, with a
+    pair, of the tracked frame running one model (None without): the three
+    taking turns so that their ratios are fair."""
     photo, marks = faces[0]
     frame, _ = make_frame(photo, marks, (0, 0, 0, 1), np.random.default_rng(0))
-    tracker = tracking.FaceTracker(model, detect_every=10 ** 9, smooth=True, fps=FPS)
-    tracker.update(frame, 0.0)
-    tracked, detected = [], []
+    trackers = {"tracked": tracking.FaceTracker(model, detect_every=10 ** 9, smooth=True, fps=FPS)}
+    if model.pose_model is not None:
+        trackers["one_model"] = tracking.FaceTracker(model, detect_every=10 ** 9, smooth=True,
+                                                     fps=FPS, one_model=True)
+    for tracker in trackers.values():
+        tracker.update(frame, 0.0)
+    times = {name: [] for name in [*trackers, "detected"]}
     for i in range(1, runs + 1):
-        start = time.perf_counter()
-        tracker.update(frame, i / FPS)
-        tracked.append(1000 * (time.perf_counter() - start))
+        for name, tracker in trackers.items():
+            start = time.perf_counter()
+            tracker.update(frame, i / FPS)
+            times[name].append(1000 * (time.perf_counter() - start))
         start = time.perf_counter()
         model.predict(frame)
-        detected.append(1000 * (time.perf_counter() - start))
-    return float(np.median(tracked)), float(np.median(detected))
+        times["detected"].append(1000 * (time.perf_counter() - start))
+    medians = {name: float(np.median(t)) for name, t in times.items()}
+    return medians["tracked"], medians["detected"], medians.get("one_model")
 
 
 def main(argv=None):
@@ -263,12 +276,15 @@ def main(argv=None):
               "segments": [list(s) for s in SEGMENTS], "noise_sigma": NOISE, "fps": FPS,
               "tracker": {**defaults, "shape_beta": tracking.SHAPE_BETA,
                           "motion_d_cutoff": tracking.MOTION_D_CUTOFF,
-                          "recrop_shift": tracking.RECROP_SHIFT}}
-    result["modes"] = benchmark(model, all_clips, ["detect", "track", "track+smooth"], defaults)
+                          "recrop_shift": tracking.RECROP_SHIFT,
+                          "one_model": tracking.ONE_MODEL, "switch_band": tracking.SWITCH_BAND}}
+    modes = ["detect", "track", "track+smooth"] + ([ONE_MODEL] if model.pose_model else [])
+    result["modes"] = benchmark(model, all_clips, modes, defaults)
     if args.sweep:
         rows, chosen = sweep(model, all_clips, result["modes"]["detect"])
         result["sweep"], result["chosen"] = rows, chosen
-    result["tracked_frame_ms"], result["detected_frame_ms"] = tracked_frame_ms(model, faces)
+    (result["tracked_frame_ms"], result["detected_frame_ms"],
+     result["tracked_frame_one_model_ms"]) = tracked_frame_ms(model, faces)
     detect = result["modes"]["detect"]
     result["ratios"] = {mode: {"jitter": m["jitter"] / detect["jitter"],
                                "still_jitter": m["still_jitter"] / detect["still_jitter"],
@@ -278,7 +294,7 @@ def main(argv=None):
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     for mode, m in result["modes"].items():
-        print(f"{mode:>13}: NME {100 * m['nme']:.2f}%  jitter {100 * m['jitter']:.3f}%  "
+        print(f"{mode:>25}: NME {100 * m['nme']:.2f}%  jitter {100 * m['jitter']:.3f}%  "
               f"still {100 * m['still_jitter']:.3f}%  lag {m['lag_frames']:.1f} frames  "
               f"unmarked {m['unmarked_frames']}  {m['ms_mean']:.2f} ms/frame")
     print(f"tracked frame: {result['tracked_frame_ms']:.2f} ms (median); "

@@ -36,7 +36,7 @@ class StubPredictor:
     from predict import predictor
     describe = predictor.describe
 
-    def _face_marks(self, rgb, box, flip=None):
+    def _face_marks(self, rgb, box, flip=None, model=None):
         """Marks, and a confidence that is high only where the crop shows a square."""
         marks, found = self._marks(rgb, box, with_found=True)
         return marks, np.full(len(marks), 0.9 if found else 0.1)
@@ -202,3 +202,39 @@ def test_a_face_whose_confidence_falls_is_looked_for_at_once():
     faces = tracker.update(frame_with((104, 80, 40)))
     assert len(faces) == 1 and faces[0]["landmark_score"] == pytest.approx(0.9)
     assert faces[0]["confidence"].shape == (68,)
+
+
+class PairedStubPredictor(StubPredictor):
+    """Two stub models: "pose" has the sharper maps where `pose_sharper` says."""
+
+    def __init__(self, pose_sharper):
+        super().__init__()
+        self.pose_sharper, self.runs = pose_sharper, {"main": 0, "pose": 0}
+        self._single = {"main": None, "pose": None}
+
+    def _single_marks(self, rgb, box, model, sharper=0.0):
+        self.runs[model] += 1
+        marks, confidence = StubPredictor._face_marks(self, rgb, box)
+        return marks, confidence, np.full(len(marks), np.exp(-sharper))
+
+    def _pair_candidates(self, rgb, box):
+        return {"main": self._single_marks(rgb, box, "main"),
+                "pose": self._single_marks(rgb, box, "pose", self.pose_sharper.pop(0))}
+
+    def _face_marks(self, rgb, box, flip=None, model=None):
+        assert model is not None, "a tracked face of a pair runs one model"
+        return self._single_marks(rgb, box, model)[:2]
+
+
+def test_a_tracked_face_of_a_pair_runs_one_model_and_keeps_it_within_the_band():
+    # Pose's maps: 0.3 sharper at the first detection, then 0.15 (inside the
+    # band around PICK_MARGIN 0.1: it stays), then 0.05 less (it switches back).
+    model = PairedStubPredictor([0.3, 0.15, -0.05])
+    tracker = FaceTracker(model, detect_every=5, smooth=False, one_model=True)
+    chosen = []
+    for _ in range(15):
+        tracker.update(frame_with((100, 80, 60)))
+        chosen.append(tracker.tracks[0].model)
+    assert chosen[:10] == ["pose"] * 10 and chosen[10:] == ["main"] * 5
+    # Three detections run both models; the 12 tracked frames run one each.
+    assert model.runs == {"main": 3 + 4, "pose": 3 + 8}
