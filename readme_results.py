@@ -485,8 +485,9 @@ def reproduce_section():
                          f"{t['images_per_s_median']:.0f} images/s)")
     if not parts:
         return ""
-    text = ("`make reproduce` (records → turned faces → train → QAT → export → benchmarks → "
-            "predictor check → bundle → large-pose model → pair study → video benchmark → these tables) spends most of its time "
+    text = ("`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
+            "benchmarks → predictor check → bundle → large-pose model → pair study → turned faces "
+            "end to end → video benchmark → these tables) spends most of its time "
             "in the bundled recipe's " + " and ".join(parts) + f" (results/val_{BUNDLE_RUN}.json, "
             f"results/val_{BUNDLE_RUN}_qat.json), then in the PTQ techniques' AdaRound passes "
             "and the benchmarks' conversions.")
@@ -508,10 +509,10 @@ def reproduce_section():
 # recipe, one mixing in profile_faces.py's turned faces (v23) and one
 # without (v23_control), so the fine-tune itself is not credited.
 PROFILED_RUNS = ("resnet_v21", "resnet_v23_control", "resnet_v23", "resnet_v23b", "resnet_v24",
-                 "resnet_v25")
+                 "resnet_v25", "resnet_v26")
 PROFILED_PAIRS = (("resnet_v23", "resnet_v23_control"), ("resnet_v23b", "resnet_v23_control"),
                   ("resnet_v23", "resnet_v21"), ("resnet_v24", "resnet_v21"),
-                  ("resnet_v25", "resnet_v21"))
+                  ("resnet_v25", "resnet_v21"), ("resnet_v26", "resnet_v25"))
 
 
 def profiled_section():
