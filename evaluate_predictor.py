@@ -24,7 +24,8 @@ import hard_view
 import metrics
 from face_detector import iou
 from layouts import layout_for_count
-from predict import RECROP_SHIFT, predictor
+from geometry import RECROP_SHIFT
+from predict import predictor
 
 MIN_IOU = 0.3
 # --profile's frames: faces of 40-160 px (landmark box width), as small as
@@ -91,6 +92,17 @@ def score(model, faces):
     return np.array(nmes)
 
 
+def share_or_none(text):
+    """--recrop's value: a number, or "none"."""
+    if text == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share such as 0.08, or none; "
+                                         f"got {text!r}") from None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dirs", nargs="*", default=[], help="300-W style folders")
@@ -100,7 +112,7 @@ def main(argv=None):
                    help="face detector .tflite, or several tried in order (default: bundled)")
     p.add_argument("--refine", type=int, default=0,
                    help="re-crops around the predicted marks (predictor's default: 0)")
-    p.add_argument("--recrop", default=RECROP_SHIFT, type=lambda v: None if v == "none" else float(v),
+    p.add_argument("--recrop", default=RECROP_SHIFT, type=share_or_none, metavar="SHARE|none",
                    help="re-crop a face whose marks lie further than this share of the crop "
                         "from its centre ('none': never; default: the predictor's, %(default)s)")
     p.add_argument("--pose_model", default=None,
@@ -115,6 +127,9 @@ def main(argv=None):
     p.add_argument("--out", default="results/predictor_eval.json")
     args = p.parse_args(argv)
     try:
+        # The predictor first: a bad model or setting is named before the faces are made.
+        model = predictor(args.detector, args.model, refine=args.refine, flip=args.flip,
+                          pose_model_path=args.pose_model, recrop=args.recrop)
         if args.profile:
             if not Path(args.profile).is_file():
                 raise FileNotFoundError(f"--profile {args.profile}: no such file "
@@ -122,8 +137,6 @@ def main(argv=None):
             faces = profile_frames(args.profile)
         else:
             faces = annotated_faces(args.dirs, args.split)
-        model = predictor(args.detector, args.model, refine=args.refine, flip=args.flip,
-                          pose_model_path=args.pose_model, recrop=args.recrop)
         nmes = score(model, faces)
     except (gen.DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")

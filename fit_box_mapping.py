@@ -42,7 +42,10 @@ def profiled_frames(record, count, seed=0, widths=PROFILED_WIDTHS):
     faces), each in a 640x480 frame (profile_faces.framed) -> [(BGR frame, marks)]."""
     import profile_faces
 
-    faces = list(profile_faces.read_faces(record))
+    try:
+        faces = list(profile_faces.read_faces(record))
+    except profile_faces.ProfileError as err:      # e.g. a record of 98-point faces
+        raise ValueError(f"--profiled: {err}") from None
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(faces), min(count, len(faces)), replace=False))
     frames = []
@@ -78,7 +81,8 @@ def fit(faces, detector, min_iou=0.3, sweep=SWEEP, held_out=frozenset()):
         if isinstance(face, tuple):             # (BGR frame, marks): a turned training face
             (image, marks), path = face, None
         else:
-            image, marks, path = cv2.imread(str(face.image_path), cv2.IMREAD_COLOR), face.marks, face.image_path
+            marks, path = face.marks, face.image_path
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             continue
         truth = geometry.landmark_box(marks)

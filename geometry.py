@@ -26,6 +26,14 @@ def landmark_box(marks):
     return np.array([*marks.min(axis=0), *marks.max(axis=0)])
 
 
+# A face whose marks come out further than this share of the crop's side
+# from the centre of the box they were marked from (off_centre) is marked
+# again from a crop on its marks, as training's crops were placed: a
+# detector box that missed a turned face, or a tracked face that moved
+# faster than its crop foresaw (predict.py, tracking.py).
+RECROP_SHIFT = 0.08
+
+
 def off_centre(marks, box):
     """How far the landmark box of `marks` lies from the centre of the
     landmark box `box` they were marked from, as a share of its longer side."""

@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 import geometry
+from geometry import RECROP_SHIFT
 from face_detector import DEFAULT_MODELS, FaceDetector, detect_faces
 from images import read_image
 from confidence import load_calibration, spread_confidence
@@ -54,9 +55,6 @@ DEFAULT_FLIP = True
 # the flip test added nothing to it on the validation faces (docs/RESEARCH.md).
 DEFAULT_POSE_MODEL = ASSETS / "landmarks_300w_pose_int8.tflite"
 PAIRED_FLIP = False
-# A face whose marks' box lies further than this share of the detector's
-# landmark box from its centre is marked again from a crop on its marks.
-RECROP_SHIFT = 0.08
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -242,24 +240,25 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         `model` "main" or "pose" runs that model of a pair alone, unflipped."""
         if model is not None:
             return self._single_marks(rgb, box, model)[:2]
-        center, side = geometry.crop_square(box)
-        patch, transform = geometry.crop(rgb, center, side, self.input_size)
         spread_fn = self._spread_once if flip is False else self.spread_fn
-        outputs, spread = spread_fn(patch[None])   # uint8 patch: see TFLiteModel
-        marks = np.asarray(outputs).reshape(-1, 2) * self.input_size
-        confidence = None if spread is None else spread_confidence(spread[0], self.calibration)
-        return geometry.to_image(marks, transform), confidence
+        return self._run(rgb, box, spread_fn, self.calibration)[:2]
 
     def _single_marks(self, rgb, box, model):
         """(marks, confidence, (N,) spread) of one model of the pair alone."""
         if model not in self._single:
             raise ValueError(f"model {model!r}: this predictor's models are "
                              f"{sorted(self._single) or 'one, unpaired'}")
-        spread_fn, calibration = self._single[model]
+        return self._run(rgb, box, *self._single[model])
+
+    def _run(self, rgb, box, spread_fn, calibration):
+        """(marks in image pixels, confidence or None, spread or None) of
+        `spread_fn` on the crop of the landmark box `box`."""
         center, side = geometry.crop_square(box)
         patch, transform = geometry.crop(rgb, center, side, self.input_size)
-        outputs, spread = spread_fn(patch[None])
+        outputs, spread = spread_fn(patch[None])   # uint8 patch: see TFLiteModel
         marks = np.asarray(outputs).reshape(-1, 2) * self.input_size
+        if spread is None:
+            return geometry.to_image(marks, transform), None, None
         return (geometry.to_image(marks, transform), spread_confidence(spread[0], calibration),
                 spread[0])
 

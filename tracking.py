@@ -22,6 +22,7 @@ import numpy as np
 
 import geometry
 from face_detector import detect_faces, iou
+from geometry import RECROP_SHIFT
 from layouts import PICK_MARGIN, sharper_by
 
 # How often the detector looks for new faces, in frames.
@@ -57,10 +58,6 @@ MOTION_D_CUTOFF = 5.0
 # with every frame's noise fed that noise back into the next frame's marks.
 CROP_MIN_CUTOFF = 0.5
 CROP_BETA = 20.0
-# A face whose marks come out this far (share of the crop's side) from the
-# crop's centre has moved faster than the crop predicted: it is marked again
-# in a crop placed on those marks, as training's crops were placed.
-RECROP_SHIFT = 0.08
 DEFAULT_FPS = 30.0
 # Tracked faces skip the flip test: the One Euro filter already averages
 # over frames, and one landmark invoke a frame is half the cost.
@@ -71,7 +68,7 @@ TRACK_FLIP = False
 # changed only when the other's maps are sharper by SWITCH_BAND more than
 # the margin asks. Half the cost of a tracked frame, but off by default:
 # one model's marks jitter more than the pair's fused ones
-# (video_benchmark.py: jitter 0.60x detect-every-frame against 0.48x).
+# (results/video_benchmark.json, "track+smooth, one model").
 ONE_MODEL = False
 SWITCH_BAND = 0.1
 

@@ -276,7 +276,7 @@ def main(argv=None):
               "segments": [list(s) for s in SEGMENTS], "noise_sigma": NOISE, "fps": FPS,
               "tracker": {**defaults, "shape_beta": tracking.SHAPE_BETA,
                           "motion_d_cutoff": tracking.MOTION_D_CUTOFF,
-                          "recrop_shift": tracking.RECROP_SHIFT,
+                          "recrop_shift": geometry.RECROP_SHIFT,
                           "one_model": tracking.ONE_MODEL, "switch_band": tracking.SWITCH_BAND}}
     modes = ["detect", "track", "track+smooth"] + ([ONE_MODEL] if model.pose_model else [])
     result["modes"] = benchmark(model, all_clips, modes, defaults)

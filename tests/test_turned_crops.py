@@ -9,7 +9,8 @@ import pytest
 import fit_box_mapping
 import geometry
 import profile_faces
-from predict import RECROP_SHIFT, predictor
+from geometry import RECROP_SHIFT
+from predict import predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTRAIT = ROOT / "test_images" / "grace_hopper.jpg"
