@@ -7,7 +7,10 @@ faces from MARGINS (the best profile-kind NME whose plain NME is no worse
 than the main model's beyond 2 paired s.e.); every figure is then given on
 all faces and on the odd-numbered ones alone, which did not choose it.
 Differences are paired, per face, against the main model as the predictor
-ran it before the pair: with the flip test.
+ran it before the pair: with the flip test, and against the pair as the
+predictor runs it (margin PICK_MARGIN). `--candidates` adds other landmark
+models, each scored alone (with and without the flip test) and paired
+with the large-pose model, to see whether one can replace either.
 
     python pair_study.py --model assets/landmarks_300w_int8.tflite \\
         --pose_model assets/landmarks_300w_pose_int8.tflite --out results/pair_study.json
@@ -35,7 +38,7 @@ def _paired(diff):
     return {"mean": float(diff.mean()), "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
 
 
-def study(model, pose_model, record):
+def study(model, pose_model, record, candidates=()):
     from confidence import views_with_truth
     from predict import load_landmark_functions
 
@@ -45,6 +48,12 @@ def study(model, pose_model, record):
     functions = {"main, flip test": layouts.flip_averaged(spread_a, size),
                  "large-pose, flip test": layouts.flip_averaged(spread_b, size),
                  **{f"pair, margin {m}": layouts.paired(spread_a, spread_b, m) for m in MARGINS}}
+    for path in candidates:
+        _, spread_c, _ = load_landmark_functions(path)
+        name = Path(path).name
+        functions.update({name: spread_c, f"{name}, flip test": layouts.flip_averaged(spread_c, size),
+                          f"{name} + large-pose, pair": layouts.paired(spread_c, spread_b),
+                          f"main + {name}, pair": layouts.paired(spread_a, spread_c)})
     nmes = {(view, name): nme_per_face(_run(fn, images), truth, layout.eye_corners)
             for view, (images, truth) in views.items() for name, fn in functions.items()}
     return nmes, list(views)
@@ -57,18 +66,24 @@ def main(argv=None):
     p.add_argument("--model", default=str(DEFAULT_LANDMARK_MODEL))
     p.add_argument("--pose_model", default=str(DEFAULT_POSE_MODEL))
     p.add_argument("--record", default="tfrecords/test.record")
+    p.add_argument("--candidates", nargs="+", default=[], metavar="TFLITE",
+                   help="other landmark models to score alone and paired with --pose_model")
     p.add_argument("--out", default="results/pair_study.json")
     args = p.parse_args(argv)
     for name in ("model", "pose_model", "record"):
         if not Path(getattr(args, name)).exists():
             sys.exit(f"error: --{name} {getattr(args, name)}: no such file")
-    nmes, views = study(args.model, args.pose_model, args.record)
-    base = "main, flip test"
+    for path in args.candidates:
+        if not Path(path).is_file():
+            sys.exit(f"error: --candidates {path}: no such file")
+    nmes, views = study(args.model, args.pose_model, args.record, args.candidates)
+    base, default = "main, flip test", f"pair, margin {layouts.PICK_MARGIN}"
     names = sorted({name for _, name in nmes}, key=lambda n: (n != base, n))
     halves = {"all": slice(None), "even": slice(0, None, 2), "odd": slice(1, None, 2)}
     table = {half: {view: {name: {"nme": float(nmes[view, name][rows].mean()),
                                   "fr": float((nmes[view, name][rows] > FAILURE_THRESHOLD).mean()),
-                                  "vs_main": _paired(nmes[view, name][rows] - nmes[view, base][rows])}
+                                  "vs_main": _paired(nmes[view, name][rows] - nmes[view, base][rows]),
+                                  "vs_pair": _paired(nmes[view, name][rows] - nmes[view, default][rows])}
                            for name in names} for view in views} for half, rows in halves.items()}
     even = table["even"]
     allowed = [m for m in MARGINS if even["plain"][f"pair, margin {m}"]["vs_main"]["mean"]
@@ -76,6 +91,7 @@ def main(argv=None):
     chosen = min(allowed or MARGINS,
                  key=lambda m: even.get("profile", even["plain"])[f"pair, margin {m}"]["nme"])
     result = {"model": args.model, "pose_model": args.pose_model, "record": args.record,
+              "candidates": args.candidates,
               "views": views, "margins": list(MARGINS), "chosen_margin": chosen,
               "margin_in_code": layouts.PICK_MARGIN, "scores": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +100,11 @@ def main(argv=None):
         cells = [f"{name} {100 * table['all'][view][name]['nme']:.2f}" for name in
                  (base, "large-pose, flip test", f"pair, margin {chosen}")]
         print(f"{view:>10}: " + "; ".join(cells))
+        for name in names:
+            if any(Path(c).name in name for c in args.candidates):
+                cell, diff = table["all"][view][name], table["all"][view][name]["vs_pair"]
+                print(f"{'':>12}{name} {100 * cell['nme']:.2f} (vs pair {100 * diff['mean']:+.3f}, "
+                      f"s.e. {100 * diff['se']:.3f}; FR {100 * cell['fr']:.0f}%)")
     print(f"margin chosen on the even faces: {chosen} (layouts.PICK_MARGIN is {layouts.PICK_MARGIN}); "
           f"wrote {args.out}")
 
