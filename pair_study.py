@@ -10,7 +10,9 @@ Differences are paired, per face, against the main model as the predictor
 ran it before the pair: with the flip test, and against the pair as the
 predictor runs it (margin PICK_MARGIN). `--candidates` adds other landmark
 models, each scored alone (with and without the flip test) and paired
-with the large-pose model, to see whether one can replace either.
+with the large-pose model, to see whether one can replace either;
+`--against MAIN POSE` adds an earlier pair (the bundle before), paired
+against on every row as "vs_before".
 
     python pair_study.py --model assets/landmarks_300w_int8.tflite \\
         --pose_model assets/landmarks_300w_pose_int8.tflite --out results/pair_study.json
@@ -26,6 +28,7 @@ import layouts
 from geometry import MODEL_SIZE
 from metrics import FAILURE_THRESHOLD, nme_per_face
 
+BEFORE = "pair before"
 MARGINS = (0.0, 0.1, 0.2, 0.3, 0.5, None)     # None: fuse every face, never take b whole
 
 
@@ -38,7 +41,7 @@ def _paired(diff):
     return {"mean": float(diff.mean()), "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
 
 
-def study(model, pose_model, record, candidates=()):
+def study(model, pose_model, record, candidates=(), against=None):
     from confidence import views_with_truth
     from predict import load_landmark_functions
 
@@ -54,6 +57,10 @@ def study(model, pose_model, record, candidates=()):
         functions.update({name: spread_c, f"{name}, flip test": layouts.flip_averaged(spread_c, size),
                           f"{name} + large-pose, pair": layouts.paired(spread_c, spread_b),
                           f"main + {name}, pair": layouts.paired(spread_a, spread_c)})
+    if against:
+        _, before_a, _ = load_landmark_functions(against[0])
+        _, before_b, _ = load_landmark_functions(against[1])
+        functions[BEFORE] = layouts.paired(before_a, before_b)
     nmes = {(view, name): nme_per_face(_run(fn, images), truth, layout.eye_corners)
             for view, (images, truth) in views.items() for name, fn in functions.items()}
     return nmes, list(views)
@@ -68,22 +75,28 @@ def main(argv=None):
     p.add_argument("--record", default="tfrecords/test.record")
     p.add_argument("--candidates", nargs="+", default=[], metavar="TFLITE",
                    help="other landmark models to score alone and paired with --pose_model")
+    p.add_argument("--against", nargs=2, default=None, metavar=("MAIN", "POSE"),
+                   help="an earlier pair to compare with (e.g. the bundle before)")
     p.add_argument("--out", default="results/pair_study.json")
     args = p.parse_args(argv)
     for name in ("model", "pose_model", "record"):
         if not Path(getattr(args, name)).exists():
             sys.exit(f"error: --{name} {getattr(args, name)}: no such file")
-    for path in args.candidates:
-        if not Path(path).is_file():
-            sys.exit(f"error: --candidates {path}: no such file")
-    nmes, views = study(args.model, args.pose_model, args.record, args.candidates)
+    for flag, paths in (("candidates", args.candidates), ("against", args.against or [])):
+        for path in paths:
+            if not Path(path).is_file():
+                sys.exit(f"error: --{flag} {path}: no such file")
+    nmes, views = study(args.model, args.pose_model, args.record, args.candidates, args.against)
     base, default = "main, flip test", f"pair, margin {layouts.PICK_MARGIN}"
     names = sorted({name for _, name in nmes}, key=lambda n: (n != base, n))
     halves = {"all": slice(None), "even": slice(0, None, 2), "odd": slice(1, None, 2)}
     table = {half: {view: {name: {"nme": float(nmes[view, name][rows].mean()),
                                   "fr": float((nmes[view, name][rows] > FAILURE_THRESHOLD).mean()),
                                   "vs_main": _paired(nmes[view, name][rows] - nmes[view, base][rows]),
-                                  "vs_pair": _paired(nmes[view, name][rows] - nmes[view, default][rows])}
+                                  "vs_pair": _paired(nmes[view, name][rows] - nmes[view, default][rows]),
+                                  **({"vs_before": _paired(nmes[view, name][rows]
+                                                           - nmes[view, BEFORE][rows])}
+                                     if args.against else {})}
                            for name in names} for view in views} for half, rows in halves.items()}
     even = table["even"]
     allowed = [m for m in MARGINS if even["plain"][f"pair, margin {m}"]["vs_main"]["mean"]
@@ -91,7 +104,7 @@ def main(argv=None):
     chosen = min(allowed or MARGINS,
                  key=lambda m: even.get("profile", even["plain"])[f"pair, margin {m}"]["nme"])
     result = {"model": args.model, "pose_model": args.pose_model, "record": args.record,
-              "candidates": args.candidates,
+              "candidates": args.candidates, "against": args.against,
               "views": views, "margins": list(MARGINS), "chosen_margin": chosen,
               "margin_in_code": layouts.PICK_MARGIN, "scores": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +113,9 @@ def main(argv=None):
         cells = [f"{name} {100 * table['all'][view][name]['nme']:.2f}" for name in
                  (base, "large-pose, flip test", f"pair, margin {chosen}")]
         print(f"{view:>10}: " + "; ".join(cells))
+        if args.against:
+            diff = table["all"][view][default]["vs_before"]
+            print(f"{'':>12}pair - pair before: {100 * diff['mean']:+.3f} (s.e. {100 * diff['se']:.3f})")
         for name in names:
             if any(Path(c).name in name for c in args.candidates):
                 cell, diff = table["all"][view][name], table["all"][view][name]["vs_pair"]
