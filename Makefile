@@ -5,27 +5,38 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared/data/300w
 MODEL ?= resnet
-EPOCHS ?= 200
-# The bundled recipe, run v21: a small ResNet (three residual blocks on its
-# 32x32 map) with an integral head of 32x32 score maps, trained on crops made
-# hard as faces in the wild are (--wild: light, textured and hand-like
-# occluders, low resolution, blur, noise, JPEG, a yaw-like warp; rotation up
-# to 45 degrees), the NME-weighted Wing loss with the score maps pulled
-# towards a Gaussian at each mark, weight decay and a weight average, and a
-# last 50 epochs of milder augmentation. docs/RESEARCH.md says what each
-# part bought and gives the flags of earlier runs.
-TRAIN_FLAGS ?= --head integral --head_channels 96 --stages 32x3,64x2,96x2,128x1 --occlusion 0.25 \
-    --weight_decay 0.05 --weight_average 0.999 --integral_cells 32 --loss wing_nme --calm_epochs 50 \
-    --heatmap_loss 5 --wild 1 --rotation 45 --calm_rotation 30
-RUN ?= resnet_v21
-# The large-pose model the predictor pairs with the bundled one (run v25):
-# the same recipe with a quarter of each epoch drawn from the turned faces
-# `make profile` writes (docs/RESEARCH.md, "Two models").
+# What both bundled models share: a ResNet of plain 3x3 convolutions with
+# an integral head of 32x32 score maps, trained on crops made hard as faces
+# in the wild are (--wild: light, textured and hand-like occluders, low
+# resolution, blur, noise, JPEG, a yaw-like warp; rotation up to 45
+# degrees), the NME-weighted Wing loss with the score maps pulled towards a
+# Gaussian at each mark, weight decay, a weight average, and milder
+# augmentation in the last epochs. docs/RESEARCH.md says what each part
+# bought and gives the flags of earlier runs.
+RECIPE := --head integral --occlusion 0.25 --weight_decay 0.05 --weight_average 0.999 \
+    --integral_cells 32 --loss wing_nme --heatmap_loss 5 --wild 1 --rotation 45 --calm_rotation 30
+# The network of runs v27 and v28: 48-192 channels (1.9 M parameters, a 2 MB
+# int8 file); runs v20-v26 had 32-128 (0.89 M, under 1 MB).
+WIDE := --head_channels 128 --stages 48x3,96x2,144x2,192x1
+SMALL := --head_channels 96 --stages 32x3,64x2,96x2,128x1
+# The bundled main model, run v28: the wide network, 160 epochs, the last 40 calm.
+EPOCHS ?= 160
+TRAIN_FLAGS ?= $(RECIPE) $(WIDE) --calm_epochs 40
+RUN ?= resnet_v28
+# The large-pose model the predictor pairs with it (run v27): the wide
+# network, 200 epochs (the last 50 calm), a quarter of each epoch drawn from
+# the turned faces `make profile` writes (docs/RESEARCH.md, "Two models").
 POSE_SHARE ?= 0.25
-POSE_FLAGS := $(TRAIN_FLAGS) --profiled_record tfrecords/profiled.record --profiled_share $(POSE_SHARE)
-POSE_RUN ?= resnet_v25
+POSE_EPOCHS ?= 200
+POSE_FLAGS := $(RECIPE) $(WIDE) --calm_epochs 50 --profiled_record tfrecords/profiled.record \
+    --profiled_share $(POSE_SHARE)
+POSE_RUN ?= resnet_v27
 POSE_DIRS ?= --checkpoint_dir checkpoints_pose --qat_checkpoint_dir quantized_checkpoints_pose
 POSE_EXPORT ?= exported_pose
+# Run v21, the main model bundled before run v28 (the small network, 200
+# epochs, the last 50 calm): the profiled-faces study fine-tunes its export.
+V21_FLAGS := $(RECIPE) $(SMALL) --calm_epochs 50
+V21_EXPORT ?= exported_v21
 QAT_EPOCHS ?= 10
 LOSS_EPOCHS ?= 8
 # The loss study's short runs are run v2's recipe (dense head), whatever TRAIN_FLAGS is.
@@ -35,7 +46,7 @@ RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.rec
 BUNDLE := assets/landmarks_300w
 
 .PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
-    evaluate-predictor speed training-speed precision-check train-pose bundle-pose pair-study box-mapping evaluate-profile
+    evaluate-predictor speed speed-ratio bundle-before training-speed precision-check train-pose bundle-pose pair-study box-mapping evaluate-profile
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -86,9 +97,11 @@ evaluate-profile: $(VENV)/.installed
 	$(PY) evaluate_predictor.py --profile tfrecords/test.record --pose_model none \
 	    --out results/predictor_eval_profile_main.json
 
-# The profiled-faces study (docs/RESEARCH.md): 24-epoch fine-tunes of the
-# bundle's float model, its own recipe, without and with turned faces.
-FINETUNE := --model $(MODEL) $(TRAIN_FLAGS) --init_from $(BUNDLE)_float --lr 5e-4 --epochs 24 \
+# The profiled-faces study (docs/RESEARCH.md): 24-epoch fine-tunes of run
+# v21's float model (V21_EXPORT: `make train` with EPOCHS=200 and
+# TRAIN_FLAGS as V21_FLAGS, then `landmark.py --export_only --export_dir
+# exported_v21`), its own recipe, without and with turned faces.
+FINETUNE := --model $(MODEL) $(V21_FLAGS) --init_from $(V21_EXPORT) --lr 5e-4 --epochs 24 \
     --calm_epochs 8 --batch_size 32 $(RECORDS) --hard_view
 PROFILED := --profiled_record tfrecords/profiled.record
 profiled-study: $(VENV)/.installed
@@ -105,7 +118,7 @@ train: $(VENV)/.installed
 
 # Resumable: add INITIAL=N to go on after N epochs.
 train-pose: $(VENV)/.installed
-	$(PY) landmark.py --model $(MODEL) $(POSE_FLAGS) --epochs $(EPOCHS) --batch_size 32 $(RECORDS) \
+	$(PY) landmark.py --model $(MODEL) $(POSE_FLAGS) --epochs $(POSE_EPOCHS) --batch_size 32 $(RECORDS) \
 	    --hard_view $(POSE_DIRS) --metrics_out results/val_$(POSE_RUN).json --initial_epoch $(INITIAL)
 	$(PY) landmark.py --quantization --epochs $(QAT_EPOCHS) --batch_size 32 $(RECORDS) --hard_view \
 	    $(POSE_DIRS) --metrics_out results/val_$(POSE_RUN)_qat.json
@@ -174,7 +187,7 @@ readme: $(VENV)/.installed
 	$(PY) readme_results.py
 
 reproduce: data profile box-mapping train evaluate qat export benchmark techniques evaluate-predictor \
-    bundle train-pose bundle-pose pair-study evaluate-profile speed video-benchmark readme
+    bundle train-pose bundle-pose pair-study evaluate-profile speed speed-ratio video-benchmark readme
 
 # The bundled models are the split run's exports: trained on the 1,811
 # training faces, so the validation figures are the bundle's own.
@@ -198,12 +211,13 @@ bundle-pose: $(VENV)/.installed
 	$(PY) confidence.py --write_calibration
 	$(PY) confidence.py --model $(BUNDLE)_pose_int8.tflite --pose_model none --no-flip \
 	    --write_calibration --out runs/bundle_pose/confidence.json --plot runs/bundle_pose/confidence.png
-	$(PY) evaluate_predictor.py --split tfrecords/summary.json --out results/predictor_eval_v25_pair.json
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json --out results/predictor_eval_$(SPLIT)_pair.json
 
 # The main model, the large-pose one and the pair on the validation crops
 # and their hard view; chooses layouts.PICK_MARGIN on half the faces.
-pair-study: $(VENV)/.installed
-	$(PY) pair_study.py --out results/pair_study.json
+pair-study: $(VENV)/.installed bundle-before
+	$(PY) pair_study.py --against runs/bundle_before/landmarks_300w_int8.tflite \
+	    runs/bundle_before/landmarks_300w_pose_int8.tflite --out results/pair_study.json
 
 # Video: tracking and smoothing against detect-every-frame on clips made
 # from validation photos, with a sweep of the tracker's settings.
@@ -216,6 +230,20 @@ speed: $(VENV)/.installed
 	$(PY) predict.py test_images/ --out results/predictions --montage test_images/result.png \
 	    --speed results/predict_speed.json
 	$(PY) thread_benchmark.py --out results/predictor_threads.json
+
+# The pair bundled at commit BEFORE (runs v21 + v25, until run v28), which
+# the pair study and the speed ratio compare with, taken from git.
+BEFORE ?= 71c1e60
+bundle-before:
+	mkdir -p runs/bundle_before
+	for name in landmarks_300w_int8 landmarks_300w_pose_int8; do \
+	    git show $(BEFORE):assets/$$name.tflite > runs/bundle_before/$$name.tflite || exit 1; \
+	done
+
+# Per-frame speed of the bundled pair against the pair before, taking turns in one run.
+speed-ratio: $(VENV)/.installed bundle-before
+	$(PY) speed_ratio.py test_images/ --before runs/bundle_before/landmarks_300w_int8.tflite \
+	    runs/bundle_before/landmarks_300w_pose_int8.tflite --rounds 20 --out results/speed_ratio.json
 
 # The recipe retrained on all 2,012 faces (not bundled: no face would be
 # left to validate it on). Resumable: add INITIAL=N to go on after N epochs.

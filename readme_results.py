@@ -18,10 +18,10 @@ RESULTS = ROOT / "results"
 
 # The bundled recipe's files. Its model was trained on the split's training
 # faces, so its validation figures are the bundle's own.
-BUNDLE_RUN = "resnet_v21"
-BUNDLE_PREDICTOR_EVAL = "predictor_eval_v25_pair.json"
-SINGLE_PREDICTOR_EVAL = "predictor_eval_v21_flip.json"
-POSE_RUN = "resnet_v25"
+BUNDLE_RUN = "resnet_v28"
+BUNDLE_PREDICTOR_EVAL = "predictor_eval_v28_pair.json"
+SINGLE_PREDICTOR_EVAL = "predictor_eval_v28_flip.json"
+POSE_RUN = "resnet_v27"
 BUNDLED_POSE_INT8 = "assets/landmarks_300w_pose_int8.tflite"
 BUNDLE_BENCHMARK = "ptq_benchmark.json"
 BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
@@ -121,7 +121,7 @@ def headline_section():
     if turned and before:
         lines.append(f"| whole predictor on those turned faces, each in a 640×480 frame at "
                      f"40-160 px | NME {_pct(turned['nme'])}%, FR@0.10 {100 * turned['fr']:.0f}%, "
-                     f"{turned['missed']} of {turned['faces']} missed; the main model alone with "
+                     f"{turned['missed']} of {turned['faces']} missed; run v21 alone (the bundle before the pair) with "
                      f"the crop fitted on photos only: {_pct(before['nme'])}%, FR@0.10 "
                      f"{100 * before['fr']:.0f}% | results/predictor_eval_profile.json |")
     end, single = _load(BUNDLE_PREDICTOR_EVAL), _load(SINGLE_PREDICTOR_EVAL)
@@ -142,8 +142,13 @@ def headline_section():
     if speed:
         frames = ", ".join(f"{f['median_ms']:.1f} ms (`{Path(f['image']).name}`, "
                            f"`{f['detector'].split('.')[0]}`)" for f in speed["frames"])
+        ratio = _load("speed_ratio.json")
+        against = (f"; {ratio['ratio']:.2f}× the pair bundled before, the two taking turns"
+                   if ratio else "")
         lines.append(f"| predictor per {speed['frame'][0]}×{speed['frame'][1]} frame, one face, "
-                     f"1 thread, median | {frames} on {_cpu(speed)} | results/predict_speed.json |")
+                     f"1 thread, median | {frames} on {_cpu(speed)}{against} | "
+                     f"results/predict_speed.json" + (", results/speed_ratio.json"
+                                                      if ratio else "") + " |")
     video = _load("video_benchmark.json")
     if video and "track+smooth" in video["ratios"]:
         ratio, m = video["ratios"]["track+smooth"], video["modes"]["track+smooth"]
@@ -219,8 +224,8 @@ def _run_scores(m, folders=None):
 PROFILE_KIND = "profile"      # hard_view.PROFILE
 # The comparison of the wild recipe with the bundle it replaces (trained on
 # every HELEN + AFW face, so only its LFPW figures are held out), and run
-# v22, the same recipe at --wild 0.5, where its file exists.
-WILD_RUNS = ("bundle_v20", "resnet_v21", "resnet_v22")
+# v22, the same recipe at --wild 0.5, where its file exists, and run v28 (wider).
+WILD_RUNS = ("bundle_v20", "resnet_v21", "resnet_v22", "resnet_v28")
 WILD_BASELINE = "bundle_v20"
 
 
@@ -515,11 +520,13 @@ PROFILED_PAIRS = (("resnet_v23", "resnet_v23_control"), ("resnet_v23b", "resnet_
                   ("resnet_v25", "resnet_v21"), ("resnet_v26", "resnet_v25"))
 
 
-def profiled_section():
-    runs = {name: _load(f"val_{name}.json") for name in PROFILED_RUNS}
+def _runs_table(run_names, pairs, empty):
+    """NME of each run's float model on the plain crops, each group, the
+    hard view and its profile kind, then the paired differences `pairs`."""
+    runs = {name: _load(f"val_{name}.json") for name in run_names}
     runs = {name: m for name, m in runs.items() if m}
     if not runs:
-        return "_No profiled-faces run yet._"
+        return empty
     scores = {}
     for name, m in runs.items():
         columns = _run_scores(m)
@@ -531,7 +538,7 @@ def profiled_section():
     for name, columns in scores.items():
         lines.append(f"| `{name}` | " + " | ".join(
             f"{100 * np.mean(columns[c]):.3f}" if columns.get(c) else "—" for c in names) + " |")
-    for a, b in PROFILED_PAIRS:
+    for a, b in pairs:
         if a not in scores or b not in scores:
             continue
         cells = _paired_cells(scores[a], scores[b], names)
@@ -543,41 +550,65 @@ def profiled_section():
     return "\n".join(lines)
 
 
+def profiled_section():
+    return _runs_table(PROFILED_RUNS, PROFILED_PAIRS, "_No profiled-faces run yet._")
+
+
+# Wider networks (48-192 channels instead of 32-128): the large-pose
+# recipe (v27 against v25) and the main one (v28 against v21).
+WIDE_RUNS = ("resnet_v21", "resnet_v28", "resnet_v25", "resnet_v27")
+WIDE_PAIRS = (("resnet_v28", "resnet_v21"), ("resnet_v27", "resnet_v25"))
+
+
+def wide_section():
+    return _runs_table(WIDE_RUNS, WIDE_PAIRS, "_No wide run yet._")
+
+
 def pair_section():
     r = _load("pair_study.json")
     if not r:
         return "_No pair study yet: `make pair-study`._"
     chosen = f"pair, margin {r['margin_in_code']}"
     names = ["main, flip test", "large-pose, flip test", chosen]
+    before = bool(r.get("against"))
     lines = ["| view (NME %) | main model, flip test | large-pose model, flip test | pair | "
-             "pair − main, points (paired s.e.), all faces | the same, odd faces only |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "pair − main, points (paired s.e.), all faces | the same, odd faces only |"
+             + (" the pair bundled before | pair − pair before, points (paired s.e.) |"
+                if before else ""),
+             "| --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if before else "")]
     for view in r["views"]:
         cells = r["scores"]["all"][view]
         diff, odd = cells[chosen]["vs_main"], r["scores"]["odd"][view][chosen]["vs_main"]
-        lines.append(f"| {view} | " + " | ".join(f"{100 * cells[n]['nme']:.2f}" for n in names)
-                     + f" | {100 * diff['mean']:+.3f} ({100 * diff['se']:.3f}) | "
-                     f"{100 * odd['mean']:+.3f} ({100 * odd['se']:.3f}) |")
+        line = (f"| {view} | " + " | ".join(f"{100 * cells[n]['nme']:.2f}" for n in names)
+                + f" | {100 * diff['mean']:+.3f} ({100 * diff['se']:.3f}) | "
+                f"{100 * odd['mean']:+.3f} ({100 * odd['se']:.3f}) |")
+        if before:
+            gain = cells[chosen]["vs_before"]
+            line += (f" {100 * cells['pair before']['nme']:.2f} | {100 * gain['mean']:+.3f} "
+                     f"({100 * gain['se']:.3f}) |")
+        lines.append(line)
     margins = ", ".join("never" if m is None else f"{m:g}" for m in r["margins"])
-    lines += ["", f"int8 files: `{Path(r['model']).name}` (run v21) and "
+    lines += ["", f"int8 files: `{Path(r['model']).name}` (run {BUNDLE_RUN.split('_')[-1]}) and "
               f"`{Path(r['pose_model']).name}` (run {POSE_RUN.split('_')[-1]}), 201 validation "
               f"crops. The pair's margin (take the large-pose model whole when its maps are "
               f"sharper by more than this in mean log spread) was chosen on the even-numbered "
               f"faces from {margins}: {r['chosen_margin']} (layouts.PICK_MARGIN "
-              f"{r['margin_in_code']}); the last column is the faces that did not choose it "
-              f"(results/pair_study.json)."]
+              f"{r['margin_in_code']}); \"odd faces only\" are the faces that did not choose it"
+              + (f"; the pair bundled before is `{' + '.join(r['against'])}`" if before else "")
+              + " (results/pair_study.json)."]
     return "\n".join(lines)
 
 
 # The turned-faces end-to-end files (make evaluate-profile), first the
 # predictor as it was before the box mapping saw turned faces.
 PROFILE_ROWS = (
-    ("predictor_eval_profile_before_main.json", "main model alone, flip test (the bundle before the pair)",
+    ("predictor_eval_profile_before_main.json", "run v21 alone, flip test (the bundle before the pair)",
      "photos only", "no"),
-    ("predictor_eval_profile_before.json", "pair", "photos only", "no"),
-    ("predictor_eval_profile_main.json", "main model alone, flip test", "photos + turned faces", "yes"),
-    ("predictor_eval_profile_no_recrop.json", "pair", "photos + turned faces", "no"),
-    ("predictor_eval_profile.json", "pair (the default)", "photos + turned faces", "yes"),
+    ("predictor_eval_profile_before.json", "pair of runs v21 + v25", "photos only", "no"),
+    ("predictor_eval_profile_main.json", "run v28 alone, flip test", "photos + turned faces", "yes"),
+    ("predictor_eval_profile_no_recrop.json", "pair of runs v28 + v27", "photos + turned faces", "no"),
+    ("predictor_eval_profile.json", "pair of runs v28 + v27 (the default)", "photos + turned faces",
+     "yes"),
 )
 
 
@@ -674,10 +705,10 @@ SECTIONS = {"headline": headline_section, "wild": wild_section, "precision": pre
             "threads": threads_section, "reproduce": reproduce_section,
             "profile": profile_section, "profiled": profiled_section,
             "confidence": confidence_section, "video": video_section, "pair": pair_section,
-            "turned": turned_section}
+            "turned": turned_section, "wide": wide_section}
 # Which generated sections each document holds.
 DOCUMENTS = {"README.md": ("headline", "reproduce", "threads"),
-             "docs/RESEARCH.md": ("wild", "profiled", "pair", "turned", "precision", "profile", "questions", "loss"),
+             "docs/RESEARCH.md": ("wild", "wide", "profiled", "pair", "turned", "precision", "profile", "questions", "loss"),
              "docs/QUANTIZATION.md": ("benchmark", "techniques"),
              "docs/PREDICTOR.md": ("predictor", "speed", "threads", "confidence", "video"),
              "assets/MODEL_CARD.md": ("bundle", "headline")}

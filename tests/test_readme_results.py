@@ -29,7 +29,8 @@ def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp
         {"model": "qat", "mode": "16x8", "nme": None, "note": "not supported"}])
     hard = {"seed": 1, "kinds": {"blur": {"nmes": [0.05, 0.06, 0.07, 0.08]}},
             "all": {"nme": 0.065, "fr": 0.0}}
-    for run, shift in (("bundle_v20", 0.01), ("resnet_v21", 0.0)):
+    bundle = readme_results.BUNDLE_RUN
+    for run, shift in (("bundle_v20", 0.01), (bundle, 0.0)):
         _write(results, f"val_{run}.json", nme=0.04 + shift, fr=0.0, num_faces=4, groups=groups,
                nmes=[0.03 + shift, 0.04 + shift, 0.05 + shift, 0.04 + shift], hard_view=hard,
                training={"epochs": 200, "train_minutes": 40.0, "images_per_s_median": 150.0})
@@ -48,9 +49,9 @@ def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp
     research = (tmp_path / "docs" / "RESEARCH.md").read_text()
     # The wild table on the LFPW faces, and the paired change against the old bundle.
     assert "| `bundle_v20` | 5.500 | 7.500 | 7.500 |" in research
-    assert ("| `resnet_v21` − `bundle_v20`, points (paired s.e.); relative "
+    assert (f"| `{bundle}` − `bundle_v20`, points (paired s.e.); relative "
             "| -1.000 (0.000); -18% | +0.000 (0.000); +0% |") in research
-    assert "| `resnet_v21` | 3.500 |" in research      # its HELEN + AFW faces
+    assert f"| `{bundle}` | 3.500 |" in research      # its HELEN + AFW faces
     assert "results/val_resnet_v2.json or val_resnet_v5.json is missing" in research
     texts = {name: (tmp_path / name).read_text() for name in readme_results.DOCUMENTS}
     readme_results.main()
