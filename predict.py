@@ -425,6 +425,16 @@ def speed(model, image_paths, out_path, runs=200, size=(640, 480), repeats=5):
     print(f"wrote {out_path}")
 
 
+def fitted_frame(image, size=(640, 480)):
+    """The photo (path or array) scaled to fit a black `size` frame, top-left."""
+    photo = to_bgr(image)
+    scale = min(size[0] / photo.shape[1], size[1] / photo.shape[0])
+    fitted = cv2.resize(photo, (int(photo.shape[1] * scale), int(photo.shape[0] * scale)))
+    frame = np.zeros((size[1], size[0], 3), np.uint8)
+    frame[:fitted.shape[0], :fitted.shape[1]] = fitted
+    return frame
+
+
 def _time_frames(model, image_paths, runs, size, repeats):
     """Per photo: `repeats` rounds of `runs` timed predict() calls, the
     photos taking turns each round, so that a slow spell of the machine
@@ -432,11 +442,7 @@ def _time_frames(model, image_paths, runs, size, repeats):
     import time
     frames = []
     for image_path in image_paths:
-        photo = to_bgr(image_path)
-        frame = np.zeros((size[1], size[0], 3), np.uint8)
-        scale = min(size[0] / photo.shape[1], size[1] / photo.shape[0])
-        fitted = cv2.resize(photo, (int(photo.shape[1] * scale), int(photo.shape[0] * scale)))
-        frame[:fitted.shape[0], :fitted.shape[1]] = fitted
+        frame = fitted_frame(image_path, size)
         faces = model.predict(frame)
         frames.append({"image": str(image_path), "frame": frame, "faces": len(faces),
                        "face_share": max((f["box"][2] - f["box"][0] for f in faces), default=0)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pair_study import BEFORE
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 
@@ -121,8 +123,8 @@ def headline_section():
     if turned and before:
         lines.append(f"| whole predictor on those turned faces, each in a 640×480 frame at "
                      f"40-160 px | NME {_pct(turned['nme'])}%, FR@0.10 {100 * turned['fr']:.0f}%, "
-                     f"{turned['missed']} of {turned['faces']} missed; run v21 alone (the bundle before the pair) with "
-                     f"the crop fitted on photos only: {_pct(before['nme'])}%, FR@0.10 "
+                     f"{turned['missed']} of {turned['faces']} missed; run v21 alone (the bundle "
+                     f"before the pair) with the crop fitted on photos only: {_pct(before['nme'])}%, FR@0.10 "
                      f"{100 * before['fr']:.0f}% | results/predictor_eval_profile.json |")
     end, single = _load(BUNDLE_PREDICTOR_EVAL), _load(SINGLE_PREDICTOR_EVAL)
     if end:
@@ -584,7 +586,7 @@ def pair_section():
                 f"{100 * odd['mean']:+.3f} ({100 * odd['se']:.3f}) |")
         if before:
             gain = cells[chosen]["vs_before"]
-            line += (f" {100 * cells['pair before']['nme']:.2f} | {100 * gain['mean']:+.3f} "
+            line += (f" {100 * cells[BEFORE]['nme']:.2f} | {100 * gain['mean']:+.3f} "
                      f"({100 * gain['se']:.3f}) |")
         lines.append(line)
     margins = ", ".join("never" if m is None else f"{m:g}" for m in r["margins"])

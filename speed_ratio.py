@@ -19,17 +19,6 @@ import numpy as np
 from tqdm import tqdm
 
 
-def fitted_frame(path, size=(640, 480)):
-    """The photo at `path` scaled into a black `size` frame, top-left."""
-    from predict import to_bgr
-    photo = to_bgr(path)
-    scale = min(size[0] / photo.shape[1], size[1] / photo.shape[0])
-    fitted = cv2.resize(photo, (int(photo.shape[1] * scale), int(photo.shape[0] * scale)))
-    frame = np.zeros((size[1], size[0], 3), np.uint8)
-    frame[:fitted.shape[0], :fitted.shape[1]] = fitted
-    return frame
-
-
 def timed_turns(models, frames, rounds=10, runs=20):
     """{name: {photo: [ms, ...]}}: each round runs every model `runs` times on
     every frame, the models' order turning round by round."""
@@ -50,7 +39,7 @@ def timed_turns(models, frames, rounds=10, runs=20):
 
 
 def main(argv=None):
-    from predict import ROOT, image_paths, predictor
+    from predict import ROOT, fitted_frame, image_paths, predictor
     from tflite_model import cpu_info
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
