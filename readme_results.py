@@ -697,6 +697,11 @@ def video_section():
               f"{r['fps']:.0f} fps ({', '.join(f'{s} {n}' for s, n in r['segments'])}), camera "
               f"noise σ {r['noise_sigma']:g}; tracker {r['tracker']}; 1 thread, "
               f"{_cpu(r)} (results/video_benchmark.json)."]
+    cuts = r.get("cut_distances")
+    if cuts:
+        lines[-1] += (f" Colour-histogram distance from frame to frame: {cuts['cuts_min']:.2f} or "
+                      f"more at the cuts, at most {cuts['others_max']:.2f} elsewhere (median "
+                      f"{cuts['others_median']:.2f}); a cut is above {cuts['threshold']:g}.")
     return "\n".join(lines)
 
 

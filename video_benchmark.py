@@ -221,6 +221,21 @@ def sweep(model, all_clips, reference):
     return rows, {k: chosen[k] for k in SWEEP}
 
 
+def cut_distances(all_clips):
+    """Colour-histogram distances (tracking.histogram_distance) from each
+    frame to the next, at the clips' cuts and elsewhere: what
+    tracking.CUT_DISTANCE must separate."""
+    at_cuts, elsewhere = [], []
+    for frames, _, segments in all_clips:
+        histograms = [tracking.colour_histogram(f[:, :, ::-1]) for f in frames]
+        cut = segments.index("cut_still")
+        for i in range(1, len(frames)):
+            distance = tracking.histogram_distance(histograms[i - 1], histograms[i])
+            (at_cuts if i == cut else elsewhere).append(distance)
+    return {"cuts_min": min(at_cuts), "others_max": max(elsewhere),
+            "others_median": float(np.median(elsewhere)), "threshold": tracking.CUT_DISTANCE}
+
+
 def tracked_frame_ms(model, faces, runs=200):
     """Median ms of a tracked 640x480 frame with one face (no detector run),
     of the same frame through `predict` (detector + landmarks), and, with a
@@ -277,7 +292,9 @@ def main(argv=None):
               "tracker": {**defaults, "shape_beta": tracking.SHAPE_BETA,
                           "motion_d_cutoff": tracking.MOTION_D_CUTOFF,
                           "recrop_shift": geometry.RECROP_SHIFT,
-                          "one_model": tracking.ONE_MODEL, "switch_band": tracking.SWITCH_BAND}}
+                          "one_model": tracking.ONE_MODEL, "switch_band": tracking.SWITCH_BAND,
+                          "cut_distance": tracking.CUT_DISTANCE}}
+    result["cut_distances"] = cut_distances(all_clips)
     modes = ["detect", "track", "track+smooth"] + ([ONE_MODEL] if model.pose_model else [])
     result["modes"] = benchmark(model, all_clips, modes, defaults)
     if args.sweep:

@@ -159,6 +159,35 @@ def test_a_cut_to_another_face_is_found_at_the_next_detection():
     assert after[-1][0]["box"][0] == pytest.approx(200 + PATTERN[:, 0].min() * 59, abs=1)
 
 
+def test_a_cut_to_another_face_in_the_same_place_is_a_new_face_at_once():
+    """A new shot whose face sits where the last one did: the detection
+    overlaps the old track, but the colours changed, so it is a new face
+    (new id) on the cut's own frame, not the old one's continuation."""
+    def shot(background):
+        frame = frame_with((100, 80, 60))
+        frame[frame[:, :, 0] < 200] = background
+        return frame
+
+    for cut_distance, new_id in ((tracking.CUT_DISTANCE, True), (None, False)):
+        tracker = FaceTracker(StubPredictor(), detect_every=100, smooth=True,
+                              cut_distance=cut_distance)
+        before = [tracker.update(shot((0, 0, 0)))[0]["id"] for _ in range(5)]
+        after = [tracker.update(shot((40, 160, 90)))[0]["id"] for _ in range(3)]
+        assert len(set(before)) == 1 and len(set(after)) == 1
+        assert (after[0] != before[0]) == new_id
+        assert tracker.cuts == int(new_id)
+
+
+def test_the_colour_histogram_tells_a_cut_from_motion():
+    still = frame_with((100, 80, 60))
+    moved = frame_with((130, 90, 60))
+    other = still.copy()
+    other[other[:, :, 0] < 200] = (40, 160, 90)
+    histogram = tracking.colour_histogram
+    assert tracking.histogram_distance(histogram(still), histogram(moved)) < 0.05
+    assert tracking.histogram_distance(histogram(still), histogram(other)) > tracking.CUT_DISTANCE
+
+
 def test_a_face_that_leaves_the_frame_is_dropped():
     tracker = FaceTracker(StubPredictor(), detect_every=100, smooth=False)
     counts = [len(tracker.update(frame_with((x, 60, 60)))) for x in range(100, -80, -20)]
@@ -185,6 +214,8 @@ def test_bad_tracker_settings_are_named():
         FaceTracker(StubPredictor(), detect_every=0)
     with pytest.raises(ValueError, match="fps"):
         FaceTracker(StubPredictor(), fps=0)
+    with pytest.raises(ValueError, match="cut_distance"):
+        FaceTracker(StubPredictor(), cut_distance=1.5)
     assert tracking.DETECT_EVERY >= 1
 
 
