@@ -46,7 +46,8 @@ RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.rec
 BUNDLE := assets/landmarks_300w
 
 .PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
-    evaluate-predictor speed speed-ratio bundle-before training-speed precision-check train-pose bundle-pose pair-study box-mapping evaluate-profile
+    evaluate-predictor speed speed-ratio bundle-before training-speed precision-check train-pose bundle-pose pair-study box-mapping evaluate-profile \
+    evaluate-small
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -96,6 +97,13 @@ evaluate-profile: $(VENV)/.installed
 	    --out results/predictor_eval_profile_no_recrop.json
 	$(PY) evaluate_predictor.py --profile tfrecords/test.record --pose_model none \
 	    --out results/predictor_eval_profile_main.json
+
+# Small faces end to end: the validation photos shrunk so each face is
+# 30-80 px wide in a 1024x768 frame, with and without the search in squares.
+evaluate-small: $(VENV)/.installed
+	$(PY) evaluate_predictor.py --small tfrecords/test.record --out results/predictor_eval_small.json
+	$(PY) evaluate_predictor.py --small tfrecords/test.record --no-small_faces \
+	    --out results/predictor_eval_small_no_squares.json
 
 # The profiled-faces study (docs/RESEARCH.md): 24-epoch fine-tunes of run
 # v21's float model (V21_EXPORT: `make train` with EPOCHS=200 and
@@ -187,7 +195,8 @@ readme: $(VENV)/.installed
 	$(PY) readme_results.py
 
 reproduce: data profile box-mapping train evaluate qat export benchmark techniques evaluate-predictor \
-    bundle train-pose bundle-pose pair-study evaluate-profile speed speed-ratio video-benchmark readme
+    bundle train-pose bundle-pose pair-study evaluate-profile evaluate-small speed speed-ratio \
+    video-benchmark readme
 
 # The bundled models are the split run's exports: trained on the 1,811
 # training faces, so the validation figures are the bundle's own.

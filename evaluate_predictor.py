@@ -9,10 +9,12 @@ matching detection are counted as missed.
     python evaluate_predictor.py --split tfrecords/summary.json   # the validation faces
     python evaluate_predictor.py --dirs ../shared/data/300w/afw --model exported
     python evaluate_predictor.py --profile tfrecords/test.record   # turned faces, end to end
+    python evaluate_predictor.py --small tfrecords/test.record     # 30-80 px faces, end to end
 """
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,12 @@ MIN_IOU = 0.3
 PROFILE_WIDTHS = (40.0, 160.0)
 PROFILE_FRAME = (640, 480)
 PROFILE_SEED = 7
+# --small's frames: each validation photo shrunk so its face is 30-80 px
+# wide (as many in-the-wild faces are), in a 1024x768 frame whose margin
+# repeats the photo's edge pixels (no face is repeated); a seed of their own.
+SMALL_WIDTHS = (30.0, 80.0)
+SMALL_FRAME = (1024, 768)
+SMALL_SEED = 11
 
 
 def annotated_faces(dirs=(), split=None):
@@ -74,22 +82,65 @@ def profile_frames(record, seed=PROFILE_SEED):
     return frames
 
 
+def small_frames(record, seed=SMALL_SEED):
+    """Each validation photo of `record`, shrunk so its face's landmark box
+    is a seeded SMALL_WIDTHS px wide, placed in a SMALL_FRAME frame (cut to
+    it around the face if larger) -> [(BGR frame, marks (N, 2) in its pixels)]."""
+    import cv2
+
+    import keras_env  # noqa: F401  (must precede TensorFlow)
+    import dataset
+    from images import read_image
+
+    from layouts import get_layout
+
+    rng = np.random.default_rng(seed)
+    (frame_w, frame_h), frames = SMALL_FRAME, []
+    for face in dataset._load(record, get_layout(dataset.record_info(record)[0]).num_marks):
+        source = face["source"].numpy().decode()
+        photo, reason = read_image(source)
+        if photo is None:
+            raise FileNotFoundError(f"--small: {source}: {reason}")
+        marks = geometry.to_image(face["marks"].numpy(), face["transform"].numpy())
+        box = geometry.landmark_box(marks)
+        factor = rng.uniform(*SMALL_WIDTHS) / max(box[2] - box[0], 1.0)
+        small = cv2.resize(photo, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        marks = marks * factor
+        centre = (box[:2] + box[2:]) / 2 * factor
+        # Where the photo's top-left lands in the frame: at random, but with the face inside.
+        height, width = small.shape[:2]
+        x = int(rng.uniform(frame_w / 8, frame_w * 7 / 8) - centre[0])
+        y = int(rng.uniform(frame_h / 8, frame_h * 7 / 8) - centre[1])
+        left, top = max(x, 0), max(y, 0)
+        part = small[max(-y, 0):max(-y, 0) + frame_h - top, max(-x, 0):max(-x, 0) + frame_w - left]
+        frame = cv2.copyMakeBorder(part, top, frame_h - top - part.shape[0], left,
+                                   frame_w - left - part.shape[1], cv2.BORDER_REPLICATE)
+        frames.append((frame, marks + [x, y]))
+    return frames
+
+
 def score(model, faces):
-    """Per-face NME of the matched detection; NaN where the face was missed.
-    `faces`: Face records (photos on disk) or (BGR image, marks) pairs."""
-    nmes = []
+    """(Per-face NME of the matched detection, NaN where the face was
+    missed; detections matching no annotated face, in all; ms per photo of
+    `predict`, image decoding included). `faces`: Face records (photos on
+    disk) or (BGR image, marks) pairs."""
+    nmes, unmatched, times = [], 0, []
     for face in tqdm(faces, desc="photos", unit="face"):
         image, marks = face if isinstance(face, tuple) else (face.image_path, face.marks)
         layout = layout_for_count(len(marks))
+        start = time.perf_counter()
         found = model.predict(image)
+        times.append(1000 * (time.perf_counter() - start))
         truth_box = geometry.landmark_box(marks)
         overlaps = iou(truth_box, np.array([f["box"] for f in found]).reshape(-1, 4))
-        if not len(found) or overlaps.max() < MIN_IOU:
+        matched = len(found) and overlaps.max() >= MIN_IOU
+        unmatched += len(found) - int(bool(matched))
+        if not matched:
             nmes.append(np.nan)
             continue
         predicted = found[int(overlaps.argmax())]["marks"]
         nmes.append(metrics.nme_per_face(predicted[None], marks[None], layout.eye_corners)[0])
-    return np.array(nmes)
+    return np.array(nmes), unmatched, times
 
 
 def share_or_none(text):
@@ -124,20 +175,33 @@ def main(argv=None):
     p.add_argument("--profile", metavar="RECORD",
                    help="score the faces of a 300-W records file turned to 50-75 degrees of "
                         "yaw (the hard view's profile kind) in 640x480 frames, end to end")
+    p.add_argument("--small", metavar="RECORD",
+                   help="score the photos of a records file shrunk so each face is 30-80 px "
+                        "wide, in 1024x768 frames, end to end")
+    p.add_argument("--small_faces", action=argparse.BooleanOptionalAction, default=True,
+                   help="search photos over 800 px in squares for small faces (the "
+                        "predictor's default: on)")
     p.add_argument("--out", default="results/predictor_eval.json")
     args = p.parse_args(argv)
     try:
         # The predictor first: a bad model or setting is named before the faces are made.
         model = predictor(args.detector, args.model, refine=args.refine, flip=args.flip,
-                          pose_model_path=args.pose_model, recrop=args.recrop)
-        if args.profile:
+                          pose_model_path=args.pose_model, recrop=args.recrop,
+                          small_faces=args.small_faces)
+        if args.profile and args.small:
+            raise ValueError("give --profile or --small, not both")
+        if args.small:
+            if not Path(args.small).is_file():
+                raise FileNotFoundError(f"--small {args.small}: no such file (make data writes it)")
+            faces = small_frames(args.small)
+        elif args.profile:
             if not Path(args.profile).is_file():
                 raise FileNotFoundError(f"--profile {args.profile}: no such file "
                                         f"(make data writes it)")
             faces = profile_frames(args.profile)
         else:
             faces = annotated_faces(args.dirs, args.split)
-        nmes = score(model, faces)
+        nmes, unmatched, times = score(model, faces)
     except (gen.DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     found = nmes[~np.isnan(nmes)]
@@ -145,7 +209,8 @@ def main(argv=None):
     # that Python writes and strict JSON readers reject.
     scores = metrics.summarize(found) if len(found) else {"nme": None, "fr": None, "auc": None}
     result = {**scores, "faces": len(nmes), "missed": int(np.isnan(nmes).sum()),
-              "missed_share": float(np.isnan(nmes).mean()),
+              "missed_share": float(np.isnan(nmes).mean()), "unmatched_detections": unmatched,
+              "small_faces": model.small_faces, "ms_per_photo_median": float(np.median(times)),
               "model": args.model or "bundled int8",
               "pose_model": str(model.pose_model) if model.pose_model else None,
               "detector": [Path(d).name for d in args.detector] if args.detector else "default",
@@ -153,13 +218,16 @@ def main(argv=None):
               "flip": model.flip, "dirs": args.dirs, "split": args.split,
               "profile": args.profile and {"record": args.profile, "yaw": hard_view.PROFILE_YAW,
                                            "face_widths": PROFILE_WIDTHS, "seed": PROFILE_SEED},
+              "small": args.small and {"record": args.small, "face_widths": SMALL_WIDTHS,
+                                       "frame": SMALL_FRAME, "seed": SMALL_SEED},
               "nmes": [None if np.isnan(v) else float(v) for v in nmes]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, allow_nan=False))
     if not len(found):
         print(f"{len(nmes)} faces, all missed by the detector: no score -> {args.out}")
         return
-    print(f"{len(nmes)} faces, {result['missed']} missed by the detector; on the found ones "
+    print(f"{len(nmes)} faces, {result['missed']} missed by the detector, {unmatched} detections "
+          f"matching no annotated face; on the found ones "
           f"NME {100 * result['nme']:.3f}%  FR@0.10 {100 * result['fr']:.2f}%  "
           f"AUC@0.10 {result['auc']:.4f} -> {args.out}")
 

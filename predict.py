@@ -15,7 +15,10 @@ the face's landmarks, the convention of the annotations and the evaluation.
 pass); the default is none, as the integral-head model scored the same
 without it on the validation photos (README, "The whole predictor").
 `flip` averages each pass with its mirror image, a second landmark invoke;
-on by default for one model (DEFAULT_FLIP says why).
+on by default for one model (DEFAULT_FLIP says why). `small_faces` (on by
+default) also searches a photo larger than 800 px in overlapping squares
+for faces too small for the detector at the whole photo's scale
+(face_detector.TILE_ABOVE); video frames are not searched so.
 
 With the bundled models the predictor runs two landmark models on each
 crop: the main one and a large-pose one (trained with turned faces,
@@ -193,12 +196,13 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     """Face detector + landmark model. See the module docstring."""
 
     def __init__(self, detector_face_model_path=None, cnn_model_path=None,
-                 threshold=None, refine=0, flip=None, pose_model_path=None, recrop=RECROP_SHIFT):
+                 threshold=None, refine=0, flip=None, pose_model_path=None, recrop=RECROP_SHIFT,
+                 small_faces=True):
         if int(refine) != refine or refine < 0:
             raise ValueError(f"refine must be a whole number >= 0, got {refine}")
         if recrop is not None and not recrop > 0:
             raise ValueError(f"recrop must be a share > 0 of the crop's side, or None, got {recrop}")
-        self.recrop, self.recrops = recrop, 0
+        self.recrop, self.recrops, self.small_faces = recrop, 0, small_faces
         # One detector path, or several tried in order (face_detector.detect_faces);
         # None: the bundled ones (DEFAULT_MODELS).
         paths = detector_face_model_path or DEFAULT_MODELS
@@ -274,15 +278,17 @@ class predictor:  # noqa: N801  (the original's name, which users call)
                 "landmark_score": None if confidence is None else float(np.mean(confidence)),
                 "pose": head_pose(marks, (image_shape[1], image_shape[0]))}
 
-    def predict(self, image):
+    def predict(self, image, small_faces=None):
         """Every face found: [{"box", "score", "marks", "confidence",
-        "landmark_score", "pose"}], marks in image pixels."""
+        "landmark_score", "pose"}], marks in image pixels. `small_faces`
+        None: the predictor's setting."""
         bgr = to_bgr(image)
         if min(bgr.shape[:2]) < 2:
             return []
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         faces = []
-        found, detector = detect_faces(self.detectors, rgb)
+        small_faces = self.small_faces if small_faces is None else small_faces
+        found, detector = detect_faces(self.detectors, rgb, small_faces)
         self.last_detector = detector.path.name   # which model's faces these are
         for box, score, landmark_box in found:
             marks, confidence = self._face_marks(rgb, landmark_box)
@@ -496,8 +502,8 @@ def run_video(model, video, out_dir, tracker=None, pose=False):
     try:
         with tqdm(total=total, desc="frames", unit="frame") as bar:
             while ok:
-                if tracker is None:
-                    faces = model.predict(frame)
+                if tracker is None:   # a frame is not searched in squares (small_faces)
+                    faces = model.predict(frame, small_faces=False)
                 else:
                     faces = tracker.update(frame, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000)
                 writer.write(model.draw(frame, faces, pose))
@@ -537,6 +543,10 @@ def main(argv=None):
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average each pass with its mirror image (a second landmark invoke; "
                         "default: on for one model, off for the pair)")
+    p.add_argument("--small_faces", action=argparse.BooleanOptionalAction, default=True,
+                   help="images over 800 px: also search overlapping squares for faces too "
+                        "small to find at the whole image's scale (on by default; video "
+                        "frames never are)")
     p.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
                    help="video: follow faces from frame to frame, the detector every "
                         "--detect_every frames (tracking.py; on by default, --no-track "
@@ -556,7 +566,7 @@ def main(argv=None):
         p.error("give images/folders or --video")
     try:
         model = predictor(args.detector, args.model, args.threshold, args.refine, args.flip,
-                          args.pose_model)
+                          args.pose_model, small_faces=args.small_faces)
         if args.inputs:
             run_images(model, args.inputs, Path(args.out), args.montage, args.pose)
             if args.speed:

@@ -54,6 +54,56 @@ def test_small_faces_fall_back_to_the_full_range_detector(tiny_models):
     assert 590 < (x0 + x1) / 2 < 690 and 390 < (y0 + y1) / 2 < 490
 
 
+def tiny_face_photo(width=40):
+    """grace_hopper.jpg shrunk so its face is about `width` px wide, in a
+    1600x1200 photo whose margin repeats the photo's edge; the face's centre."""
+    photo = cv2.imread(str(PORTRAITS[1]))
+    factor = width / 195.0                     # the bundled detector's face box is ~195 px wide
+    small = cv2.resize(photo, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    frame = cv2.copyMakeBorder(small, 300, 1200 - 300 - small.shape[0], 500,
+                               1600 - 500 - small.shape[1], cv2.BORDER_REPLICATE)
+    return frame, np.array([500 + 266 * factor, 300 + 243 * factor])
+
+
+def test_a_small_face_in_a_large_photo_is_found_in_squares(tiny_models):
+    """A 40-px face in a 1600x1200 photo is beneath the full-range model at
+    the photo's scale; the squares (face_detector.detect_tiles) find it once."""
+    frame, centre = tiny_face_photo()
+    model = predictor(cnn_model_path=tiny_models / "saved")
+    assert model.predict(frame, small_faces=False) == []
+    faces = model.predict(frame)
+    assert len(faces) == 1
+    x0, y0, x1, y1 = faces[0]["box"]
+    assert np.linalg.norm([(x0 + x1) / 2 - centre[0], (y0 + y1) / 2 - centre[1]]) < 15
+    assert 25 < x1 - x0 < 60
+    # A photo at or under TILE_ABOVE is not searched in squares.
+    small_photo = cv2.resize(frame, (fd.TILE_ABOVE, fd.TILE_ABOVE * 3 // 4))
+    assert model.predict(small_photo) == model.predict(small_photo, small_faces=False)
+
+
+@pytest.mark.parametrize("shape", [(1200, 1600), (801, 900), (3000, 4000), (500, 384)])
+def test_the_squares_cover_the_photo_and_overlap(shape):
+    tile = fd.tile_side(shape)
+    corners = fd.tile_corners(shape, tile)
+    seen = np.zeros(shape, np.int32)
+    for x, y in corners:
+        assert 0 <= x and 0 <= y and x + tile <= max(shape[1], tile) and y + tile <= max(shape[0], tile)
+        seen[y:y + tile, x:x + tile] += 1
+    assert seen.min() >= 1
+    xs, ys = sorted({x for x, _ in corners}), sorted({y for _, y in corners})
+    for starts in (xs, ys):
+        assert all(b - a <= tile * (1 - fd.TILE_OVERLAP) + 1 for a, b in zip(starts, starts[1:]))
+    assert len(corners) <= 16
+
+
+def test_a_face_found_twice_or_in_part_is_covered():
+    found = [np.array([100.0, 100, 200, 200])]
+    assert fd.covered(np.array([120.0, 110, 190, 180]), found)        # a part of it
+    assert fd.covered(np.array([90.0, 90, 210, 215]), found)          # it, a little larger
+    assert not fd.covered(np.array([190.0, 190, 260, 260]), found)    # a neighbour, touching
+    assert not fd.covered(np.array([10.0, 10, 40, 40]), [])
+
+
 def test_detectors_are_tried_in_the_order_given(tiny_models):
     """Several detector paths are tried in order: the first whose faces are
     all wide enough for it answers (face_detector.detect_faces)."""
@@ -466,7 +516,7 @@ def test_predictor_evaluation_of_all_missed_faces_is_strict_json(tmp_path, monke
     import evaluate_predictor
     folder = make_300w_folder("faces", 2)
     monkeypatch.setattr(evaluate_predictor, "score",
-                        lambda model, faces: np.full(len(faces), np.nan))
+                        lambda model, faces: (np.full(len(faces), np.nan), 0, [1.0] * len(faces)))
     out = tmp_path / "eval.json"
     evaluate_predictor.main(["--dirs", str(folder), "--out", str(out)])
     text = out.read_text()
