@@ -126,6 +126,13 @@ def headline_section():
                      f"{turned['missed']} of {turned['faces']} missed; run v21 alone (the bundle "
                      f"before the pair) with the crop fitted on photos only: {_pct(before['nme'])}%, FR@0.10 "
                      f"{100 * before['fr']:.0f}% | results/predictor_eval_profile.json |")
+    small, unsearched = _load("predictor_eval_small.json"), _load("predictor_eval_small_no_squares.json")
+    if small and unsearched:
+        lines.append(f"| whole predictor on small faces: the validation photos shrunk to a face of "
+                     f"30-80 px in a 1024×768 frame | {small['missed']} of {small['faces']} missed "
+                     f"({unsearched['missed']} without the search in squares), NME "
+                     f"{_pct(small['nme'])}%, FR@0.10 {100 * small['fr']:.1f}% | "
+                     f"results/predictor_eval_small.json |")
     end, single = _load(BUNDLE_PREDICTOR_EVAL), _load(SINGLE_PREDICTOR_EVAL)
     if end:
         against = ""
