@@ -47,7 +47,7 @@ BUNDLE := assets/landmarks_300w
 
 .PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
     evaluate-predictor speed speed-ratio bundle-before training-speed precision-check train-pose bundle-pose pair-study box-mapping evaluate-profile \
-    evaluate-small
+    evaluate-small evaluate-refine
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -90,10 +90,11 @@ box-mapping: $(VENV)/.installed
 	    --profiled tfrecords/profiled.record
 
 # Turned validation faces end to end (detector, crop, pair): the predictor
-# as it runs, without its re-crop, and the main model alone.
+# as it runs, without its re-crop (nor the refine pass, which would stand
+# in for it), and the main model alone.
 evaluate-profile: $(VENV)/.installed
 	$(PY) evaluate_predictor.py --profile tfrecords/test.record --out results/predictor_eval_profile.json
-	$(PY) evaluate_predictor.py --profile tfrecords/test.record --recrop none \
+	$(PY) evaluate_predictor.py --profile tfrecords/test.record --recrop none --refine 0 \
 	    --out results/predictor_eval_profile_no_recrop.json
 	$(PY) evaluate_predictor.py --profile tfrecords/test.record --pose_model none \
 	    --out results/predictor_eval_profile_main.json
@@ -104,6 +105,16 @@ evaluate-small: $(VENV)/.installed
 	$(PY) evaluate_predictor.py --small tfrecords/test.record --out results/predictor_eval_small.json
 	$(PY) evaluate_predictor.py --small tfrecords/test.record --no-small_faces \
 	    --out results/predictor_eval_small_no_squares.json
+
+# The refine pass small and turned faces get (predict.REFINE_BELOW,
+# REFINE_YAW): each end-to-end view again without it.
+evaluate-refine: $(VENV)/.installed
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json --refine 0 \
+	    --out results/predictor_eval_$(SPLIT)_pair_refine0.json
+	$(PY) evaluate_predictor.py --small tfrecords/test.record --refine 0 \
+	    --out results/predictor_eval_small_refine0.json
+	$(PY) evaluate_predictor.py --profile tfrecords/test.record --refine 0 \
+	    --out results/predictor_eval_profile_refine0.json
 
 # The profiled-faces study (docs/RESEARCH.md): 24-epoch fine-tunes of run
 # v21's float model (V21_EXPORT: `make train` with EPOCHS=200 and
@@ -195,8 +206,8 @@ readme: $(VENV)/.installed
 	$(PY) readme_results.py
 
 reproduce: data profile box-mapping train evaluate qat export benchmark techniques evaluate-predictor \
-    bundle train-pose bundle-pose pair-study evaluate-profile evaluate-small speed speed-ratio \
-    video-benchmark readme
+    bundle train-pose bundle-pose pair-study evaluate-profile evaluate-small evaluate-refine \
+    speed speed-ratio video-benchmark readme
 
 # The bundled models are the split run's exports: trained on the 1,811
 # training faces, so the validation figures are the bundle's own.

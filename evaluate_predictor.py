@@ -161,8 +161,9 @@ def main(argv=None):
     p.add_argument("--model", default=None, help="landmark model (default: bundled int8)")
     p.add_argument("--detector", nargs="+", default=None,
                    help="face detector .tflite, or several tried in order (default: bundled)")
-    p.add_argument("--refine", type=int, default=0,
-                   help="re-crops around the predicted marks (predictor's default: 0)")
+    p.add_argument("--refine", type=int, default=None,
+                   help="re-crops around the predicted marks (default: the predictor's, one for "
+                        "small or turned faces)")
     p.add_argument("--recrop", default=RECROP_SHIFT, type=share_or_none, metavar="SHARE|none",
                    help="re-crop a face whose marks lie further than this share of the crop "
                         "from its centre ('none': never; default: the predictor's, %(default)s)")
@@ -214,7 +215,8 @@ def main(argv=None):
               "model": args.model or "bundled int8",
               "pose_model": str(model.pose_model) if model.pose_model else None,
               "detector": [Path(d).name for d in args.detector] if args.detector else "default",
-              "refine": args.refine, "recrop": model.recrop, "recropped": model.recrops,
+              "refine": args.refine, "refined": model.refines, "recrop": model.recrop,
+              "recropped": model.recrops,
               "flip": model.flip, "dirs": args.dirs, "split": args.split,
               "profile": args.profile and {"record": args.profile, "yaw": hard_view.PROFILE_YAW,
                                            "face_widths": PROFILE_WIDTHS, "seed": PROFILE_SEED},

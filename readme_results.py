@@ -419,8 +419,10 @@ def speed_section():
 
 
 def predictor_section():
-    runs = [(p, json.loads(p.read_text()))
-            for p in _in_order(RESULTS.glob("predictor_eval*.json"))]
+    # The validation photos only: the turned and small faces have their own tables.
+    runs = [(p, r) for p, r in ((p, json.loads(p.read_text()))
+                                for p in _in_order(RESULTS.glob("predictor_eval*.json")))
+            if not r.get("profile") and not r.get("small")]
     if not runs:
         return ("_No predictor evaluation yet: `make evaluate-predictor` writes "
                 "results/predictor_eval_*.json._")
@@ -625,7 +627,8 @@ def turned_section():
     reference = _load(PROFILE_ROWS[1][0])
     if not reference:
         return "_No turned-faces check yet: `make evaluate-profile`._"
-    lines = ["| file | landmark models | box mapping fitted on | re-crop | missed | NME % | FR@0.10 | "
+    lines = ["| file | landmark models | box mapping fitted on | re-crop and refine pass | missed | "
+             "NME % | FR@0.10 | "
              "− pair before, points (paired s.e.) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, models, mapping, recrop in PROFILE_ROWS:
         r = _load(name)
@@ -642,6 +645,30 @@ def turned_section():
               f"landmark box {widths[0]:g}-{widths[1]:g} px wide, through detector, crop and "
               f"landmarks (`evaluate_predictor.py --profile tfrecords/test.record`); int8, "
               f"NME over the eye-corner distance of the found faces."]
+    return "\n".join(lines)
+
+
+REFINE_VIEWS = [("the validation photos", BUNDLE_PREDICTOR_EVAL),
+                ("small faces (30-80 px in 1024×768)", "predictor_eval_small.json"),
+                ("turned faces (50-75°, 40-160 px in 640×480)", "predictor_eval_profile.json")]
+
+
+def refine_section():
+    lines = ["| view | refine=None (the default) | faces given the pass | refine=0 | "
+             "difference, points (paired s.e.) |", "| --- | --- | --- | --- | --- |"]
+    for view, name in REFINE_VIEWS:
+        auto, none = _load(name), _load(name.replace(".json", "_refine0.json"))
+        if not (auto and none) or "refined" not in auto:
+            continue
+        lines.append(f"| {view} | {_pct(auto['nme'])}%, FR@0.10 {100 * auto['fr']:.1f}% | "
+                     f"{auto['refined']} (+{auto['recropped']} re-cropped) of "
+                     f"{auto['faces'] - auto['missed']} | {_pct(none['nme'])}%, FR@0.10 "
+                     f"{100 * none['fr']:.1f}% | "
+                     "{:+.3f} ({:.3f}) |".format(*paired_difference(auto["nmes"], none["nmes"])))
+    if len(lines) == 2:
+        return "_No refine check yet: `make evaluate-refine`._"
+    lines += ["", "Int8 pair, end to end (`evaluate_predictor.py`, each view with `--refine 0` "
+              "against the default); a re-cropped face (`geometry.RECROP_SHIFT`) has had its pass."]
     return "\n".join(lines)
 
 
@@ -742,12 +769,14 @@ SECTIONS = {"headline": headline_section, "wild": wild_section, "precision": pre
             "threads": threads_section, "reproduce": reproduce_section,
             "profile": profile_section, "profiled": profiled_section,
             "confidence": confidence_section, "video": video_section, "pair": pair_section,
-            "turned": turned_section, "wide": wide_section, "small": small_section}
+            "turned": turned_section, "wide": wide_section, "small": small_section,
+            "refine": refine_section}
 # Which generated sections each document holds.
 DOCUMENTS = {"README.md": ("headline", "reproduce", "threads"),
              "docs/RESEARCH.md": ("wild", "wide", "profiled", "pair", "turned", "precision", "profile", "questions", "loss"),
              "docs/QUANTIZATION.md": ("benchmark", "techniques"),
-             "docs/PREDICTOR.md": ("predictor", "speed", "small", "threads", "confidence", "video"),
+             "docs/PREDICTOR.md": ("refine", "predictor", "speed", "small", "threads", "confidence",
+                                   "video"),
              "assets/MODEL_CARD.md": ("bundle", "headline")}
 
 
