@@ -51,9 +51,10 @@ D_CUTOFF = 1.0
 SHAPE_MIN_CUTOFF = 0.1
 SHAPE_BETA = 20.0
 # The motion filter predicts each frame from its speed (see OneEuroFilter),
-# whose own cutoff is higher than the marks' (5 Hz against 1): a face that
-# starts to move is caught within a few frames (video_benchmark.py).
-MOTION_D_CUTOFF = 5.0
+# whose own cutoff is higher than the marks' (8 Hz against 1): a face that
+# starts to move is caught within a few frames. Chosen by the sweep with
+# the cutoffs above (video_benchmark.py; 5 Hz before the sweep tried it).
+MOTION_D_CUTOFF = 8.0
 # The crop of a tracked face follows its box (centre and size) through a
 # One Euro filter of its own, still when the face is: a crop that moved
 # with every frame's noise fed that noise back into the next frame's marks.
@@ -158,8 +159,8 @@ class MarkSmoother:
     is followed without its 68 marks' noise adding up."""
 
     def __init__(self, min_cutoff=MIN_CUTOFF, beta=BETA, shape_min_cutoff=SHAPE_MIN_CUTOFF,
-                 shape_beta=SHAPE_BETA):
-        self.motion = OneEuroFilter(min_cutoff, beta, MOTION_D_CUTOFF, predict=True)
+                 shape_beta=SHAPE_BETA, motion_d_cutoff=MOTION_D_CUTOFF):
+        self.motion = OneEuroFilter(min_cutoff, beta, motion_d_cutoff, predict=True)
         self.shape = OneEuroFilter(shape_min_cutoff, shape_beta)
         self.reference = self.angle = self.unit = None
 
@@ -227,7 +228,7 @@ class FaceTracker:
     def __init__(self, model, detect_every=DETECT_EVERY, smooth=True, fps=None,
                  min_cutoff=MIN_CUTOFF, beta=BETA, shape_min_cutoff=SHAPE_MIN_CUTOFF,
                  shape_beta=SHAPE_BETA, flip=TRACK_FLIP, recrop_shift=RECROP_SHIFT,
-                 one_model=ONE_MODEL, cut_distance=CUT_DISTANCE):
+                 one_model=ONE_MODEL, cut_distance=CUT_DISTANCE, motion_d_cutoff=MOTION_D_CUTOFF):
         if int(detect_every) != detect_every or detect_every < 1:
             raise ValueError(f"detect_every must be a whole number >= 1, got {detect_every}")
         if fps is not None and not fps > 0:
@@ -241,7 +242,8 @@ class FaceTracker:
         self.one_model = one_model and bool(getattr(model, "_single", None))
         self.frame_time = 1.0 / (fps or DEFAULT_FPS)
         self.filter_options = {"min_cutoff": min_cutoff, "beta": beta,
-                               "shape_min_cutoff": shape_min_cutoff, "shape_beta": shape_beta}
+                               "shape_min_cutoff": shape_min_cutoff, "shape_beta": shape_beta,
+                               "motion_d_cutoff": motion_d_cutoff}
         self.tracks, self.frames, self.ids = [], 0, itertools.count()
         self.cut_distance, self.histogram = cut_distance, None
         # Detector runs, re-crops and cuts found, for benchmarks.

@@ -48,8 +48,8 @@ EYES = (36, 45)
 # Tracking and smoothing as the default mode, but each tracked face of a pair
 # running one model (tracking.FaceTracker one_model): faster, more jitter.
 ONE_MODEL = "track+smooth, one model"
-SWEEP = {"detect_every": (10, 30), "min_cutoff": (0.5, 1.0, 2.0), "beta": (3.0, 10.0, 30.0),
-         "shape_min_cutoff": (0.1, 0.3)}
+SWEEP = {"detect_every": (10, 30), "min_cutoff": (1.0, 2.0), "beta": (10.0, 30.0, 60.0),
+         "shape_min_cutoff": (0.1,), "motion_d_cutoff": (5.0, 8.0, 12.0)}
 
 
 def _motion(t, segment, progress):
@@ -285,12 +285,12 @@ def main(argv=None):
     all_clips = list(clips(faces))
     print(f"{len(all_clips)} clips of {len(all_clips[0][0])} frames, {FRAME[0]}x{FRAME[1]}")
     defaults = {"detect_every": tracking.DETECT_EVERY, "min_cutoff": tracking.MIN_CUTOFF,
-                "beta": tracking.BETA, "shape_min_cutoff": tracking.SHAPE_MIN_CUTOFF}
+                "beta": tracking.BETA, "shape_min_cutoff": tracking.SHAPE_MIN_CUTOFF,
+                "motion_d_cutoff": tracking.MOTION_D_CUTOFF}
     result = {"cpu": cpu_info(), "threads": 1, "flip": model.flip,
               "pose_model": None if model.pose_model is None else model.pose_model.name, "clips": len(all_clips),
               "segments": [list(s) for s in SEGMENTS], "noise_sigma": NOISE, "fps": FPS,
               "tracker": {**defaults, "shape_beta": tracking.SHAPE_BETA,
-                          "motion_d_cutoff": tracking.MOTION_D_CUTOFF,
                           "recrop_shift": geometry.RECROP_SHIFT,
                           "one_model": tracking.ONE_MODEL, "switch_band": tracking.SWITCH_BAND,
                           "cut_distance": tracking.CUT_DISTANCE}}
