@@ -502,8 +502,8 @@ def reproduce_section():
     if not parts:
         return ""
     text = ("`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
-            "benchmarks → predictor check → bundle → large-pose model → pair study → turned faces "
-            "end to end → video benchmark → these tables) spends most of its time "
+            "benchmarks → predictor check → bundle → large-pose model → pair study → turned and "
+            "small faces end to end → video benchmark → these tables) spends most of its time "
             "in the bundled recipe's " + " and ".join(parts) + f" (results/val_{BUNDLE_RUN}.json, "
             f"results/val_{BUNDLE_RUN}_qat.json), then in the PTQ techniques' AdaRound passes "
             "and the benchmarks' conversions.")
