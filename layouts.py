@@ -4,6 +4,7 @@ A layout names how many marks a face has, which mark each one becomes when
 the face is mirrored left-right, and which two marks are the outer eye
 corners that normalise the error (NME).
 """
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,27 +75,37 @@ def flip_averaged(predict_fn, input_size):
     layout's mirror. predict_fn maps (B, S, S, 3) to (B, 2N) marks divided
     by S; so does the returned function, at twice the cost. A predict_fn
     that returns (marks, per-mark values (B, N)) gets both averaged."""
-    mirrors = {}   # mark count -> mirror permutation, looked up once
 
     def predict(images):
         images = np.asarray(images)
-        direct = predict_fn(images)
-        mirrored = predict_fn(np.ascontiguousarray(images[:, :, ::-1]))
-        extra = isinstance(direct, tuple)
-        marks, mirrored_marks = (direct[0], mirrored[0]) if extra else (direct, mirrored)
-        marks = np.asarray(marks, np.float64)
-        mirrored_marks = np.asarray(mirrored_marks, np.float64).reshape(len(images), -1, 2)
-        count = mirrored_marks.shape[1]
-        if count not in mirrors:
-            mirrors[count] = np.asarray(layout_for_count(count).mirror)
-        mirror = mirrors[count]
-        mirrored_marks[..., 0] = (input_size - 1) / input_size - mirrored_marks[..., 0]
-        averaged = (marks + mirrored_marks[:, mirror].reshape(len(images), -1)) / 2
-        if not extra:
-            return averaged
-        values = None if direct[1] is None else (direct[1] + mirrored[1][:, mirror]) / 2
-        return averaged, values
+        return with_mirrored(predict_fn(images), predict_fn(mirrored_crops(images)), input_size)
     return predict
+
+
+def mirrored_crops(images):
+    return np.ascontiguousarray(np.asarray(images)[:, :, ::-1])
+
+
+def with_mirrored(direct, mirrored, input_size):
+    """flip_averaged's average of a model's outputs on crops (`direct`) and
+    on their mirror images (`mirrored`): marks, or (marks, values)."""
+    extra = isinstance(direct, tuple)
+    marks, mirrored_marks = (direct[0], mirrored[0]) if extra else (direct, mirrored)
+    marks = np.asarray(marks, np.float64)
+    mirrored_marks = np.asarray(mirrored_marks, np.float64).reshape(len(marks), -1, 2)
+    mirror = _mirror(mirrored_marks.shape[1])
+    mirrored_marks[..., 0] = (input_size - 1) / input_size - mirrored_marks[..., 0]
+    averaged = (marks + mirrored_marks[:, mirror].reshape(len(marks), -1)) / 2
+    if not extra:
+        return averaged
+    values = None if direct[1] is None else (np.asarray(direct[1]) + np.asarray(mirrored[1])[:, mirror]) / 2
+    return averaged, values
+
+
+@functools.lru_cache(maxsize=None)
+def _mirror(count):
+    """The mirror permutation of the layout with `count` marks."""
+    return np.asarray(layout_for_count(count).mirror)
 
 
 def layout_for_count(num_marks):
@@ -140,6 +151,53 @@ def fuse(marks_a, sa, marks_b, sb, margin=PICK_MARGIN):
         take_b = sharper_by(sa, sb) > margin
         marks[take_b], spread[take_b] = marks_b[take_b], sb[take_b]
     return marks.reshape(len(sa), -1), spread
+
+
+# The pair as a cascade (cascaded): a face the main model's first marks show
+# turned beyond CASCADE_YAW degrees of yaw (head_pose.py), or whose score
+# maps spread beyond CASCADE_SPREAD (mean log spread, in cells), goes to the
+# pair; any other takes the main model's flip test. On the validation crops
+# this scored as the pair on every view (docs/RESEARCH.md, "Two models").
+CASCADE_YAW = 20.0
+CASCADE_SPREAD = 0.65
+
+
+def turned_faces(marks, spread, input_size):
+    """(B,) whether cascaded() sends each face to the pair: (B, N, 2) marks in
+    crop pixels and (B, N) spreads of the main model."""
+    from head_pose import head_pose
+
+    yaws = []
+    for face in marks:
+        pose = head_pose(face, (input_size, input_size))
+        yaws.append(0.0 if pose is None else abs(pose["yaw"]))
+    unsure = np.log(np.maximum(spread, 1e-3)).mean(axis=-1) > CASCADE_SPREAD
+    return (np.array(yaws) > CASCADE_YAW) | unsure
+
+
+def cascaded(spread_a, spread_b, input_size, margin=PICK_MARGIN):
+    """Model a on every crop; then, where turned_faces() says so, the pair
+    (fuse with model b), elsewhere a's flip test (a on the mirrored crop).
+    Two invokes a face, as paired() costs, but b runs only on the faces it
+    is for, so it may be the slower model. Same in and out as paired()."""
+
+    def predict(images):
+        images = np.asarray(images)
+        marks_a, sa = spread_a(images)
+        marks_a, sa = np.asarray(marks_a, np.float64).reshape(len(images), -1), np.asarray(sa)
+        if sa is None or sa.ndim != 2:
+            raise ValueError("a cascade needs score maps (an integral head) in the main model")
+        take = turned_faces(marks_a.reshape(len(images), -1, 2) * input_size, sa, input_size)
+        marks, spread = marks_a.copy(), np.asarray(sa, np.float64).copy()
+        if take.any():
+            marks[take], spread[take] = fuse(marks_a[take], sa[take], *spread_b(images[take]), margin)
+        rest = ~take
+        if rest.any():
+            marks[rest], spread[rest] = with_mirrored((marks_a[rest], sa[rest]),
+                                                      spread_a(mirrored_crops(images[rest])),
+                                                      input_size)
+        return marks, spread
+    return predict
 
 
 def sharper_by(sa, sb):

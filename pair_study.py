@@ -50,13 +50,15 @@ def study(model, pose_model, record, candidates=(), against=None):
     _, spread_b, _ = load_landmark_functions(pose_model)
     functions = {"main, flip test": layouts.flip_averaged(spread_a, size),
                  "large-pose, flip test": layouts.flip_averaged(spread_b, size),
-                 **{f"pair, margin {m}": layouts.paired(spread_a, spread_b, m) for m in MARGINS}}
+                 **{f"pair, margin {m}": layouts.paired(spread_a, spread_b, m) for m in MARGINS},
+                 "cascade": layouts.cascaded(spread_a, spread_b, size)}
     for path in candidates:
         _, spread_c, _ = load_landmark_functions(path)
         name = Path(path).name
         functions.update({name: spread_c, f"{name}, flip test": layouts.flip_averaged(spread_c, size),
                           f"{name} + large-pose, pair": layouts.paired(spread_c, spread_b),
-                          f"main + {name}, pair": layouts.paired(spread_a, spread_c)})
+                          f"main + {name}, pair": layouts.paired(spread_a, spread_c),
+                          f"main + {name}, cascade": layouts.cascaded(spread_a, spread_c, size)})
     if against:
         _, before_a, _ = load_landmark_functions(against[0])
         _, before_b, _ = load_landmark_functions(against[1])

@@ -54,3 +54,56 @@ def test_the_bundled_predictor_pairs_and_can_run_one_model():
     assert np.mean(np.linalg.norm(faces[0]["marks"] - alone[0]["marks"], axis=1)) < 0.05 * eyes
     assert 0 <= faces[0]["landmark_score"] <= 1
 
+
+
+def generic_face(yaw):
+    """68 marks of the generic 3D face turned `yaw` degrees, in a 128-px crop."""
+    import cv2
+
+    import head_pose
+    indices, points = head_pose.face_shape()
+    projected, _ = cv2.projectPoints(points, cv2.Rodrigues(head_pose.rotation_from(yaw, 0, 0))[0],
+                                     np.array([0., 0., 400.]), head_pose.camera_matrix((128, 128)),
+                                     None)
+    marks = np.empty((68, 2))
+    marks[indices] = projected.reshape(-1, 2)
+    marks[np.setdiff1d(np.arange(68), indices)] = marks[indices].mean(0)
+    return marks
+
+
+def test_the_cascade_sends_turned_and_unsure_faces_to_the_pair():
+    import layouts
+    frontal, turned = generic_face(0), generic_face(layouts.CASCADE_YAW + 15)
+    sure, unsure = np.full(68, 1.0), np.full(68, np.exp(layouts.CASCADE_SPREAD + 0.5))
+    flags = layouts.turned_faces(np.stack([frontal, turned, frontal]),
+                                 np.stack([sure, sure, unsure]), 128)
+    assert flags.tolist() == [False, True, True]
+
+
+def test_the_cascade_runs_two_invokes_a_face_and_the_second_model_only_where_sent():
+    """Crops whose pixel value says 'turned' get the main model's generic
+    face turned 35 degrees; the others a frontal one. Each face costs two
+    invokes: the main model, then the large-pose model or the mirror."""
+    import layouts
+    calls = {"a": 0, "b": 0}
+    frontal, turned = generic_face(0) / 128, generic_face(35) / 128
+
+    def main_model(images):
+        calls["a"] += len(images)
+        marks = np.stack([turned if image[0, 0, 0] else frontal for image in images])
+        return marks.reshape(len(images), -1), np.ones((len(images), 68))
+
+    def pose_model(images):
+        calls["b"] += len(images)
+        return np.full((len(images), 136), 0.5), np.full((len(images), 68), 0.1)
+
+    images = np.zeros((4, 128, 128, 3), np.uint8)
+    images[1:3] = 1                             # faces 1 and 2 are turned
+    marks, spread = layouts.cascaded(main_model, pose_model, 128)(images)
+    assert calls == {"a": 4 + 2, "b": 2}
+    # The large-pose model's maps are far sharper: it is taken whole there.
+    np.testing.assert_allclose(marks[1:3], 0.5)
+    np.testing.assert_allclose(spread[1:3], 0.1)
+    # The frontal faces take the flip test: the generic face is symmetric,
+    # so its mirror average is close to itself.
+    assert np.abs(marks[[0, 3]] - frontal.reshape(-1)).max() < 0.02
