@@ -19,18 +19,21 @@ RECIPE := --head integral --occlusion 0.25 --weight_decay 0.05 --weight_average 
 # int8 file); runs v20-v26 had 32-128 (0.89 M, under 1 MB).
 WIDE := --head_channels 128 --stages 48x3,96x2,144x2,192x1
 SMALL := --head_channels 96 --stages 32x3,64x2,96x2,128x1
+# The large-pose model's network since run v29: 64-256 channels (3.4 M
+# parameters); the cascade (layouts.cascaded) runs it only on turned faces.
+WIDER := --head_channels 160 --stages 64x3,128x2,192x2,256x1
 # The bundled main model, run v28: the wide network, 160 epochs, the last 40 calm.
 EPOCHS ?= 160
 TRAIN_FLAGS ?= $(RECIPE) $(WIDE) --calm_epochs 40
 RUN ?= resnet_v28
-# The large-pose model the predictor pairs with it (run v27): the wide
+# The large-pose model the predictor pairs with it (run v29): the wider
 # network, 200 epochs (the last 50 calm), a quarter of each epoch drawn from
 # the turned faces `make profile` writes (docs/RESEARCH.md, "Two models").
 POSE_SHARE ?= 0.25
 POSE_EPOCHS ?= 200
-POSE_FLAGS := $(RECIPE) $(WIDE) --calm_epochs 50 --profiled_record tfrecords/profiled.record \
+POSE_FLAGS := $(RECIPE) $(WIDER) --calm_epochs 50 --profiled_record tfrecords/profiled.record \
     --profiled_share $(POSE_SHARE)
-POSE_RUN ?= resnet_v27
+POSE_RUN ?= resnet_v29
 POSE_DIRS ?= --checkpoint_dir checkpoints_pose --qat_checkpoint_dir quantized_checkpoints_pose
 POSE_EXPORT ?= exported_pose
 # Run v21, the main model bundled before run v28 (the small network, 200

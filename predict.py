@@ -48,11 +48,11 @@ ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
 DEFAULT_LANDMARK_MODEL = ASSETS / "landmarks_300w_int8.tflite"
 # The flip test's default for one model: on since run v20's bundle (-0.073
-# points end to end, s.e. 0.020); for run v28's main model alone 4.145%
-# with it and 4.177% without (results/predictor_eval_v28{_flip,}.json;
-# -0.032, s.e. 0.016). It was off for run v15's bundle, which it did not help.
+# points end to end, s.e. 0.020); for run v28's main model alone 4.139%
+# with it and 4.170% without (results/predictor_eval_v28{_flip,}.json;
+# -0.032, s.e. 0.015). It was off for run v15's bundle, which it did not help.
 DEFAULT_FLIP = True
-# The large-pose model paired with the bundled one (run v27: the bundled
+# The large-pose model paired with the bundled one (run v29: the bundled
 # recipe with a quarter of each epoch turned faces). A pair runs without
 # the flip test by default: the pair is already two invokes a face, and
 # the flip test added nothing to it on the validation faces (docs/RESEARCH.md).

@@ -23,7 +23,7 @@ RESULTS = ROOT / "results"
 BUNDLE_RUN = "resnet_v28"
 BUNDLE_PREDICTOR_EVAL = "predictor_eval_v28_pair.json"
 SINGLE_PREDICTOR_EVAL = "predictor_eval_v28_flip.json"
-POSE_RUN = "resnet_v27"
+POSE_RUN = "resnet_v29"
 BUNDLED_POSE_INT8 = "assets/landmarks_300w_pose_int8.tflite"
 BUNDLE_BENCHMARK = "ptq_benchmark.json"
 BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
@@ -566,9 +566,10 @@ def profiled_section():
 
 
 # Wider networks (48-192 channels instead of 32-128): the large-pose
-# recipe (v27 against v25) and the main one (v28 against v21).
-WIDE_RUNS = ("resnet_v21", "resnet_v28", "resnet_v25", "resnet_v27")
-WIDE_PAIRS = (("resnet_v28", "resnet_v21"), ("resnet_v27", "resnet_v25"))
+# recipe (v27 against v25, v29 against v27) and the main one (v28 against v21).
+WIDE_RUNS = ("resnet_v21", "resnet_v28", "resnet_v25", "resnet_v27", "resnet_v29")
+WIDE_PAIRS = (("resnet_v28", "resnet_v21"), ("resnet_v27", "resnet_v25"),
+              ("resnet_v29", "resnet_v27"))
 
 
 def wide_section():
@@ -617,8 +618,10 @@ PROFILE_ROWS = (
      "photos only", "no"),
     ("predictor_eval_profile_before.json", "pair of runs v21 + v25", "photos only", "no"),
     ("predictor_eval_profile_main.json", "run v28 alone, flip test", "photos + turned faces", "yes"),
-    ("predictor_eval_profile_no_recrop.json", "pair of runs v28 + v27", "photos + turned faces", "no"),
-    ("predictor_eval_profile.json", "pair of runs v28 + v27 (the default)", "photos + turned faces",
+    ("predictor_eval_profile_v27.json", "pair of runs v28 + v27 (bundled until 2026-12-05)",
+     "photos + turned faces", "yes"),
+    ("predictor_eval_profile_no_recrop.json", "pair of runs v28 + v29", "photos + turned faces", "no"),
+    ("predictor_eval_profile.json", "pair of runs v28 + v29 (the default)", "photos + turned faces",
      "yes"),
 )
 

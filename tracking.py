@@ -52,8 +52,10 @@ SHAPE_MIN_CUTOFF = 0.1
 SHAPE_BETA = 20.0
 # The motion filter predicts each frame from its speed (see OneEuroFilter),
 # whose own cutoff is higher than the marks' (8 Hz against 1): a face that
-# starts to move is caught within a few frames. Chosen by the sweep with
-# the cutoffs above (video_benchmark.py; 5 Hz before the sweep tried it).
+# starts to move is caught within a few frames. From the sweep
+# (results/video_benchmark.json): 8 Hz took jitter from 0.49x (5 Hz) to
+# 0.47x; 12 Hz scored 0.468x against 8 Hz's 0.470x, within noise, for more
+# still-face jitter, so 8 stays.
 MOTION_D_CUTOFF = 8.0
 # The crop of a tracked face follows its box (centre and size) through a
 # One Euro filter of its own, still when the face is: a crop that moved
