@@ -92,6 +92,19 @@ def _load(path, num_marks):
             .map(lambda s: parse(s, num_marks), num_parallel_calls=AUTOTUNE))
 
 
+def source_photos(path):
+    """Each face of a record file's source photo: yields (source path, BGR
+    photo or None, why it could not be read, marks (N, 2) in its pixels)."""
+    import geometry
+    from images import read_image
+
+    for face in _load(path, get_layout(record_info(path)[0]).num_marks):
+        source = face["source"].numpy().decode()
+        photo, reason = read_image(source)
+        yield source, photo, reason, geometry.to_image(face["marks"].numpy(),
+                                                       face["transform"].numpy())
+
+
 def to_targets(marks_in_crop):
     """(..., N, 2) model-crop pixels -> flat normalised targets (..., 2N)."""
     flat = tf.reshape(marks_in_crop, tf.concat([tf.shape(marks_in_crop)[:-2], [-1]], 0))

@@ -90,18 +90,12 @@ def small_frames(record, seed=SMALL_SEED):
 
     import keras_env  # noqa: F401  (must precede TensorFlow)
     import dataset
-    from images import read_image
-
-    from layouts import get_layout
 
     rng = np.random.default_rng(seed)
     (frame_w, frame_h), frames = SMALL_FRAME, []
-    for face in dataset._load(record, get_layout(dataset.record_info(record)[0]).num_marks):
-        source = face["source"].numpy().decode()
-        photo, reason = read_image(source)
+    for source, photo, reason, marks in dataset.source_photos(record):
         if photo is None:
             raise FileNotFoundError(f"--small: {source}: {reason}")
-        marks = geometry.to_image(face["marks"].numpy(), face["transform"].numpy())
         box = geometry.landmark_box(marks)
         factor = rng.uniform(*SMALL_WIDTHS) / max(box[2] - box[0], 1.0)
         small = cv2.resize(photo, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)

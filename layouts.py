@@ -184,9 +184,9 @@ def cascaded(spread_a, spread_b, input_size, margin=PICK_MARGIN):
     def predict(images):
         images = np.asarray(images)
         marks_a, sa = spread_a(images)
-        marks_a, sa = np.asarray(marks_a, np.float64).reshape(len(images), -1), np.asarray(sa)
-        if sa is None or sa.ndim != 2:
+        if sa is None:
             raise ValueError("a cascade needs score maps (an integral head) in the main model")
+        marks_a, sa = np.asarray(marks_a, np.float64).reshape(len(images), -1), np.asarray(sa)
         take = turned_faces(marks_a.reshape(len(images), -1, 2) * input_size, sa, input_size)
         marks, spread = marks_a.copy(), np.asarray(sa, np.float64).copy()
         if take.any():

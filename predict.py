@@ -284,19 +284,25 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     def needs_refine(marks, image_shape):
         """Whether refine=None gives a face these first marks another pass:
         narrower than REFINE_BELOW px, or turned beyond REFINE_YAW degrees."""
+        return predictor._refine_check(marks, image_shape)[0]
+
+    @staticmethod
+    def _refine_check(marks, image_shape):
+        """(needs_refine, the marks' head pose if it was worked out, else None)."""
         box = geometry.landmark_box(marks)
         if box[2] - box[0] < REFINE_BELOW:
-            return True
+            return True, None
         pose = head_pose(marks, (image_shape[1], image_shape[0]))
-        return pose is not None and abs(pose["yaw"]) > REFINE_YAW
+        return pose is not None and abs(pose["yaw"]) > REFINE_YAW, pose
 
-    def describe(self, marks, confidence, image_shape):
+    def describe(self, marks, confidence, image_shape, pose=None):
         """The per-face fields besides box and score: marks, confidence
         (N,) in [0, 1] (None for a model without score maps), landmark_score
-        (their mean) and head pose (head_pose.py; None unless 68 marks)."""
+        (their mean) and head pose (head_pose.py; None unless 68 marks).
+        `pose`: these marks' head pose, if the caller has it already."""
         return {"marks": marks, "confidence": confidence,
                 "landmark_score": None if confidence is None else float(np.mean(confidence)),
-                "pose": head_pose(marks, (image_shape[1], image_shape[0]))}
+                "pose": pose or head_pose(marks, (image_shape[1], image_shape[0]))}
 
     def predict(self, image, small_faces=None):
         """Every face found: [{"box", "score", "marks", "confidence",
@@ -319,15 +325,17 @@ class predictor:  # noqa: N801  (the original's name, which users call)
                 # turned face): mark it again from a crop placed on its marks.
                 self.recrops += 1
                 marks, confidence = self._face_marks(rgb, geometry.landmark_box(marks))
-            passes = self.refine
+            passes, pose = self.refine, None
             if passes is None:   # a re-crop was that one pass already
-                passes = int(not recropped and self.needs_refine(marks, rgb.shape))
+                needed, pose = (False, None) if recropped else self._refine_check(marks, rgb.shape)
+                passes = int(needed)
             self.refines += passes
             for _ in range(passes):
                 # Re-crop around the predicted marks: the crop training used.
                 marks, confidence = self._face_marks(rgb, geometry.landmark_box(marks))
+                pose = None          # of the marks before
             faces.append({"box": tuple(float(v) for v in box), "score": score,
-                          **self.describe(marks, confidence, rgb.shape)})
+                          **self.describe(marks, confidence, rgb.shape, pose)})
         return faces
 
     def track(self, frames, fps=None, times=None, **options):

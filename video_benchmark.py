@@ -35,7 +35,6 @@ from tqdm import tqdm
 
 import geometry
 import tracking
-from images import read_image
 
 FRAME = (640, 480)
 FPS = 30.0
@@ -105,13 +104,10 @@ def load_faces(record, count):
     import dataset
 
     faces = []
-    for face in dataset._load(record, 68):
-        source = face["source"].numpy().decode()
-        photo, reason = read_image(source)
+    for source, photo, reason, marks in dataset.source_photos(record):
         if photo is None:
             print(f"skipped {source}: {reason}")
             continue
-        marks = geometry.to_image(face["marks"].numpy(), face["transform"].numpy())
         faces.append((photo, marks))
         if len(faces) == count:
             break
