@@ -61,16 +61,22 @@ def camera_matrix(image_size):
                     np.float64)
 
 
-def head_pose(marks, image_size, shape_path=SHAPE_PATH):
+def head_pose(marks, image_size, shape_path=SHAPE_PATH, guess=None):
     """{"yaw", "pitch", "roll"} in degrees for (68, 2) marks in an image of
-    `image_size` (width, height); None when marks are not 68 or the fit fails."""
+    `image_size` (width, height); None when marks are not 68 or the fit fails.
+    `guess`: a pose of nearly the same marks (the last video frame's), which
+    starts the fit in place of EPnP."""
     marks = np.asarray(marks, np.float64)
     if marks.shape != (68, 2) or not np.all(np.isfinite(marks)):
         return None
     indices, points = face_shape(shape_path)
-    ok, rvec, tvec = cv2.solvePnP(points, marks[indices], camera_matrix(image_size), None,
-                                  flags=cv2.SOLVEPNP_EPNP)
-    if ok:   # EPnP starts it; Levenberg-Marquardt refines
+    if guess is not None:
+        ok = True
+        rvec, tvec = (np.array(guess[k], np.float64).reshape(3, 1) for k in ("rvec", "tvec"))
+    else:
+        ok, rvec, tvec = cv2.solvePnP(points, marks[indices], camera_matrix(image_size), None,
+                                      flags=cv2.SOLVEPNP_EPNP)
+    if ok:   # EPnP (or the guess) starts it; Levenberg-Marquardt refines
         ok, rvec, tvec = cv2.solvePnP(points, marks[indices], camera_matrix(image_size), None,
                                       rvec, tvec, useExtrinsicGuess=True,
                                       flags=cv2.SOLVEPNP_ITERATIVE)

@@ -247,27 +247,30 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     def _marks(self, rgb, box):
         return self._face_marks(rgb, box)[0]
 
-    def _face_marks(self, rgb, box, flip=None, model=None):
+    def _face_marks(self, rgb, box, flip=None, model=None, bgr=False):
         """(marks (N, 2) in image pixels, confidence (N,) or None) of the
         face whose landmark box is `box`; `flip` False skips the flip test;
-        `model` "main" or "pose" runs that model of a pair alone, unflipped."""
+        `model` "main" or "pose" runs that model of a pair alone, unflipped;
+        `bgr`: the image is BGR (only the crop is turned to RGB)."""
         if model is not None:
-            return self._single_marks(rgb, box, model)[:2]
+            return self._single_marks(rgb, box, model, bgr)[:2]
         spread_fn = self._spread_once if flip is False else self.spread_fn
-        return self._run(rgb, box, spread_fn, self.calibration)[:2]
+        return self._run(rgb, box, spread_fn, self.calibration, bgr)[:2]
 
-    def _single_marks(self, rgb, box, model):
+    def _single_marks(self, rgb, box, model, bgr=False):
         """(marks, confidence, (N,) spread) of one model of the pair alone."""
         if model not in self._single:
             raise ValueError(f"model {model!r}: this predictor's models are "
                              f"{sorted(self._single) or 'one, unpaired'}")
-        return self._run(rgb, box, *self._single[model])
+        return self._run(rgb, box, *self._single[model], bgr)
 
-    def _run(self, rgb, box, spread_fn, calibration):
+    def _run(self, rgb, box, spread_fn, calibration, bgr=False):
         """(marks in image pixels, confidence or None, spread or None) of
         `spread_fn` on the crop of the landmark box `box`."""
         center, side = geometry.crop_square(box)
         patch, transform = geometry.crop(rgb, center, side, self.input_size)
+        if bgr:
+            patch = cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)
         outputs, spread = spread_fn(patch[None])   # uint8 patch: see TFLiteModel
         marks = np.asarray(outputs).reshape(-1, 2) * self.input_size
         if spread is None:
@@ -295,14 +298,16 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         pose = head_pose(marks, (image_shape[1], image_shape[0]))
         return pose is not None and abs(pose["yaw"]) > REFINE_YAW, pose
 
-    def describe(self, marks, confidence, image_shape, pose=None):
+    def describe(self, marks, confidence, image_shape, pose=None, pose_guess=None):
         """The per-face fields besides box and score: marks, confidence
         (N,) in [0, 1] (None for a model without score maps), landmark_score
         (their mean) and head pose (head_pose.py; None unless 68 marks).
-        `pose`: these marks' head pose, if the caller has it already."""
+        `pose`: these marks' head pose, if the caller has it already;
+        `pose_guess`: one of marks close to these, to start its fit from."""
         return {"marks": marks, "confidence": confidence,
                 "landmark_score": None if confidence is None else float(np.mean(confidence)),
-                "pose": pose or head_pose(marks, (image_shape[1], image_shape[0]))}
+                "pose": pose or head_pose(marks, (image_shape[1], image_shape[0]),
+                                          guess=pose_guess)}
 
     def predict(self, image, small_faces=None):
         """Every face found: [{"box", "score", "marks", "confidence",
@@ -591,6 +596,10 @@ def main(argv=None):
     p.add_argument("--detect_every", type=int, default=None,
                    help="video with --track: frames between detector runs (default "
                         "tracking.DETECT_EVERY)")
+    p.add_argument("--one_model", action=argparse.BooleanOptionalAction, default=None,
+                   help="video with --track and the pair: each tracked face runs the one "
+                        "model of the pair its maps chose (default tracking.ONE_MODEL: on); "
+                        "--no-one_model runs both, for less jitter at more time")
     p.add_argument("--pose", action="store_true",
                    help="draw each face's head-pose axes (head_pose.py; always in the JSON)")
     p.add_argument("--montage", default=None, help="also write all annotated images side by side here")
@@ -609,8 +618,10 @@ def main(argv=None):
         if args.video:
             tracker = None
             if args.track:
-                from tracking import DETECT_EVERY, FaceTracker
-                tracker = FaceTracker(model, args.detect_every or DETECT_EVERY, args.smooth)
+                from tracking import DETECT_EVERY, ONE_MODEL, FaceTracker
+                tracker = FaceTracker(model, args.detect_every or DETECT_EVERY, args.smooth,
+                                      one_model=ONE_MODEL if args.one_model is None
+                                      else args.one_model)
             run_video(model, args.video, Path(args.out), tracker, args.pose)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")

@@ -747,12 +747,16 @@ def video_section():
                   "| --- | --- | --- | --- |"]
         lines += [f"| {what} | {got} | {want} | {'yes' if ok else '**no**'} |"
                   for what, got, want, ok in targets]
-    one = r["ratios"].get("track+smooth, one model")
-    if one and r.get("tracked_frame_one_model_ms"):
-        lines += ["", f"With `one_model=True` (each tracked face runs only the model of the pair "
-                  f"it was found with): jitter {one['jitter']:.2f}×, still-face jitter "
-                  f"{one['still_jitter']:.2f}×, NME {one['nme_points']:+.2f} points, time "
-                  f"{one['ms']:.2f}×, tracked frame {r['tracked_frame_one_model_ms']:.2f} ms."]
+    for mode, option in (("track+smooth, both models", "one_model=False"),
+                         ("track+smooth, one model", "one_model=True"),
+                         ("track+smooth, no image motion", "flow=False")):
+        other = r["ratios"].get(mode)
+        if other:
+            frame = {"one_model=False": r.get("tracked_frame_both_models_ms")}.get(option)
+            lines += ["", f"With `{option}`: jitter {other['jitter']:.2f}×, still-face jitter "
+                      f"{other['still_jitter']:.2f}×, NME {other['nme_points']:+.2f} points, time "
+                      f"{other['ms']:.2f}×" + (f", tracked frame {frame:.2f} ms" if frame else "")
+                      + "."]
     lines += ["", f"{r['clips']} clips of {sum(n for _, n in r['segments'])} frames at "
               f"{r['fps']:.0f} fps ({', '.join(f'{s} {n}' for s, n in r['segments'])}), camera "
               f"noise σ {r['noise_sigma']:g}; tracker {r['tracker']}; 1 thread, "

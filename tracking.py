@@ -26,8 +26,10 @@ from face_detector import detect_faces, iou
 from geometry import RECROP_SHIFT
 from layouts import PICK_MARGIN, sharper_by
 
-# How often the detector looks for new faces, in frames.
-DETECT_EVERY = 10
+# How often the detector looks for new faces, in frames (a new face waits
+# up to a second at 30 fps; a tracked one does not need it). With image
+# motion, jitter was the same at 10, 20 and 30 (results/video_benchmark.json).
+DETECT_EVERY = 30
 # A detection continues a track when its landmark box overlaps the track's
 # (from its last marks) by at least this much.
 MATCH_IOU = 0.3
@@ -36,13 +38,13 @@ MATCH_IOU = 0.3
 # below LOST_SCORE: then fewer than about half its marks are likely right.
 MAX_MARKS_OUTSIDE = 0.5
 LOST_SCORE = 0.5
-# One Euro parameters of the face's motion (MarkSmoother: shift, log scale
-# and angle, lengths in units of the face's RMS radius): min_cutoff (Hz)
-# sets the smoothing of a still face, beta how fast the cutoff rises with
-# speed (less lag when the face moves). Chosen with DETECT_EVERY and the
-# shape filter's min_cutoff by video_benchmark.py --sweep
-# (results/video_benchmark.json): the least jitter whose NME is within 0.1
-# points of detect-every-frame's.
+# One Euro parameters of the face's motion where image motion is not
+# measured (flow=False, or a frame where it fails; MarkSmoother: shift, log
+# scale and angle, lengths in units of the face's RMS radius): min_cutoff
+# (Hz) sets the smoothing of a still face, beta how fast the cutoff rises
+# with speed (less lag when the face moves). Chosen by video_benchmark.py
+# --sweep before image motion came: the least jitter whose NME is within
+# 0.1 points of detect-every-frame's.
 MIN_CUTOFF = 2.0
 BETA = 30.0
 D_CUTOFF = 1.0
@@ -70,10 +72,10 @@ TRACK_FLIP = False
 # face run one of them: the one chosen where it was last detected, from
 # both models' score maps (layouts.sharper_by against layouts.PICK_MARGIN),
 # changed only when the other's maps are sharper by SWITCH_BAND more than
-# the margin asks. Half the cost of a tracked frame, but off by default:
-# one model's marks jitter more than the pair's fused ones
-# (results/video_benchmark.json, "track+smooth, one model").
-ONE_MODEL = False
+# the margin asks. Half the cost of a tracked frame; with image motion its
+# jitter is below what the pair's fused marks had without it, for about
+# 0.1 points of NME (results/video_benchmark.json, "both models").
+ONE_MODEL = True
 SWITCH_BAND = 0.1
 # A cut (a new shot) is a frame whose colour histogram is this far
 # (Bhattacharyya distance, 0 to 1) from the last frame's: its tracks are
@@ -83,6 +85,21 @@ SWITCH_BAND = 0.1
 # frame (drift, zoom, a face leaving at 36 px a frame, camera noise) at
 # most 0.12 (`video_benchmark.py` writes both as "cut_distances").
 CUT_DISTANCE = 0.2
+# Image motion (`flow`): each tracked face's motion from the last frame to
+# this one is measured on the pixels (Lucas-Kanade at every third mark, a
+# similarity fitted to them), and both the crop and the motion filter are
+# moved by it before the landmark model is heard. The crop then stays where
+# the face is, so the model sees it as it did last frame, and the filter
+# low-passes only what the pixels did not explain (FLOW_MIN_CUTOFF, FLOW_BETA).
+# The face region is shrunk until its marks span at most FLOW_SIDE px.
+FLOW = True
+FLOW_SIDE = 96
+FLOW_STRIDE = 3                # every third mark is followed
+FLOW_WINDOW = 9
+FLOW_LEVELS = 3
+# Chosen by video_benchmark.py --sweep with DETECT_EVERY and SHAPE_MIN_CUTOFF.
+FLOW_MIN_CUTOFF = 0.3
+FLOW_BETA = 10.0
 
 
 def _alpha(cutoff, dt):
@@ -109,7 +126,10 @@ class OneEuroFilter:
         self.min_cutoff, self.beta, self.d_cutoff, self.predict = min_cutoff, beta, d_cutoff, predict
         self.value = self.speed = self.time = None
 
-    def __call__(self, value, time):
+    def __call__(self, value, time, ahead=None):
+        """`ahead`, when given, is where the value is known to have moved
+        (measured elsewhere, as image motion): the filter starts from it and
+        its speed is the speed of what `ahead` missed."""
         value = np.asarray(value, np.float64)
         if self.value is None:
             self.value, self.speed, self.time = value.copy(), np.zeros_like(value), time
@@ -117,10 +137,13 @@ class OneEuroFilter:
         dt = time - self.time
         if dt <= 0:
             return self.value.copy()
-        speed = (value - self.value) / dt
+        start = self.value if ahead is None else np.asarray(ahead, np.float64)
+        speed = (value - start) / dt
         self.speed += _alpha(self.d_cutoff, dt) * (speed - self.speed)
         cutoff = self.min_cutoff + self.beta * np.abs(self.speed)
-        if self.predict:
+        if ahead is not None:
+            self.value = start + _alpha(cutoff, dt) * (value - start)
+        elif self.predict:
             # Predict only as far as the speed stands out from noise, as
             # One Euro opens its cutoff: a still value is not pushed by it.
             ahead = self.value + (1 - self.min_cutoff / cutoff) * self.speed * dt
@@ -131,16 +154,84 @@ class OneEuroFilter:
         return self.value.copy()
 
 
-def colour_histogram(rgb):
-    """An 8x8x8 colour histogram of every 8th pixel of a frame: what
-    FaceTracker compares to find cuts (0.03 ms for 640x480)."""
-    small = np.ascontiguousarray(rgb[::8, ::8])
+def colour_histogram(image):
+    """An 8x8x8 colour histogram of every 8th pixel of a frame (RGB or BGR,
+    as long as the frames compared agree): what FaceTracker compares to
+    find cuts (0.03 ms for 640x480)."""
+    small = np.ascontiguousarray(image[::8, ::8])
     return cv2.calcHist([small], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3)
 
 
 def histogram_distance(histogram_a, histogram_b):
     """Bhattacharyya distance of two colour histograms: 0 alike, 1 disjoint."""
     return float(cv2.compareHist(histogram_a, histogram_b, cv2.HISTCMP_BHATTACHARYYA))
+
+
+class GreyPyramid:
+    """A BGR frame in grey at full, half, quarter... size, each made when
+    first asked for (what image_motion reads: halving by an integer factor
+    costs little, unlike a resize of each face's region, and a large face
+    needs no full-size grey)."""
+
+    LEVELS = 3
+
+    def __init__(self, bgr):
+        self.bgr, self.levels = bgr, {}
+
+    def __len__(self):
+        return self.LEVELS
+
+    def __getitem__(self, level):
+        if level not in self.levels:
+            if level == 0:
+                self.levels[0] = cv2.cvtColor(self.bgr, cv2.COLOR_BGR2GRAY)
+            else:
+                finer = self[level - 1]
+                self.levels[level] = cv2.resize(finer, (finer.shape[1] // 2, finer.shape[0] // 2),
+                                                interpolation=cv2.INTER_AREA)
+        return self.levels[level]
+
+
+def image_motion(previous, current, points, side=FLOW_SIDE):
+    """The similarity (a, t), complex: p -> a * p + t in pixels, that moves
+    the frame `previous` onto `current` (GreyPyramids) around `points`
+    (N, 2): pyramidal Lucas-Kanade at every FLOW_STRIDE-th point, on the level
+    where they span at most about `side` px, and a least-squares fit that
+    drops the points that disagree (a mouth that opens, an occluded mark).
+    None when too few points were followed."""
+    points = np.asarray(points, np.float64)[::FLOW_STRIDE]
+    low, high = points.min(axis=0), points.max(axis=0)
+    span = float(max(high - low))
+    level = min(max(int(np.floor(np.log2(max(span, 1.0) / side))) + 1, 0), len(previous) - 1,
+                len(current) - 1)
+    scale = 2.0 ** level
+    before, after = previous[level], current[level]
+    if before.shape != after.shape:
+        return None
+    height, width = before.shape
+    margin = (0.5 * span + 8) / scale        # room for the face to have moved
+    x0, y0 = np.maximum(np.floor(low / scale - margin), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(high / scale + margin), [width, height]).astype(int)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    # At level k, pixel centres sit at (p + 0.5) / 2^k - 0.5.
+    start = ((points + 0.5) / scale - 0.5 - [x0, y0]).astype(np.float32).reshape(-1, 1, 2)
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(
+        before[y0:y1, x0:x1], after[y0:y1, x0:x1], start, None,
+        winSize=(FLOW_WINDOW, FLOW_WINDOW), maxLevel=FLOW_LEVELS,
+        criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03))
+    followed = status.ravel() == 1
+    if followed.sum() < 6:
+        return None
+    moved = (moved.reshape(-1, 2)[followed] + [x0, y0] + 0.5) * scale - 0.5
+    source = points[followed, 0] + 1j * points[followed, 1]
+    target = moved[:, 0] + 1j * moved[:, 1]
+    a, t = fit_similarity(source, target)
+    residual = np.abs(a * source + t - target)
+    keep = residual <= max(3 * np.median(residual), 0.05 * scale)
+    if keep.sum() < 6:
+        return None
+    return fit_similarity(source[keep], target[keep])
 
 
 def fit_similarity(source, target):
@@ -161,12 +252,25 @@ class MarkSmoother:
     is followed without its 68 marks' noise adding up."""
 
     def __init__(self, min_cutoff=MIN_CUTOFF, beta=BETA, shape_min_cutoff=SHAPE_MIN_CUTOFF,
-                 shape_beta=SHAPE_BETA, motion_d_cutoff=MOTION_D_CUTOFF):
+                 shape_beta=SHAPE_BETA, motion_d_cutoff=MOTION_D_CUTOFF,
+                 flow_min_cutoff=FLOW_MIN_CUTOFF, flow_beta=FLOW_BETA):
         self.motion = OneEuroFilter(min_cutoff, beta, motion_d_cutoff, predict=True)
+        # With image motion the filter follows the pixels, so it can be slower.
+        self.flow_motion = OneEuroFilter(flow_min_cutoff, flow_beta, motion_d_cutoff)
         self.shape = OneEuroFilter(shape_min_cutoff, shape_beta)
         self.reference = self.angle = self.unit = None
 
-    def __call__(self, marks, time):
+    def _moved(self, image_motion):
+        """The motion filter's last value carried by the image's similarity."""
+        tx, ty, log_scale, angle = self.flow_motion.value
+        a_image, t_image = image_motion
+        t = a_image * (tx + 1j * ty) + t_image / self.unit
+        return np.array([t.real, t.imag, log_scale + np.log(np.abs(a_image)),
+                         angle + np.angle(a_image)])
+
+    def __call__(self, marks, time, image_motion=None):
+        """Smoothed marks at `time`; `image_motion` (a, t), the similarity
+        the pixels moved by since the last call (image_motion()), if known."""
         points = marks[:, 0] + 1j * marks[:, 1]
         if self.reference is None:   # the first marks, centred at unit RMS size
             centred = points - points.mean()
@@ -180,12 +284,20 @@ class MarkSmoother:
         if self.angle is not None:    # no jump of 2 pi between frames
             angle = self.angle + (angle - self.angle + np.pi) % (2 * np.pi) - np.pi
         self.angle = angle
-        motion = self.motion(np.r_[t.real, t.imag, np.log(np.abs(a)), angle], time)
+        measured = np.array([t.real, t.imag, np.log(np.abs(a)), angle])
+        if image_motion is not None and self.flow_motion.value is not None:
+            motion = self.flow_motion(measured, time, ahead=self._moved(image_motion))
+            self.motion.value, self.motion.time = motion.copy(), time
+        else:   # the plain filter; the other starts from its value next time
+            motion = self.motion(measured, time)
+            if self.flow_motion.value is None:
+                self.flow_motion(motion, time)
+            self.flow_motion.value, self.flow_motion.time = motion.copy(), time
         shape = (points - t) / a
-        shape = self.shape(np.c_[shape.real, shape.imag], time)
+        shape = self.shape(np.stack([shape.real, shape.imag], 1), time)
         a, t = np.exp(motion[2] + 1j * motion[3]), motion[0] + 1j * motion[1]
         out = (a * (shape[:, 0] + 1j * shape[:, 1]) + t) * self.unit
-        return np.c_[out.real, out.imag]
+        return np.stack([out.real, out.imag], 1)
 
 
 class _Track:
@@ -195,26 +307,46 @@ class _Track:
         self.model = model          # which model of a pair marks it (None: the predictor's way)
         self.crop_filter = OneEuroFilter(CROP_MIN_CUTOFF, CROP_BETA)
         self.crop_box = self.crop = None
+        self.motion = None          # the pixels' similarity since the last frame, if measured
+        self.pose = None            # the last frame's head pose
         self.side = float(max(np.ptp(marks, axis=0)))       # the filter's unit
         self.filter = MarkSmoother(**filter_options) if smooth else None
 
+    def follow(self, image_motion):
+        """Carry the crop with the pixels' motion since the last frame
+        (image_motion(); None: not measured, the crop stays as foreseen)."""
+        self.motion = image_motion
+        if image_motion is None or self.crop_box is None:
+            return
+        a, t = image_motion
+        centre = a * complex(*self.crop_box[:2]) + t
+        self.crop_box = np.array([centre.real, centre.imag, abs(a) * self.crop_box[2]])
+        self.crop = _square(self.crop_box)
+
     def next_crop(self, time):
         """The landmark box to crop the next frame with, from this frame's
-        marks at `time`: the marks' box
-        smoothed, moved on by its last step (constant velocity), so a
-        fast-moving face stays inside the crop training used."""
+        marks at `time`: the marks' box smoothed (from where the pixels
+        carried the last one, when measured), else moved on by its last
+        step (constant velocity), so a fast-moving face stays inside the
+        crop training used."""
         box = geometry.landmark_box(self.marks)
         centre, size = (box[:2] + box[2:]) / 2, max(box[2] - box[0], box[3] - box[1])
-        state = self.crop_filter(np.r_[centre, size] / self.side, time) * self.side
-        previous = self.crop_box if self.crop_box is not None else state
+        followed = self.motion is not None and self.crop_box is not None
+        ahead = self.crop_box / self.side if followed else None
+        state = self.crop_filter(np.array([*centre, size]) / self.side, time, ahead) * self.side
+        previous = self.crop_box if self.crop_box is not None and not followed else state
         self.crop_box = state
-        ahead = state + np.r_[state[:2] - previous[:2], 0.0]
-        return np.r_[ahead[:2] - ahead[2] / 2, ahead[:2] + ahead[2] / 2]
+        return _square(np.array([*(2 * state[:2] - previous[:2]), state[2]]))
 
     def smoothed(self, time):
         if self.filter is None:
             return self.marks
-        return self.filter(self.marks, time)
+        return self.filter(self.marks, time, self.motion)
+
+
+def _square(state):
+    """(x0, y0, x1, y1) of a (centre x, centre y, side) square."""
+    return np.concatenate([state[:2] - state[2] / 2, state[:2] + state[2] / 2])
 
 
 class FaceTracker:
@@ -230,7 +362,8 @@ class FaceTracker:
     def __init__(self, model, detect_every=DETECT_EVERY, smooth=True, fps=None,
                  min_cutoff=MIN_CUTOFF, beta=BETA, shape_min_cutoff=SHAPE_MIN_CUTOFF,
                  shape_beta=SHAPE_BETA, flip=TRACK_FLIP, recrop_shift=RECROP_SHIFT,
-                 one_model=ONE_MODEL, cut_distance=CUT_DISTANCE, motion_d_cutoff=MOTION_D_CUTOFF):
+                 one_model=ONE_MODEL, cut_distance=CUT_DISTANCE, motion_d_cutoff=MOTION_D_CUTOFF,
+                 flow=FLOW, flow_min_cutoff=FLOW_MIN_CUTOFF, flow_beta=FLOW_BETA):
         if int(detect_every) != detect_every or detect_every < 1:
             raise ValueError(f"detect_every must be a whole number >= 1, got {detect_every}")
         if fps is not None and not fps > 0:
@@ -245,7 +378,9 @@ class FaceTracker:
         self.frame_time = 1.0 / (fps or DEFAULT_FPS)
         self.filter_options = {"min_cutoff": min_cutoff, "beta": beta,
                                "shape_min_cutoff": shape_min_cutoff, "shape_beta": shape_beta,
-                               "motion_d_cutoff": motion_d_cutoff}
+                               "motion_d_cutoff": motion_d_cutoff,
+                               "flow_min_cutoff": flow_min_cutoff, "flow_beta": flow_beta}
+        self.flow, self.grey = flow, None
         self.tracks, self.frames, self.ids = [], 0, itertools.count()
         self.cut_distance, self.histogram = cut_distance, None
         # Detector runs, re-crops and cuts found, for benchmarks.
@@ -295,15 +430,15 @@ class FaceTracker:
             kept.append(track)
         self.tracks = kept
 
-    def _marks_in(self, rgb, crop, model=None):
+    def _marks_in(self, bgr, crop, model=None):
         """Marks and confidence of a tracked face from its predicted crop,
         by `model` of a pair (None: the predictor's way), marked again from
         a re-centred crop when the face was far off centre."""
-        marks, confidence = self.model._face_marks(rgb, crop, self.flip, model)
+        marks, confidence = self.model._face_marks(bgr, crop, self.flip, model, bgr=True)
         if self.recrop_shift is not None and geometry.off_centre(marks, crop) > self.recrop_shift:
             self.recrops += 1
-            marks, confidence = self.model._face_marks(rgb, geometry.landmark_box(marks),
-                                                       self.flip, model)
+            marks, confidence = self.model._face_marks(bgr, geometry.landmark_box(marks),
+                                                       self.flip, model, bgr=True)
         return marks, confidence
 
     def _keep_inside(self, shape):
@@ -319,32 +454,44 @@ class FaceTracker:
 
     def update(self, frame, time=None):
         from predict import to_bgr
-        rgb = cv2.cvtColor(to_bgr(frame), cv2.COLOR_BGR2RGB)
+        bgr = to_bgr(frame)
+        # Tracked frames crop the BGR frame (the crops' channels are turned
+        # instead): only the detector needs the whole frame in RGB.
         time = self.frames * self.frame_time if time is None else float(time)
         if self.cut_distance is not None:
-            histogram, last = colour_histogram(rgb), self.histogram
+            histogram, last = colour_histogram(bgr), self.histogram
             self.histogram = histogram
             if last is not None and self.tracks and histogram_distance(last, histogram) > self.cut_distance:
                 self.cuts += 1
                 self.tracks = []            # a new shot: its faces are new faces
+        if self.flow:
+            grey, last = GreyPyramid(bgr), self.grey
+            self.grey = grey
+            for track in self.tracks:
+                track.follow(None if last is None else image_motion(last, grey, track.marks))
         if self.tracks and self.frames % self.detect_every:
             for track in self.tracks:
-                track.marks, track.confidence = self._marks_in(rgb, track.crop, track.model)
+                track.marks, track.confidence = self._marks_in(bgr, track.crop, track.model)
             tracked = len(self.tracks)
-            self._keep_inside(rgb.shape)
+            self._keep_inside(bgr.shape)
             if len(self.tracks) < tracked or any(self._lost(t) for t in self.tracks):
-                self._detect(rgb)           # a face left or is lost: look again at once
-                self._keep_inside(rgb.shape)
+                # a face left or is lost: look again at once
+                self._detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                self._keep_inside(bgr.shape)
         else:
-            self._detect(rgb)
-            self._keep_inside(rgb.shape)
+            self._detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            self._keep_inside(bgr.shape)
         self.frames += 1
         faces = []
         for track in self.tracks:
             track.crop = track.next_crop(time)
-            faces.append({"id": track.id, "box": tuple(geometry.landmark_box(track.marks)),
-                          "score": track.score,
-                          **self.model.describe(track.smoothed(time), track.confidence, rgb.shape)})
+            # The last frame's pose starts this one's fit (one solve instead of two).
+            face = {"id": track.id, "box": tuple(geometry.landmark_box(track.marks)),
+                    "score": track.score,
+                    **self.model.describe(track.smoothed(time), track.confidence, bgr.shape,
+                                          pose_guess=track.pose)}
+            track.pose = face["pose"]
+            faces.append(face)
         return faces
 
     def track(self, frames, times=None):

@@ -9,16 +9,18 @@ moves as a camera would see it:
 The marks move with the pixels, so every frame has its truth.
 
 Modes, all at 1 thread: detect every frame (`predictor.predict`), tracking
-(tracking.FaceTracker, no smoothing), and tracking with the One Euro filter;
-with a pair of landmark models, also tracking with smoothing where each
-tracked face runs only the model it was found with (one_model).
+(tracking.FaceTracker with its defaults, no smoothing), tracking with the
+One Euro filter (the default video mode), the same without image motion
+(flow=False), and, with a pair of landmark models, with both models on
+every tracked face (one_model=False).
 Reported per mode: NME on frames whose face is in view; jitter, the RMS
 frame-to-frame change of each mark's error over the eye-corner distance;
 the same on the still segments; frames after the cut until the marks are
 within 0.1 eye distance (lag); frames where a face in view went unmarked;
 and milliseconds per frame. `--sweep` also tries tracker settings and
 picks the defaults: the least jitter whose NME is within 0.1 points of
-detect-every-frame's and that leaves no face unmarked.
+detect-every-frame's and that leaves no face unmarked (of settings level on
+jitter, the one that runs the detector least).
 
     python video_benchmark.py --record tfrecords/test.record --out results/video_benchmark.json
 """
@@ -44,11 +46,16 @@ FACE_WIDTH = 170            # px, the face's landmark-box width at zoom 1
 LAG_ERROR = 0.1             # the marks have caught up when the NME is below this
 SETTLE = 10                 # frames after a segment starts that jitter leaves out
 EYES = (36, 45)
-# Tracking and smoothing as the default mode, but each tracked face of a pair
-# running one model (tracking.FaceTracker one_model): faster, more jitter.
-ONE_MODEL = "track+smooth, one model"
-SWEEP = {"detect_every": (10, 30), "min_cutoff": (1.0, 2.0), "beta": (10.0, 30.0, 60.0),
-         "shape_min_cutoff": (0.1,), "motion_d_cutoff": (5.0, 8.0, 12.0)}
+DEFAULT = "track+smooth"
+# The tracker's options of each mode ("detect" runs predictor.predict); the
+# default mode takes tracking.FaceTracker's defaults. Modes whose option
+# is already the default are left out.
+MODES = {"detect": None, "track": {"smooth": False}, DEFAULT: {},
+         "track+smooth, no image motion": {"flow": False},
+         "track+smooth, both models": {"one_model": False},
+         "track+smooth, one model": {"one_model": True}}
+SWEEP = {"detect_every": (10, 20, 30), "flow_min_cutoff": (0.3, 1.0), "flow_beta": (3.0, 10.0, 30.0),
+         "shape_min_cutoff": (0.1, 0.3)}
 
 
 def _motion(t, segment, progress):
@@ -148,9 +155,7 @@ def run_modes(model, clip, modes, options=None):
     turns at each frame (in an order that rotates), so that the machine's
     drifts in speed fall on all of them alike and their ms ratios are fair."""
     frames, truths, _ = clip
-    trackers = {mode: tracking.FaceTracker(model, smooth=mode.startswith("track+smooth"),
-                                           fps=FPS, one_model=mode == ONE_MODEL,
-                                           **(options or {}))
+    trackers = {mode: tracking.FaceTracker(model, fps=FPS, **{**(options or {}), **MODES[mode]})
                 for mode in modes if mode != "detect"}
     out = {mode: [] for mode in modes}
     for i, (frame, truth) in enumerate(zip(frames, truths)):
@@ -209,11 +214,13 @@ def sweep(model, all_clips, reference):
     grid = list(itertools.product(*SWEEP.values()))
     for values in tqdm(grid, desc="sweep", unit="setting"):
         options = dict(zip(SWEEP, values))
-        rows.append({**options, **benchmark(model, all_clips, ["track+smooth"], options)
-                     ["track+smooth"]})
+        rows.append({**options, **benchmark(model, all_clips, [DEFAULT], options)[DEFAULT]})
     allowed = [r for r in rows if r["nme"] <= reference["nme"] + 0.001
                and r["unmarked_frames"] == 0]
-    chosen = min(allowed or rows, key=lambda r: r["jitter"])
+    # Settings level on jitter (to 3 digits of its ratio) go to the one
+    # that runs the detector least: the detector is what tracking saves.
+    chosen = min(allowed or rows, key=lambda r: (round(r["jitter"] / reference["jitter"], 3),
+                                                 -r["detect_every"]))
     return rows, {k: chosen[k] for k in SWEEP}
 
 
@@ -235,14 +242,14 @@ def cut_distances(all_clips):
 def tracked_frame_ms(model, faces, runs=200):
     """Median ms of a tracked 640x480 frame with one face (no detector run),
     of the same frame through `predict` (detector + landmarks), and, with a
-    pair, of the tracked frame running one model (None without): the three
-    taking turns so that their ratios are fair."""
+    pair, of the tracked frame running both models (None without): the
+    three taking turns so that their ratios are fair."""
     photo, marks = faces[0]
     frame, _ = make_frame(photo, marks, (0, 0, 0, 1), np.random.default_rng(0))
     trackers = {"tracked": tracking.FaceTracker(model, detect_every=10 ** 9, smooth=True, fps=FPS)}
     if model.pose_model is not None:
-        trackers["one_model"] = tracking.FaceTracker(model, detect_every=10 ** 9, smooth=True,
-                                                     fps=FPS, one_model=True)
+        trackers["both_models"] = tracking.FaceTracker(model, detect_every=10 ** 9, smooth=True,
+                                                       fps=FPS, one_model=False)
     for tracker in trackers.values():
         tracker.update(frame, 0.0)
     times = {name: [] for name in [*trackers, "detected"]}
@@ -255,7 +262,7 @@ def tracked_frame_ms(model, faces, runs=200):
         model.predict(frame)
         times["detected"].append(1000 * (time.perf_counter() - start))
     medians = {name: float(np.median(t)) for name, t in times.items()}
-    return medians["tracked"], medians["detected"], medians.get("one_model")
+    return medians["tracked"], medians["detected"], medians.get("both_models")
 
 
 def main(argv=None):
@@ -280,24 +287,29 @@ def main(argv=None):
     model = predictor(flip=args.flip)
     all_clips = list(clips(faces))
     print(f"{len(all_clips)} clips of {len(all_clips[0][0])} frames, {FRAME[0]}x{FRAME[1]}")
-    defaults = {"detect_every": tracking.DETECT_EVERY, "min_cutoff": tracking.MIN_CUTOFF,
-                "beta": tracking.BETA, "shape_min_cutoff": tracking.SHAPE_MIN_CUTOFF,
-                "motion_d_cutoff": tracking.MOTION_D_CUTOFF}
+    defaults = {"detect_every": tracking.DETECT_EVERY, "flow_min_cutoff": tracking.FLOW_MIN_CUTOFF,
+                "flow_beta": tracking.FLOW_BETA, "shape_min_cutoff": tracking.SHAPE_MIN_CUTOFF}
     result = {"cpu": cpu_info(), "threads": 1, "flip": model.flip,
               "pose_model": None if model.pose_model is None else model.pose_model.name, "clips": len(all_clips),
               "segments": [list(s) for s in SEGMENTS], "noise_sigma": NOISE, "fps": FPS,
               "tracker": {**defaults, "shape_beta": tracking.SHAPE_BETA,
+                          "flow": tracking.FLOW, "min_cutoff": tracking.MIN_CUTOFF,
+                          "beta": tracking.BETA, "motion_d_cutoff": tracking.MOTION_D_CUTOFF,
                           "recrop_shift": geometry.RECROP_SHIFT,
                           "one_model": tracking.ONE_MODEL, "switch_band": tracking.SWITCH_BAND,
                           "cut_distance": tracking.CUT_DISTANCE}}
     result["cut_distances"] = cut_distances(all_clips)
-    modes = ["detect", "track", "track+smooth"] + ([ONE_MODEL] if model.pose_model else [])
+    # Modes whose option is the tracker's default, or needs a pair it lacks, are left out.
+    paired = model.pose_model is not None
+    modes = [m for m, o in MODES.items()
+             if not o or all(getattr(tracking, k.upper(), None) != v and (paired or k != "one_model")
+                             for k, v in o.items())]
     result["modes"] = benchmark(model, all_clips, modes, defaults)
     if args.sweep:
         rows, chosen = sweep(model, all_clips, result["modes"]["detect"])
         result["sweep"], result["chosen"] = rows, chosen
     (result["tracked_frame_ms"], result["detected_frame_ms"],
-     result["tracked_frame_one_model_ms"]) = tracked_frame_ms(model, faces)
+     result["tracked_frame_both_models_ms"]) = tracked_frame_ms(model, faces)
     detect = result["modes"]["detect"]
     result["ratios"] = {mode: {"jitter": m["jitter"] / detect["jitter"],
                                "still_jitter": m["still_jitter"] / detect["still_jitter"],

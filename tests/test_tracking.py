@@ -31,14 +31,15 @@ class StubPredictor:
     detectors = [StubDetector()]
 
     def __init__(self):
-        self.calls = 0
+        self.calls, self.boxes = 0, []     # the landmark boxes it was asked to mark
 
     from predict import predictor
     describe = predictor.describe
 
-    def _face_marks(self, rgb, box, flip=None, model=None):
+    def _face_marks(self, rgb, box, flip=None, model=None, bgr=False):
         """Marks, and a confidence that is high only where the crop shows a square."""
-        marks, found = self._marks(rgb, box, with_found=True)
+        self.boxes.append(np.asarray(box, np.float64))
+        marks, found = self._marks(rgb[:, :, ::-1] if bgr else rgb, box, with_found=True)
         return marks, np.full(len(marks), 0.9 if found else 0.1)
 
     def _marks(self, rgb, box, with_found=False):
@@ -252,7 +253,7 @@ class PairedStubPredictor(StubPredictor):
         return {"main": self._single_marks(rgb, box, "main"),
                 "pose": self._single_marks(rgb, box, "pose", self.pose_sharper.pop(0))}
 
-    def _face_marks(self, rgb, box, flip=None, model=None):
+    def _face_marks(self, rgb, box, flip=None, model=None, bgr=False):
         assert model is not None, "a tracked face of a pair runs one model"
         return self._single_marks(rgb, box, model)[:2]
 
@@ -269,3 +270,79 @@ def test_a_tracked_face_of_a_pair_runs_one_model_and_keeps_it_within_the_band():
     assert chosen[:10] == ["pose"] * 10 and chosen[10:] == ["main"] * 5
     # Three detections run both models; the 12 tracked frames run one each.
     assert model.runs == {"main": 3 + 4, "pose": 3 + 8}
+
+
+def _textured(size=(240, 320), seed=0):
+    """A grey frame of smooth random texture, something Lucas-Kanade can follow."""
+    import cv2
+    noise = np.random.default_rng(seed).uniform(0, 255, (size[0] // 8, size[1] // 8))
+    grey = cv2.resize(noise, size[::-1], interpolation=cv2.INTER_CUBIC)
+    return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def test_image_motion_recovers_a_known_similarity():
+    import cv2
+    frame = _textured()
+    angle, scale, shift = 2.0, 1.03, np.array([4.5, -2.25])
+    matrix = cv2.getRotationMatrix2D((160, 120), angle, scale)
+    matrix[:, 2] += shift
+    moved = cv2.warpAffine(frame, matrix, (320, 240), flags=cv2.INTER_CUBIC)
+    points = 160 + (PATTERN - 0.5) * 100 + [0, -40]
+    a, t = tracking.image_motion(tracking.GreyPyramid(frame), tracking.GreyPyramid(moved), points)
+    expected = points @ matrix[:, :2].T + matrix[:, 2]
+    found = a * (points[:, 0] + 1j * points[:, 1]) + t
+    assert np.max(np.abs(found - (expected[:, 0] + 1j * expected[:, 1]))) < 0.1   # px
+    # A flat frame has nothing to follow: no motion rather than a made-up one.
+    flat = np.full_like(frame, 128)
+    assert tracking.image_motion(tracking.GreyPyramid(flat), tracking.GreyPyramid(flat), points) is None
+
+
+def test_mark_smoother_with_image_motion_calms_noise_without_lag():
+    """Given the face's true motion from the pixels, the smoothed marks
+    keep up with a fast turning, zooming face and lose more of the landmark
+    model's noise than the filter that must guess the motion."""
+    rng = np.random.default_rng(5)
+    shape = (PATTERN - 0.5) * 120
+    guessed, followed = MarkSmoother(), MarkSmoother()
+    truths, outs, outs_followed, last = [], [], [], None
+    for k in range(120):
+        angle, zoom = np.radians(15 * np.sin(k / 10)), 1 + 0.2 * np.sin(k / 15)
+        a = zoom * np.exp(1j * angle)
+        t = complex(300 + 4 * k, 200 - 3 * k)
+        truth = a * (shape[:, 0] + 1j * shape[:, 1]) + t
+        # The model's noise, mostly the whole face shifting (as a crop placed
+        # a pixel off shifts it), which the shape filter cannot take out.
+        raw = (np.stack([truth.real, truth.imag], 1) + rng.normal(0, 1.0, 2)
+               + rng.normal(0, 0.2, shape.shape))
+        motion = None if last is None else (a / last[0], t - a / last[0] * last[1])
+        last = (a, t)
+        truths.append(np.stack([truth.real, truth.imag], 1))
+        outs.append(guessed(raw, k / 30))
+        outs_followed.append(followed(raw, k / 30, motion))
+    truths, outs, outs_followed = np.array(truths), np.array(outs), np.array(outs_followed)
+
+    def jitter(marks):
+        return np.sqrt(np.mean(np.diff(marks[30:] - truths[30:], axis=0) ** 2))
+
+    def error(marks):
+        return np.mean(np.linalg.norm(marks[30:] - truths[30:], axis=2))
+    assert jitter(outs_followed) < 0.7 * jitter(outs)
+    assert error(outs_followed) < 0.8 * error(outs)
+
+
+def test_the_crop_follows_the_pixels_before_the_model_is_heard():
+    """With image motion, a tracked face's crop for a frame is the last
+    one moved as the pixels moved, not a guess from its last marks."""
+    frame = _textured(seed=3)
+    frame[..., 2] = np.minimum(frame[..., 2], 150)
+    frame[50:110, 100:160, 2] = 255       # the stub's face: red above 200 (BGR)
+    model = StubPredictor()
+    tracker = FaceTracker(model, detect_every=100, smooth=False)
+    tracker.update(frame, 0.0)
+    tracker.update(frame, 1 / 30)
+    track, before = tracker.tracks[0], model.boxes[-1]
+    tracker.update(np.roll(frame, (2, 3), axis=(0, 1)), 2 / 30)
+    a, t = track.motion
+    assert abs(a - 1) < 0.01 and abs(t - complex(3, 2)) < 0.2
+    # The box this frame was marked from: the last one, moved 3 right and 2 down.
+    assert np.allclose(model.boxes[-1] - before, [3, 2, 3, 2], atol=0.3)
