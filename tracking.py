@@ -26,10 +26,17 @@ from face_detector import detect_faces, iou
 from geometry import RECROP_SHIFT
 from layouts import PICK_MARGIN, sharper_by
 
-# How often the detector looks for new faces, in frames (a new face waits
-# up to a second at 30 fps; a tracked one does not need it). With image
-# motion, jitter was the same at 10, 20 and 30 (results/video_benchmark.json).
+# How often a full detection runs, in frames: it re-marks each tracked face
+# from its crop with both models of a pair to choose its model again. With
+# image motion, jitter was the same at 10, 20 and 30 (results/video_benchmark.json).
 DETECT_EVERY = 30
+# Between them, the detector alone looks for new faces (a scan: faces it
+# finds that no track overlaps start tracks) every SCAN_EVERY frames, and
+# sooner when the tracked faces have moved SCAN_MOTION of the frame's
+# shorter side since the last look: a camera that pans brings new faces in
+# at the edge as fast as it moves.
+SCAN_EVERY = 10
+SCAN_MOTION = 0.1
 # A detection continues a track when its landmark box overlaps the track's
 # (from its last marks) by at least this much.
 MATCH_IOU = 0.3
@@ -243,6 +250,19 @@ def fit_similarity(source, target):
     return a, target_mean - a * source_mean
 
 
+# A tracked mark counts as seen (MarkSmoother's `inside`) when it lies
+# inside the frame by EDGE_MARGIN of the face's size.
+EDGE_MARGIN = 0.05
+
+
+def seen_marks(marks, shape, margin=EDGE_MARGIN):
+    """(N,) bool: marks inside a frame of `shape` by `margin` of their box's longer side."""
+    inset = margin * float(max(np.ptp(marks, axis=0)))
+    height, width = shape[:2]
+    return ((marks[:, 0] >= inset) & (marks[:, 1] >= inset)
+            & (marks[:, 0] <= width - 1 - inset) & (marks[:, 1] <= height - 1 - inset))
+
+
 class MarkSmoother:
     """Marks (N, 2) smoothed as motion and shape: each frame's marks are
     fitted by a similarity (translation, log scale, angle) from a reference
@@ -259,6 +279,7 @@ class MarkSmoother:
         self.flow_motion = OneEuroFilter(flow_min_cutoff, flow_beta, motion_d_cutoff)
         self.shape = OneEuroFilter(shape_min_cutoff, shape_beta)
         self.reference = self.angle = self.unit = None
+        self.seen_whole = False     # whether all marks were once inside the frame
 
     def _moved(self, image_motion):
         """The motion filter's last value carried by the image's similarity."""
@@ -268,9 +289,11 @@ class MarkSmoother:
         return np.array([t.real, t.imag, log_scale + np.log(np.abs(a_image)),
                          angle + np.angle(a_image)])
 
-    def __call__(self, marks, time, image_motion=None):
+    def __call__(self, marks, time, image_motion=None, inside=None):
         """Smoothed marks at `time`; `image_motion` (a, t), the similarity
-        the pixels moved by since the last call (image_motion()), if known."""
+        the pixels moved by since the last call (image_motion()), if known;
+        `inside` (N,) bool, the marks the landmark model saw inside the
+        frame (see below)."""
         points = marks[:, 0] + 1j * marks[:, 1]
         if self.reference is None:   # the first marks, centred at unit RMS size
             centred = points - points.mean()
@@ -279,6 +302,17 @@ class MarkSmoother:
             self.unit = np.sqrt(np.mean(np.abs(centred) ** 2))
             self.reference = centred / self.unit
         points = points / self.unit
+        whole = inside is None or bool(np.all(inside))
+        if (not whole and self.seen_whole and image_motion is not None
+                and self.flow_motion.value is not None):
+            # A face seen whole before, now cut by the frame's edge: the
+            # model marks it worst where the crop ran off the frame, while
+            # the pixels still show how it moves. It moves as they do, as it was.
+            motion = self._moved(image_motion)
+            self.motion.value = self.flow_motion.value = motion
+            self.motion.time = self.flow_motion.time = self.shape.time = time
+            return self._marks_of(motion, self.shape.value)
+        self.seen_whole = self.seen_whole or whole
         a, t = fit_similarity(self.reference, points)
         angle = np.angle(a)
         if self.angle is not None:    # no jump of 2 pi between frames
@@ -295,6 +329,9 @@ class MarkSmoother:
             self.flow_motion.value, self.flow_motion.time = motion.copy(), time
         shape = (points - t) / a
         shape = self.shape(np.stack([shape.real, shape.imag], 1), time)
+        return self._marks_of(motion, shape)
+
+    def _marks_of(self, motion, shape):
         a, t = np.exp(motion[2] + 1j * motion[3]), motion[0] + 1j * motion[1]
         out = (a * (shape[:, 0] + 1j * shape[:, 1]) + t) * self.unit
         return np.stack([out.real, out.imag], 1)
@@ -338,10 +375,10 @@ class _Track:
         self.crop_box = state
         return _square(np.array([*(2 * state[:2] - previous[:2]), state[2]]))
 
-    def smoothed(self, time):
+    def smoothed(self, time, shape):
         if self.filter is None:
             return self.marks
-        return self.filter(self.marks, time, self.motion)
+        return self.filter(self.marks, time, self.motion, seen_marks(self.marks, shape))
 
 
 def _square(state):
@@ -363,9 +400,13 @@ class FaceTracker:
                  min_cutoff=MIN_CUTOFF, beta=BETA, shape_min_cutoff=SHAPE_MIN_CUTOFF,
                  shape_beta=SHAPE_BETA, flip=TRACK_FLIP, recrop_shift=RECROP_SHIFT,
                  one_model=ONE_MODEL, cut_distance=CUT_DISTANCE, motion_d_cutoff=MOTION_D_CUTOFF,
-                 flow=FLOW, flow_min_cutoff=FLOW_MIN_CUTOFF, flow_beta=FLOW_BETA):
+                 flow=FLOW, flow_min_cutoff=FLOW_MIN_CUTOFF, flow_beta=FLOW_BETA,
+                 scan_every=SCAN_EVERY, scan_motion=SCAN_MOTION):
         if int(detect_every) != detect_every or detect_every < 1:
             raise ValueError(f"detect_every must be a whole number >= 1, got {detect_every}")
+        if int(scan_every) != scan_every or scan_every < 1 or not scan_motion > 0:
+            raise ValueError(f"scan_every must be a whole number >= 1 and scan_motion > 0, "
+                             f"got {scan_every}, {scan_motion}")
         if fps is not None and not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         if cut_distance is not None and not 0 < cut_distance <= 1:
@@ -381,10 +422,12 @@ class FaceTracker:
                                "motion_d_cutoff": motion_d_cutoff,
                                "flow_min_cutoff": flow_min_cutoff, "flow_beta": flow_beta}
         self.flow, self.grey = flow, None
+        self.scan_every, self.scan_motion = int(scan_every), scan_motion
+        self.since_look, self.moved = 0, 0.0     # frames and px since the detector last ran
         self.tracks, self.frames, self.ids = [], 0, itertools.count()
         self.cut_distance, self.histogram = cut_distance, None
-        # Detector runs, re-crops and cuts found, for benchmarks.
-        self.detections = self.recrops = self.cuts = 0
+        # Detector runs (full, and scans for new faces), re-crops and cuts found, for benchmarks.
+        self.detections = self.scans = self.recrops = self.cuts = 0
 
     def _new_track(self, marks, confidence, score, model=None):
         return _Track(next(self.ids), marks, score, self.smooth, self.filter_options,
@@ -406,17 +449,37 @@ class FaceTracker:
     def _lost(self, track):
         return track.confidence is not None and float(np.mean(track.confidence)) < LOST_SCORE
 
+    def _overlapped(self, landmark_box):
+        """(index of the track whose landmark box overlaps `landmark_box`
+        most, if by MATCH_IOU or more, else -1)."""
+        boxes = np.array([geometry.landmark_box(t.marks) for t in self.tracks]).reshape(-1, 4)
+        overlaps = iou(np.asarray(landmark_box), boxes) if len(boxes) else np.zeros(0)
+        best = int(np.argmax(overlaps)) if len(overlaps) else -1
+        return best if best >= 0 and overlaps[best] >= MATCH_IOU else -1
+
+    def _scan(self, rgb):
+        """Start a track for each detection no track overlaps; tracks stay as they are."""
+        self.scans += 1
+        self.since_look, self.moved = 0, 0.0
+        # The first detector alone (the bundle's short-range one, a third of
+        # the full-range one's time): the full detection every detect_every
+        # frames still tries them all, for small faces.
+        found, _ = detect_faces(self.model.detectors[:1], rgb)
+        for box, score, landmark_box in found:
+            if self._overlapped(landmark_box) < 0:
+                marks, confidence, model = self._found_marks(rgb, landmark_box)
+                self.tracks.append(self._new_track(marks, confidence, score, model))
+
     def _detect(self, rgb):
         """Continue tracks a detection overlaps; start one per other
         detection; drop tracks no detection overlaps (a cut, or a face gone)."""
         self.detections += 1
+        self.since_look, self.moved = 0, 0.0
         found, _ = detect_faces(self.model.detectors, rgb)
         kept = []
         for box, score, landmark_box in found:
-            boxes = np.array([geometry.landmark_box(t.marks) for t in self.tracks]).reshape(-1, 4)
-            overlaps = iou(np.asarray(landmark_box), boxes) if len(boxes) else np.zeros(0)
-            best = int(np.argmax(overlaps)) if len(overlaps) else -1
-            if best >= 0 and overlaps[best] >= MATCH_IOU:
+            best = self._overlapped(landmark_box)
+            if best >= 0:
                 track = self.tracks.pop(best)
                 # A sure track keeps its own crop: switching to the detector's
                 # box every few frames would make the marks jump there.
@@ -454,9 +517,9 @@ class FaceTracker:
 
     def update(self, frame, time=None):
         from predict import to_bgr
-        bgr = to_bgr(frame)
         # Tracked frames crop the BGR frame (the crops' channels are turned
         # instead): only the detector needs the whole frame in RGB.
+        bgr = to_bgr(frame)
         time = self.frames * self.frame_time if time is None else float(time)
         if self.cut_distance is not None:
             histogram, last = colour_histogram(bgr), self.histogram
@@ -470,13 +533,21 @@ class FaceTracker:
             for track in self.tracks:
                 track.follow(None if last is None else image_motion(last, grey, track.marks))
         if self.tracks and self.frames % self.detect_every:
+            moved = 0.0
             for track in self.tracks:
+                before = track.marks.mean(axis=0)
                 track.marks, track.confidence = self._marks_in(bgr, track.crop, track.model)
+                moved = max(moved, float(np.linalg.norm(track.marks.mean(axis=0) - before)))
             tracked = len(self.tracks)
             self._keep_inside(bgr.shape)
+            self.since_look, self.moved = self.since_look + 1, self.moved + moved
             if len(self.tracks) < tracked or any(self._lost(t) for t in self.tracks):
                 # a face left or is lost: look again at once
                 self._detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                self._keep_inside(bgr.shape)
+            elif (self.since_look >= self.scan_every
+                  or self.moved >= self.scan_motion * min(bgr.shape[:2])):
+                self._scan(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 self._keep_inside(bgr.shape)
         else:
             self._detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
@@ -488,7 +559,7 @@ class FaceTracker:
             # The last frame's pose starts this one's fit (one solve instead of two).
             face = {"id": track.id, "box": tuple(geometry.landmark_box(track.marks)),
                     "score": track.score,
-                    **self.model.describe(track.smoothed(time), track.confidence, bgr.shape,
+                    **self.model.describe(track.smoothed(time, bgr.shape), track.confidence, bgr.shape,
                                           pose_guess=track.pose)}
             track.pose = face["pose"]
             faces.append(face)

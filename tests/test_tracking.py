@@ -346,3 +346,43 @@ def test_the_crop_follows_the_pixels_before_the_model_is_heard():
     assert abs(a - 1) < 0.01 and abs(t - complex(3, 2)) < 0.2
     # The box this frame was marked from: the last one, moved 3 right and 2 down.
     assert np.allclose(model.boxes[-1] - before, [3, 2, 3, 2], atol=0.3)
+
+
+def test_a_face_that_appears_beside_a_tracked_one_is_found_by_a_scan():
+    """Between full detections the detector alone looks for new faces every
+    scan_every frames: a second face is not left unmarked until the next
+    full detection."""
+    tracker = FaceTracker(StubPredictor(), detect_every=100, smooth=False, scan_every=5)
+    counts = [len(tracker.update(frame_with((20, 40, 50), *([(200, 100, 60)] if k >= 2 else []))))
+              for k in range(8)]
+    assert counts == [1, 1, 1, 1, 1, 2, 2, 2]         # found at frame 5's scan
+    assert tracker.detections == 1 and tracker.scans == 1
+
+
+def test_a_moving_face_makes_the_tracker_look_for_new_ones_sooner():
+    """The tracked faces' motion since the last look, as a share of the
+    frame, also triggers a scan: a panning camera brings faces in."""
+    still = FaceTracker(StubPredictor(), detect_every=100, smooth=False, scan_every=50)
+    moving = FaceTracker(StubPredictor(), detect_every=100, smooth=False, scan_every=50,
+                         scan_motion=0.1)           # 24 px of a 240-px-high frame
+    for k in range(10):
+        still.update(frame_with((20, 40, 50)))
+        moving.update(frame_with((20 + 10 * k, 40, 50)))     # 10 px a frame
+    assert still.scans == 0 and moving.scans == 3
+    with pytest.raises(ValueError, match="scan_every"):
+        FaceTracker(StubPredictor(), scan_every=0)
+
+
+def test_a_face_cut_by_the_frame_edge_moves_as_its_pixels_do():
+    """Once seen whole, a face partly out of the frame is carried by the
+    image motion alone: the model's marks there (worst where its crop ran
+    off the frame) do not pull it out of shape."""
+    smoother = MarkSmoother()
+    shape = (PATTERN - 0.5) * 100 + [300, 200]
+    for k in range(5):
+        last = smoother(shape, k / 30, (1 + 0j, 0j), inside=np.ones(68, bool))
+    inside = np.ones(68, bool)
+    inside[:10] = False
+    wrong = shape + np.random.default_rng(0).normal(0, 8, shape.shape)
+    out = smoother(wrong, 5 / 30, (1 + 0j, 12 + 3j), inside=inside)
+    np.testing.assert_allclose(out, last + [12, 3], atol=1e-6)
