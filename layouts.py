@@ -165,14 +165,8 @@ CASCADE_SPREAD = 0.65
 def turned_faces(marks, spread, input_size):
     """(B,) whether cascaded() sends each face to the pair: (B, N, 2) marks in
     crop pixels and (B, N) spreads of the main model."""
-    from head_pose import head_pose
-
-    yaws = []
-    for face in marks:
-        pose = head_pose(face, (input_size, input_size))
-        yaws.append(0.0 if pose is None else abs(pose["yaw"]))
     unsure = np.log(np.maximum(spread, 1e-3)).mean(axis=-1) > CASCADE_SPREAD
-    return (np.array(yaws) > CASCADE_YAW) | unsure
+    return (_yaws(marks, input_size) > CASCADE_YAW) | unsure
 
 
 def cascaded(spread_a, spread_b, input_size, margin=PICK_MARGIN):
@@ -198,6 +192,49 @@ def cascaded(spread_a, spread_b, input_size, margin=PICK_MARGIN):
                                                       input_size)
         return marks, spread
     return predict
+
+
+# paired_flip(): a face the pair took whole from the large-pose model, or
+# whose fused marks are turned beyond this (degrees of yaw), gets that
+# model's flip test in place of the pair's fusion.
+TURNED_YAW = 30.0
+
+
+def paired_flip(spread_a, spread_b, input_size, margin=PICK_MARGIN, yaw=TURNED_YAW):
+    """The pair (paired()), except on turned faces: those the pair took whole
+    from model b, or whose fused marks are turned beyond `yaw` degrees
+    (None: only the former) take b's flip test (b on the mirrored crop,
+    averaged). A turned face is where a model's errors are largest and a
+    mirror's least alike, so averaging the two pays most; the main model has
+    little to add there. Two invokes a face, three a turned one."""
+
+    def predict(images):
+        images = np.asarray(images)
+        marks_b, sb = spread_b(images)
+        outputs_a = spread_a(images)
+        marks, spread = fuse(*outputs_a, marks_b, sb, margin)
+        turned = sharper_by(np.asarray(outputs_a[1]), np.asarray(sb)) > margin
+        if yaw is not None:
+            turned |= _yaws(np.asarray(marks).reshape(len(images), -1, 2) * input_size,
+                            input_size) > yaw
+        if turned.any():
+            marks_b = np.asarray(marks_b, np.float64).reshape(len(images), -1)
+            marks[turned], spread[turned] = with_mirrored(
+                (marks_b[turned], np.asarray(sb)[turned]),
+                spread_b(mirrored_crops(images[turned])), input_size)
+        return marks, spread
+    return predict
+
+
+def _yaws(marks, input_size):
+    """(B,) |yaw| in degrees of (B, N, 2) marks in crop pixels (0 where no pose)."""
+    from head_pose import head_pose
+
+    yaws = []
+    for face in marks:
+        pose = head_pose(face, (input_size, input_size))
+        yaws.append(0.0 if pose is None else abs(pose["yaw"]))
+    return np.array(yaws)
 
 
 def sharper_by(sa, sb):

@@ -8,7 +8,9 @@ than the main model's beyond 2 paired s.e.); every figure is then given on
 all faces and on the odd-numbered ones alone, which did not choose it.
 Differences are paired, per face, against the main model as the predictor
 ran it before the pair: with the flip test, and against the pair as the
-predictor runs it (margin PICK_MARGIN). `--candidates` adds other landmark
+predictor runs it ("predictor": margin PICK_MARGIN, and faces turned beyond
+layouts.TURNED_YAW take the large-pose model's flip test instead of the
+fusion; rows either side of that threshold). `--candidates` adds other landmark
 models, each scored alone (with and without the flip test) and paired
 with the large-pose model, to see whether one can replace either;
 `--against MAIN POSE` adds an earlier pair (the bundle before), paired
@@ -29,6 +31,9 @@ from geometry import MODEL_SIZE
 from metrics import FAILURE_THRESHOLD, nme_per_face
 
 BEFORE = "pair before"
+# The predictor's way (predict.combine_spread_functions): the pair, with the
+# large-pose model's flip test on faces turned beyond layouts.TURNED_YAW.
+PREDICTOR = "predictor"
 MARGINS = (0.0, 0.1, 0.2, 0.3, 0.5, None)     # None: fuse every face, never take b whole
 
 
@@ -51,7 +56,13 @@ def study(model, pose_model, record, candidates=(), against=None):
     functions = {"main, flip test": layouts.flip_averaged(spread_a, size),
                  "large-pose, flip test": layouts.flip_averaged(spread_b, size),
                  **{f"pair, margin {m}": layouts.paired(spread_a, spread_b, m) for m in MARGINS},
-                 "cascade": layouts.cascaded(spread_a, spread_b, size)}
+                 "cascade": layouts.cascaded(spread_a, spread_b, size),
+                 PREDICTOR: layouts.paired_flip(spread_a, spread_b, size),
+                 # The turned faces' threshold tried either side of TURNED_YAW.
+                 **{f"pair, large-pose flip test beyond {y:g}°": layouts.paired_flip(
+                     spread_a, spread_b, size, yaw=y) for y in (20.0, 40.0)},
+                 "pair, large-pose flip test where taken": layouts.paired_flip(
+                     spread_a, spread_b, size, yaw=None)}
     for path in candidates:
         _, spread_c, _ = load_landmark_functions(path)
         name = Path(path).name
@@ -89,7 +100,7 @@ def main(argv=None):
             if not Path(path).is_file():
                 sys.exit(f"error: --{flag} {path}: no such file")
     nmes, views = study(args.model, args.pose_model, args.record, args.candidates, args.against)
-    base, default = "main, flip test", f"pair, margin {layouts.PICK_MARGIN}"
+    base, default = "main, flip test", PREDICTOR
     names = sorted({name for _, name in nmes}, key=lambda n: (n != base, n))
     halves = {"all": slice(None), "even": slice(0, None, 2), "odd": slice(1, None, 2)}
     table = {half: {view: {name: {"nme": float(nmes[view, name][rows].mean()),
@@ -113,7 +124,7 @@ def main(argv=None):
     Path(args.out).write_text(json.dumps(result, indent=1))
     for view in views:
         cells = [f"{name} {100 * table['all'][view][name]['nme']:.2f}" for name in
-                 (base, "large-pose, flip test", f"pair, margin {chosen}")]
+                 (base, "large-pose, flip test", f"pair, margin {chosen}", PREDICTOR)]
         print(f"{view:>10}: " + "; ".join(cells))
         if args.against:
             diff = table["all"][view][default]["vs_before"]

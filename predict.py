@@ -42,7 +42,7 @@ from face_detector import DEFAULT_MODELS, FaceDetector, detect_faces
 from images import read_image
 from confidence import load_calibration, spread_confidence
 from head_pose import draw_axes, head_pose
-from layouts import flip_averaged, paired
+from layouts import flip_averaged, paired, paired_flip
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
@@ -130,13 +130,15 @@ def load_pair(model_path, pose_model_path=None):
 
 
 def combine_spread_functions(once, size, pose_once=None, flip=False):
-    """(unflipped, flipped if `flip`) spread_fn of one model's `once`, or of
-    its pair with `pose_once`."""
+    """(one invoke a model, the predictor's way) spread_fns of one model's
+    `once` (the second with the flip test if `flip`), or of its pair with
+    `pose_once`: the pair, whose turned faces take the large-pose model's
+    flip test (layouts.paired_flip), or with `flip` both models' flip tests."""
     if pose_once is None:
         return once, (flip_averaged(once, size) if flip else once)
     pair = paired(once, pose_once)
     if not flip:
-        return pair, pair
+        return pair, paired_flip(once, pose_once, size)
     return pair, paired(flip_averaged(once, size), flip_averaged(pose_once, size))
 
 

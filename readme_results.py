@@ -112,7 +112,7 @@ def headline_section():
     pair = _load("pair_study.json")
     if pair and "profile" in pair["views"]:
         cells = pair["scores"]["all"]["profile"]
-        main, both = cells["main, flip test"], cells[f"pair, margin {pair['margin_in_code']}"]
+        main, both = cells["main, flip test"], cells[_pair_row(pair)]
         lines.append(f"| the same faces turned 50-75° in 3D (hard view's profile kind), int8 | "
                      f"NME {_pct(both['nme'])}% with the large-pose model paired in, against "
                      f"{_pct(main['nme'])}% for the main model alone "
@@ -576,18 +576,25 @@ def wide_section():
     return _runs_table(WIDE_RUNS, WIDE_PAIRS, "_No wide run yet._")
 
 
+def _pair_row(r):
+    """pair_study's row of the predictor's way (before layouts.paired_flip: the margin's)."""
+    return "predictor" if "predictor" in r["scores"]["all"]["plain"] else f"pair, margin {r['margin_in_code']}"
+
+
 def pair_section():
     r = _load("pair_study.json")
     if not r:
         return "_No pair study yet: `make pair-study`._"
-    chosen = f"pair, margin {r['margin_in_code']}"
-    names = ["main, flip test", "large-pose, flip test", chosen]
+    chosen = _pair_row(r)
+    fused = f"pair, margin {r['margin_in_code']}"
+    names = ["main, flip test", "large-pose, flip test", fused, chosen]
     before = bool(r.get("against"))
-    lines = ["| view (NME %) | main model, flip test | large-pose model, flip test | pair | "
-             "pair − main, points (paired s.e.), all faces | the same, odd faces only |"
-             + (" the pair bundled before | pair − pair before, points (paired s.e.) |"
+    lines = ["| view (NME %) | main model, flip test | large-pose model, flip test | pair, fused | "
+             "predictor (pair; turned faces: large-pose flip test) | "
+             "predictor − main, points (paired s.e.), all faces | the same, odd faces only |"
+             + (" the pair bundled before | predictor − pair before, points (paired s.e.) |"
                 if before else ""),
-             "| --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if before else "")]
+             "| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if before else "")]
     for view in r["views"]:
         cells = r["scores"]["all"][view]
         diff, odd = cells[chosen]["vs_main"], r["scores"]["odd"][view][chosen]["vs_main"]
@@ -599,6 +606,18 @@ def pair_section():
             line += (f" {100 * cells[BEFORE]['nme']:.2f} | {100 * gain['mean']:+.3f} "
                      f"({100 * gain['se']:.3f}) |")
         lines.append(line)
+    if chosen != fused:
+        import layouts
+        gains = []
+        for view in r["views"]:
+            diff = r["scores"]["all"][view][fused]["vs_pair"]   # fused - predictor
+            if abs(diff["mean"]) > 2 * diff["se"] > 0:
+                gains.append(f"{view} {-100 * diff['mean']:+.3f} (s.e. {100 * diff['se']:.3f})")
+        lines += ["", f"The predictor fuses the pair's marks, except on faces whose fused marks "
+                  f"turn beyond {layouts.TURNED_YAW:g}° of yaw (`layouts.TURNED_YAW`) or that "
+                  f"it took whole from the large-pose model: those take the large-pose model's "
+                  f"flip test (a third invoke). Against the fused pair, beyond 2 s.e.: "
+                  + ("; ".join(gains) or "none") + " points; the other views are level."]
     margins = ", ".join("never" if m is None else f"{m:g}" for m in r["margins"])
     lines += ["", f"int8 files: `{Path(r['model']).name}` (run {BUNDLE_RUN.split('_')[-1]}) and "
               f"`{Path(r['pose_model']).name}` (run {POSE_RUN.split('_')[-1]}), 201 validation "

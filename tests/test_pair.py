@@ -107,3 +107,31 @@ def test_the_cascade_runs_two_invokes_a_face_and_the_second_model_only_where_sen
     # The frontal faces take the flip test: the generic face is symmetric,
     # so its mirror average is close to itself.
     assert np.abs(marks[[0, 3]] - frontal.reshape(-1)).max() < 0.02
+
+
+def test_turned_faces_take_the_large_pose_models_flip_test():
+    """paired_flip: both models on every crop, fused; a face whose fused
+    marks turn beyond TURNED_YAW also gets the large-pose model on its
+    mirror image, and takes that model's flip test instead of the fusion."""
+    import layouts
+    calls = {"a": 0, "b": 0}
+    frontal = generic_face(0) / 128
+    turned = generic_face(layouts.TURNED_YAW + 10) / 128
+
+    def model(name):
+        def run(images):
+            calls[name] += len(images)
+            marks = np.stack([turned if image[0, 0, 0] else frontal for image in images])
+            return marks.reshape(len(images), -1), np.ones((len(images), 68))
+        return run
+
+    images = np.zeros((3, 128, 128, 3), np.uint8)
+    images[1, :, :64] = 1           # face 1 is turned; its mirror image is not
+    marks, spread = layouts.paired_flip(model("a"), model("b"), 128)(images)
+    assert calls == {"a": 3, "b": 3 + 1}
+    fused = layouts.fuse(*model("a")(images), *model("b")(images))[0]
+    np.testing.assert_allclose(marks[[0, 2]], fused[[0, 2]])
+    # Face 1: b's marks averaged with b's marks of the mirrored (frontal-looking) crop.
+    mirrored = layouts.with_mirrored((turned.reshape(1, -1), np.ones((1, 68))),
+                                     (frontal.reshape(1, -1), np.ones((1, 68))), 128)[0]
+    np.testing.assert_allclose(marks[1], mirrored[0])
