@@ -621,7 +621,8 @@ def main(argv=None):
             tracker = None
             if args.track:
                 from tracking import DETECT_EVERY, ONE_MODEL, FaceTracker
-                tracker = FaceTracker(model, args.detect_every or DETECT_EVERY, args.smooth,
+                every = DETECT_EVERY if args.detect_every is None else args.detect_every
+                tracker = FaceTracker(model, every, args.smooth,
                                       one_model=ONE_MODEL if args.one_model is None
                                       else args.one_model)
             run_video(model, args.video, Path(args.out), tracker, args.pose)

@@ -370,6 +370,11 @@ def test_cli_writes_annotated_images_marks_and_video(tiny_models, tmp_path):
     assert len(json.loads((out / "clip_marks.json").read_text())) == 3
     with pytest.raises(SystemExit, match="cannot open video"):
         main(["--video", str(tmp_path / "none.mp4"), "--model", str(tiny_models / "saved")])
+    # 0 is refused, by name, before anything is written (it used to mean the default).
+    with pytest.raises(SystemExit, match="detect_every must be a whole number >= 1, got 0"):
+        main(["--video", str(video), "--model", str(tiny_models / "saved"), "--detect_every", "0",
+              "--out", str(tmp_path / "zero")])
+    assert not (tmp_path / "zero").exists()
 
 
 def test_bundled_models_mark_both_portraits_and_agree():
