@@ -88,9 +88,9 @@ SWITCH_BAND = 0.1
 # (Bhattacharyya distance, 0 to 1) from the last frame's: its tracks are
 # dropped and the detector run, so a new face found where the old one was
 # gets a new id and fresh filters instead of the old face's smoothed shape.
-# On video_benchmark.py's clips, cuts measured 0.30-0.53 and every other
+# On video_benchmark.py's 20 clips, cuts measured 0.29 or more and every other
 # frame (drift, zoom, a face leaving at 36 px a frame, camera noise) at
-# most 0.12 (`video_benchmark.py` writes both as "cut_distances").
+# most 0.11 (`video_benchmark.py` writes both as "cut_distances").
 CUT_DISTANCE = 0.2
 # Image motion (`flow`): each tracked face's motion from the last frame to
 # this one is measured on the pixels (Lucas-Kanade at every third mark, a
