@@ -293,7 +293,8 @@ class MarkSmoother:
         """Smoothed marks at `time`; `image_motion` (a, t), the similarity
         the pixels moved by since the last call (image_motion()), if known;
         `inside` (N,) bool, the marks the landmark model saw inside the
-        frame (see below)."""
+        frame: a face seen whole before with some marks outside now is
+        carried by `image_motion` alone, in the shape it had."""
         points = marks[:, 0] + 1j * marks[:, 1]
         if self.reference is None:   # the first marks, centred at unit RMS size
             centred = points - points.mean()
@@ -309,7 +310,7 @@ class MarkSmoother:
             # model marks it worst where the crop ran off the frame, while
             # the pixels still show how it moves. It moves as they do, as it was.
             motion = self._moved(image_motion)
-            self.motion.value = self.flow_motion.value = motion
+            self.motion.value, self.flow_motion.value = motion.copy(), motion.copy()
             self.motion.time = self.flow_motion.time = self.shape.time = time
             return self._marks_of(motion, self.shape.value)
         self.seen_whole = self.seen_whole or whole
