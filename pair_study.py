@@ -69,7 +69,8 @@ def study(model, pose_model, record, candidates=(), against=None):
         functions.update({name: spread_c, f"{name}, flip test": layouts.flip_averaged(spread_c, size),
                           f"{name} + large-pose, pair": layouts.paired(spread_c, spread_b),
                           f"main + {name}, pair": layouts.paired(spread_a, spread_c),
-                          f"main + {name}, cascade": layouts.cascaded(spread_a, spread_c, size)})
+                          f"main + {name}, cascade": layouts.cascaded(spread_a, spread_c, size),
+                          f"main + {name}, {PREDICTOR}": layouts.paired_flip(spread_a, spread_c, size)})
     if against:
         _, before_a, _ = load_landmark_functions(against[0])
         _, before_b, _ = load_landmark_functions(against[1])
