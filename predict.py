@@ -25,7 +25,9 @@ With the bundled models the predictor runs two landmark models on each
 crop: the main one and a large-pose one (trained with turned faces,
 `profile_faces.py`), fused mark by mark by how sharp their score maps are
 (`layouts.paired`). That is two invokes a face, as the flip test was, and
-replaces it. `pose_model_path=False` runs the main model alone.
+replaces it; a face the fused marks show turned beyond layouts.TURNED_YAW
+takes the large-pose model's flip test instead, a third invoke
+(`layouts.paired_flip`). `pose_model_path=False` runs the main model alone.
 """
 import argparse
 import json
