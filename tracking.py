@@ -175,27 +175,25 @@ def histogram_distance(histogram_a, histogram_b):
 
 
 class GreyPyramid:
-    """A BGR frame in grey at full, half, quarter... size, each made when
-    first asked for (what image_motion reads: halving by an integer factor
-    costs little, unlike a resize of each face's region, and a large face
-    needs no full-size grey)."""
+    """A BGR frame in grey at full, half, quarter... size, the smaller ones
+    made when first asked for (what image_motion reads: halving by an
+    integer factor costs little, unlike a resize of each face's region).
+    The full-size grey is made at once, so a caller that reuses its frame
+    buffer for the next frame does not change this one."""
 
     LEVELS = 3
 
     def __init__(self, bgr):
-        self.bgr, self.levels = bgr, {}
+        self.levels = {0: cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)}
 
     def __len__(self):
         return self.LEVELS
 
     def __getitem__(self, level):
         if level not in self.levels:
-            if level == 0:
-                self.levels[0] = cv2.cvtColor(self.bgr, cv2.COLOR_BGR2GRAY)
-            else:
-                finer = self[level - 1]
-                self.levels[level] = cv2.resize(finer, (finer.shape[1] // 2, finer.shape[0] // 2),
-                                                interpolation=cv2.INTER_AREA)
+            finer = self[level - 1]
+            self.levels[level] = cv2.resize(finer, (finer.shape[1] // 2, finer.shape[0] // 2),
+                                            interpolation=cv2.INTER_AREA)
         return self.levels[level]
 
 

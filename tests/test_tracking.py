@@ -386,3 +386,14 @@ def test_a_face_cut_by_the_frame_edge_moves_as_its_pixels_do():
     wrong = shape + np.random.default_rng(0).normal(0, 8, shape.shape)
     out = smoother(wrong, 5 / 30, (1 + 0j, 12 + 3j), inside=inside)
     np.testing.assert_allclose(out, last + [12, 3], atol=1e-6)
+
+
+def test_a_reused_frame_buffer_does_not_change_the_last_frames_grey():
+    """Cameras may hand out one buffer, rewritten for each frame: the grey
+    image the next frame's motion is measured against is the last frame's."""
+    frame = _textured(seed=4)
+    pyramid = tracking.GreyPyramid(frame)
+    expected = frame[:, :, 0].copy()
+    frame[:] = 0
+    np.testing.assert_array_equal(pyramid[0], expected)
+    assert pyramid[1].shape == (120, 160) and pyramid[1].mean() > 50
