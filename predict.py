@@ -114,7 +114,8 @@ def settle_pairing(model_path, pose_model_path, flip):
 def landmark_spread_functions(model_path, pose_model_path=None, flip=False):
     """(spread_fn without the flip test, spread_fn with it if `flip`, input
     size) of a landmark model, or of the pair of it and `pose_model_path`
-    (layouts.paired); each maps (B, S, S, 3) to ((B, 2N) marks / S, spread)."""
+    (layouts.paired, and paired_flip the predictor's way); each maps
+    (B, S, S, 3) to ((B, 2N) marks / S, spread)."""
     once, pose_once, size = load_pair(model_path, pose_model_path)
     return (*combine_spread_functions(once, size, pose_once, flip), size)
 
