@@ -567,9 +567,9 @@ def profiled_section():
 
 # Wider networks (48-192 channels instead of 32-128): the large-pose
 # recipe (v27 against v25, v29 against v27) and the main one (v28 against v21).
-WIDE_RUNS = ("resnet_v21", "resnet_v28", "resnet_v25", "resnet_v27", "resnet_v29")
+WIDE_RUNS = ("resnet_v21", "resnet_v28", "resnet_v25", "resnet_v27", "resnet_v29", "resnet_v30")
 WIDE_PAIRS = (("resnet_v28", "resnet_v21"), ("resnet_v27", "resnet_v25"),
-              ("resnet_v29", "resnet_v27"))
+              ("resnet_v29", "resnet_v27"), ("resnet_v30", "resnet_v29"))
 
 
 def wide_section():
