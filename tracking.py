@@ -506,13 +506,8 @@ class FaceTracker:
     def _keep_inside(self, shape):
         """Drop the tracks with more than MAX_MARKS_OUTSIDE of their marks
         outside a frame of `shape`."""
-        height, width = shape[:2]
-
-        def inside(marks):
-            outside = ((marks[:, 0] < 0) | (marks[:, 1] < 0)
-                       | (marks[:, 0] > width - 1) | (marks[:, 1] > height - 1))
-            return outside.mean() <= MAX_MARKS_OUTSIDE
-        self.tracks = [t for t in self.tracks if inside(t.marks)]
+        self.tracks = [t for t in self.tracks
+                       if 1 - seen_marks(t.marks, shape, margin=0).mean() <= MAX_MARKS_OUTSIDE]
 
     def update(self, frame, time=None):
         from predict import to_bgr
