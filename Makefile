@@ -26,14 +26,14 @@ WIDER := --head_channels 160 --stages 64x3,128x2,192x2,256x1
 EPOCHS ?= 160
 TRAIN_FLAGS ?= $(RECIPE) $(WIDE) --calm_epochs 40
 RUN ?= resnet_v28
-# The large-pose model the predictor pairs with it (run v29): the wider
-# network, 200 epochs (the last 50 calm), a quarter of each epoch drawn from
-# the turned faces `make profile` writes (docs/RESEARCH.md, "Two models").
-POSE_SHARE ?= 0.25
+# The large-pose model the predictor pairs with it (run v30): the wider
+# network, 200 epochs (the last 50 calm), half of each epoch drawn from the
+# turned faces `make profile` writes (docs/RESEARCH.md, "Two models").
+POSE_SHARE ?= 0.5
 POSE_EPOCHS ?= 200
 POSE_FLAGS := $(RECIPE) $(WIDER) --calm_epochs 50 --profiled_record tfrecords/profiled.record \
     --profiled_share $(POSE_SHARE)
-POSE_RUN ?= resnet_v29
+POSE_RUN ?= resnet_v30
 POSE_DIRS ?= --checkpoint_dir checkpoints_pose --qat_checkpoint_dir quantized_checkpoints_pose
 POSE_EXPORT ?= exported_pose
 # Run v21, the main model bundled before run v28 (the small network, 200

@@ -12,7 +12,8 @@ predictor runs it ("predictor": margin PICK_MARGIN, and faces turned beyond
 layouts.TURNED_YAW take the large-pose model's flip test instead of the
 fusion; rows either side of that threshold). `--candidates` adds other landmark
 models, each scored alone (with and without the flip test) and paired
-with the large-pose model, to see whether one can replace either;
+with the large-pose model and with the main one (as a pair, and the
+predictor's way), to see whether one can replace either;
 `--against MAIN POSE` adds an earlier pair (the bundle before), paired
 against on every row as "vs_before".
 
@@ -68,6 +69,7 @@ def study(model, pose_model, record, candidates=(), against=None):
         name = Path(path).name
         functions.update({name: spread_c, f"{name}, flip test": layouts.flip_averaged(spread_c, size),
                           f"{name} + large-pose, pair": layouts.paired(spread_c, spread_b),
+                          f"{name} + large-pose, {PREDICTOR}": layouts.paired_flip(spread_c, spread_b, size),
                           f"main + {name}, pair": layouts.paired(spread_a, spread_c),
                           f"main + {name}, cascade": layouts.cascaded(spread_a, spread_c, size),
                           f"main + {name}, {PREDICTOR}": layouts.paired_flip(spread_a, spread_c, size)})

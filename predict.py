@@ -54,8 +54,8 @@ DEFAULT_LANDMARK_MODEL = ASSETS / "landmarks_300w_int8.tflite"
 # with it and 4.170% without (results/predictor_eval_v28{_flip,}.json;
 # -0.032, s.e. 0.015). It was off for run v15's bundle, which it did not help.
 DEFAULT_FLIP = True
-# The large-pose model paired with the bundled one (run v29: the bundled
-# recipe with a quarter of each epoch turned faces). A pair runs without
+# The large-pose model paired with the bundled one (run v30: the bundled
+# recipe on a wider network, half of each epoch turned faces). A pair runs without
 # the flip test by default: the pair is already two invokes a face, and
 # the flip test added nothing to it on the validation faces (docs/RESEARCH.md).
 DEFAULT_POSE_MODEL = ASSETS / "landmarks_300w_pose_int8.tflite"

@@ -23,7 +23,7 @@ RESULTS = ROOT / "results"
 BUNDLE_RUN = "resnet_v28"
 BUNDLE_PREDICTOR_EVAL = "predictor_eval_v28_pair.json"
 SINGLE_PREDICTOR_EVAL = "predictor_eval_v28_flip.json"
-POSE_RUN = "resnet_v29"
+POSE_RUN = "resnet_v30"
 BUNDLED_POSE_INT8 = "assets/landmarks_300w_pose_int8.tflite"
 BUNDLE_BENCHMARK = "ptq_benchmark.json"
 BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
@@ -639,8 +639,10 @@ PROFILE_ROWS = (
     ("predictor_eval_profile_main.json", "run v28 alone, flip test", "photos + turned faces", "yes"),
     ("predictor_eval_profile_v27.json", "pair of runs v28 + v27 (bundled until 2026-12-05)",
      "photos + turned faces", "yes"),
-    ("predictor_eval_profile_no_recrop.json", "pair of runs v28 + v29", "photos + turned faces", "no"),
-    ("predictor_eval_profile.json", "pair of runs v28 + v29 (the default)", "photos + turned faces",
+    ("predictor_eval_profile_v29.json", "pair of runs v28 + v29 (bundled until 2026-12-06)",
+     "photos + turned faces", "yes"),
+    ("predictor_eval_profile_no_recrop.json", "pair of runs v28 + v30", "photos + turned faces", "no"),
+    ("predictor_eval_profile.json", "pair of runs v28 + v30 (the default)", "photos + turned faces",
      "yes"),
 )
 
