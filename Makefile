@@ -19,13 +19,14 @@ RECIPE := --head integral --occlusion 0.25 --weight_decay 0.05 --weight_average 
 # int8 file); runs v20-v26 had 32-128 (0.89 M, under 1 MB).
 WIDE := --head_channels 128 --stages 48x3,96x2,144x2,192x1
 SMALL := --head_channels 96 --stages 32x3,64x2,96x2,128x1
-# The large-pose model's network since run v29: 64-256 channels (3.4 M
-# parameters); the cascade (layouts.cascaded) runs it only on turned faces.
+# The network of both bundled models since runs v29 (large-pose) and v31
+# (main): 64-256 channels (3.4 M parameters, a 3.5 MB int8 file).
 WIDER := --head_channels 160 --stages 64x3,128x2,192x2,256x1
-# The bundled main model, run v28: the wide network, 160 epochs, the last 40 calm.
+# The bundled main model, run v31: the wider network, 160 epochs, the last
+# 40 calm (run v28, bundled until 2026-12-06, was the same on WIDE).
 EPOCHS ?= 160
-TRAIN_FLAGS ?= $(RECIPE) $(WIDE) --calm_epochs 40
-RUN ?= resnet_v28
+TRAIN_FLAGS ?= $(RECIPE) $(WIDER) --calm_epochs 40
+RUN ?= resnet_v31
 # The large-pose model the predictor pairs with it (run v30): the wider
 # network, 200 epochs (the last 50 calm), half of each epoch drawn from the
 # turned faces `make profile` writes (docs/RESEARCH.md, "Two models").

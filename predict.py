@@ -50,9 +50,10 @@ ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
 DEFAULT_LANDMARK_MODEL = ASSETS / "landmarks_300w_int8.tflite"
 # The flip test's default for one model: on since run v20's bundle (-0.073
-# points end to end, s.e. 0.020); for run v28's main model alone 4.139%
-# with it and 4.170% without (results/predictor_eval_v28{_flip,}.json;
-# -0.032, s.e. 0.015). It was off for run v15's bundle, which it did not help.
+# points end to end, s.e. 0.020); for run v31's main model alone 4.043%
+# with it and 4.068% without (results/predictor_eval_v31{_flip,}.json;
+# -0.025, s.e. 0.014: short of 2 s.e., but the same sign as every bundle's
+# since run v20). It was off for run v15's bundle, which it did not help.
 DEFAULT_FLIP = True
 # The large-pose model paired with the bundled one (run v30: the bundled
 # recipe on a wider network, half of each epoch turned faces). A pair runs without

@@ -20,9 +20,9 @@ RESULTS = ROOT / "results"
 
 # The bundled recipe's files. Its model was trained on the split's training
 # faces, so its validation figures are the bundle's own.
-BUNDLE_RUN = "resnet_v28"
-BUNDLE_PREDICTOR_EVAL = "predictor_eval_v28_pair.json"
-SINGLE_PREDICTOR_EVAL = "predictor_eval_v28_flip.json"
+BUNDLE_RUN = "resnet_v31"
+BUNDLE_PREDICTOR_EVAL = "predictor_eval_v31_pair.json"
+SINGLE_PREDICTOR_EVAL = "predictor_eval_v31_flip.json"
 POSE_RUN = "resnet_v30"
 BUNDLED_POSE_INT8 = "assets/landmarks_300w_pose_int8.tflite"
 BUNDLE_BENCHMARK = "ptq_benchmark.json"
@@ -154,6 +154,15 @@ def headline_section():
         ratio = _load("speed_ratio.json")
         against = (f"; {ratio['ratio']:.2f}× the pair bundled before, the two taking turns"
                    if ratio else "")
+        study = _load("pair_study.json")
+        if ratio and study and study.get("against"):
+            # What the extra time buys: the predictor against that pair, crop by crop.
+            cells = study["scores"]["all"]
+            gains = [f"{label} {100 * cells[view][_pair_row(study)]['vs_before']['mean']:+.2f}"
+                     for view, label in (("plain", "plain"), ("occlusion", "occluded"),
+                                         ("profile", "turned")) if view in cells]
+            against += (f", for {', '.join(gains)} points of NME on the validation crops "
+                        f"(results/pair_study.json)")
         lines.append(f"| predictor per {speed['frame'][0]}×{speed['frame'][1]} frame, one face, "
                      f"1 thread, median | {frames} on {_cpu(speed)}{against} | "
                      f"results/predict_speed.json" + (", results/speed_ratio.json"
@@ -233,8 +242,8 @@ def _run_scores(m, folders=None):
 PROFILE_KIND = "profile"      # hard_view.PROFILE
 # The comparison of the wild recipe with the bundle it replaces (trained on
 # every HELEN + AFW face, so only its LFPW figures are held out), and run
-# v22, the same recipe at --wild 0.5, where its file exists, and run v28 (wider).
-WILD_RUNS = ("bundle_v20", "resnet_v21", "resnet_v22", "resnet_v28")
+# v22, the same recipe at --wild 0.5, where its file exists, and runs v28 and v31 (wider).
+WILD_RUNS = ("bundle_v20", "resnet_v21", "resnet_v22", "resnet_v28", "resnet_v31")
 WILD_BASELINE = "bundle_v20"
 
 
@@ -565,10 +574,12 @@ def profiled_section():
     return _runs_table(PROFILED_RUNS, PROFILED_PAIRS, "_No profiled-faces run yet._")
 
 
-# Wider networks (48-192 channels instead of 32-128): the large-pose
-# recipe (v27 against v25, v29 against v27) and the main one (v28 against v21).
-WIDE_RUNS = ("resnet_v21", "resnet_v28", "resnet_v25", "resnet_v27", "resnet_v29", "resnet_v30")
-WIDE_PAIRS = (("resnet_v28", "resnet_v21"), ("resnet_v27", "resnet_v25"),
+# Wider networks (48-192 channels instead of 32-128, then 64-256): the
+# large-pose recipe (v27 against v25, v29 against v27) and the main one (v28
+# against v21, v31 against v28).
+WIDE_RUNS = ("resnet_v21", "resnet_v28", "resnet_v31", "resnet_v25", "resnet_v27", "resnet_v29",
+             "resnet_v30")
+WIDE_PAIRS = (("resnet_v28", "resnet_v21"), ("resnet_v31", "resnet_v28"), ("resnet_v27", "resnet_v25"),
               ("resnet_v29", "resnet_v27"), ("resnet_v30", "resnet_v29"))
 
 
@@ -636,13 +647,13 @@ PROFILE_ROWS = (
     ("predictor_eval_profile_before_main.json", "run v21 alone, flip test (the bundle before the pair)",
      "photos only", "no"),
     ("predictor_eval_profile_before.json", "pair of runs v21 + v25", "photos only", "no"),
-    ("predictor_eval_profile_main.json", "run v28 alone, flip test", "photos + turned faces", "yes"),
+    ("predictor_eval_profile_main.json", "run v31 alone, flip test", "photos + turned faces", "yes"),
     ("predictor_eval_profile_v27.json", "pair of runs v28 + v27 (bundled until 2026-12-05)",
      "photos + turned faces", "yes"),
     ("predictor_eval_profile_v29.json", "pair of runs v28 + v29 (bundled until 2026-12-06)",
      "photos + turned faces", "yes"),
-    ("predictor_eval_profile_no_recrop.json", "pair of runs v28 + v30", "photos + turned faces", "no"),
-    ("predictor_eval_profile.json", "pair of runs v28 + v30 (the default)", "photos + turned faces",
+    ("predictor_eval_profile_no_recrop.json", "pair of runs v31 + v30", "photos + turned faces", "no"),
+    ("predictor_eval_profile.json", "pair of runs v31 + v30 (the default)", "photos + turned faces",
      "yes"),
 )
 
