@@ -69,7 +69,10 @@ MOTION_D_CUTOFF = 8.0
 # The crop of a tracked face follows its box (centre and size) through a
 # One Euro filter of its own, still when the face is: a crop that moved
 # with every frame's noise fed that noise back into the next frame's marks.
-CROP_MIN_CUTOFF = 0.5
+# A cutoff of 1 Hz instead of 0.5 lags less where faces slide fast:
+# jitter 0.49x against 0.55x with runs v31 + v30 (results/video_benchmark.json,
+# row "crop cutoff 0.5"; chosen on the benchmark's clips).
+CROP_MIN_CUTOFF = 1.0
 CROP_BETA = 20.0
 DEFAULT_FPS = 30.0
 # Tracked faces skip the flip test: the One Euro filter already averages
@@ -338,10 +341,10 @@ class MarkSmoother:
 
 class _Track:
     def __init__(self, track_id, marks, score, smooth, filter_options, confidence=None,
-                 model=None):
+                 model=None, crop_min_cutoff=CROP_MIN_CUTOFF):
         self.id, self.marks, self.score, self.confidence = track_id, marks, score, confidence
         self.model = model          # which model of a pair marks it (None: the predictor's way)
-        self.crop_filter = OneEuroFilter(CROP_MIN_CUTOFF, CROP_BETA)
+        self.crop_filter = OneEuroFilter(crop_min_cutoff, CROP_BETA)
         self.crop_box = self.crop = None
         self.motion = None          # the pixels' similarity since the last frame, if measured
         self.pose = None            # the last frame's head pose
@@ -400,7 +403,7 @@ class FaceTracker:
                  shape_beta=SHAPE_BETA, flip=TRACK_FLIP, recrop_shift=RECROP_SHIFT,
                  one_model=ONE_MODEL, cut_distance=CUT_DISTANCE, motion_d_cutoff=MOTION_D_CUTOFF,
                  flow=FLOW, flow_min_cutoff=FLOW_MIN_CUTOFF, flow_beta=FLOW_BETA,
-                 scan_every=SCAN_EVERY, scan_motion=SCAN_MOTION):
+                 scan_every=SCAN_EVERY, scan_motion=SCAN_MOTION, crop_min_cutoff=CROP_MIN_CUTOFF):
         if int(detect_every) != detect_every or detect_every < 1:
             raise ValueError(f"detect_every must be a whole number >= 1, got {detect_every}")
         if int(scan_every) != scan_every or scan_every < 1 or not scan_motion > 0:
@@ -421,6 +424,7 @@ class FaceTracker:
                                "motion_d_cutoff": motion_d_cutoff,
                                "flow_min_cutoff": flow_min_cutoff, "flow_beta": flow_beta}
         self.flow, self.grey = flow, None
+        self.crop_min_cutoff = crop_min_cutoff
         self.scan_every, self.scan_motion = int(scan_every), scan_motion
         self.since_look, self.moved = 0, 0.0     # frames and px since the detector last ran
         self.tracks, self.frames, self.ids = [], 0, itertools.count()
@@ -430,7 +434,7 @@ class FaceTracker:
 
     def _new_track(self, marks, confidence, score, model=None):
         return _Track(next(self.ids), marks, score, self.smooth, self.filter_options,
-                      confidence, model)
+                      confidence, model, self.crop_min_cutoff)
 
     def _found_marks(self, rgb, crop, current=None):
         """(marks, confidence, model) of a face at a detection: with one

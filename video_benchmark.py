@@ -56,7 +56,10 @@ MODES = {"detect": None, "track": {"smooth": False}, DEFAULT: {},
          "track+smooth, one model": {"one_model": True},
          # The default before image motion, scans and one model a face (commit cb42a75).
          "track+smooth, previous default": {"flow": False, "one_model": False, "detect_every": 10,
-                                            "scan_every": 10 ** 9, "scan_motion": 1e9}}
+                                            "scan_every": 10 ** 9, "scan_motion": 1e9,
+                                            "crop_min_cutoff": 0.5},
+         # The crop filter's cutoff until 2026-12-06.
+         "track+smooth, crop cutoff 0.5": {"crop_min_cutoff": 0.5}}
 SWEEP = {"detect_every": (10, 30), "flow_min_cutoff": (0.3, 1.0), "flow_beta": (3.0, 10.0),
          "shape_min_cutoff": (0.1,)}
 
@@ -303,7 +306,8 @@ def main(argv=None):
                           "recrop_shift": geometry.RECROP_SHIFT,
                           "one_model": tracking.ONE_MODEL, "switch_band": tracking.SWITCH_BAND,
                           "scan_every": tracking.SCAN_EVERY, "scan_motion": tracking.SCAN_MOTION,
-                          "edge_margin": tracking.EDGE_MARGIN, "cut_distance": tracking.CUT_DISTANCE}}
+                          "edge_margin": tracking.EDGE_MARGIN, "cut_distance": tracking.CUT_DISTANCE,
+                          "crop_min_cutoff": tracking.CROP_MIN_CUTOFF}}
     result["cut_distances"] = cut_distances(all_clips)
     # Modes whose option is the tracker's default, or needs a pair it lacks, are left out.
     paired = model.pose_model is not None

@@ -397,3 +397,21 @@ def test_a_reused_frame_buffer_does_not_change_the_last_frames_grey():
     frame[:] = 0
     np.testing.assert_array_equal(pyramid[0], expected)
     assert pyramid[1].shape == (120, 160) and pyramid[1].mean() > 50
+
+
+def test_a_faster_crop_filter_follows_a_sliding_face_more_steadily():
+    """tracking.CROP_MIN_CUTOFF: a face that slides out and slows down is
+    followed by the crop's filter; at a higher cutoff the crop's offset from
+    the face changes less from frame to frame (what the marks' jitter feels)."""
+    steps = {}
+    for cutoff in (0.5, 2.0):
+        tracker = FaceTracker(StubPredictor(), detect_every=1000, smooth=True, flow=False,
+                              crop_min_cutoff=cutoff)
+        offsets = []
+        for k in range(40):
+            x = int(round(40 + 100 * np.sin(np.pi * k / 40)))
+            tracker.update(frame_with((x, 80, 60)), k / 30)
+            crop = np.asarray(tracker.tracks[0].crop, np.float64)
+            offsets.append((crop[0] + crop[2]) / 2 - (x + 30))
+        steps[cutoff] = np.sqrt(np.mean(np.square(np.diff(offsets[5:]))))
+    assert steps[2.0] < 0.95 * steps[0.5]
