@@ -157,8 +157,8 @@ def headline_section():
         study = _load("pair_study.json")
         if ratio and study and study.get("against"):
             # What the extra time buys: the predictor against that pair, crop by crop.
-            cells = study["scores"]["all"]
-            gains = [f"{label} {100 * cells[view][_pair_row(study)]['vs_before']['mean']:+.2f}"
+            cells, row = study["scores"]["all"], _pair_row(study)
+            gains = [f"{label} {100 * cells[view][row]['vs_before']['mean']:+.2f}"
                      for view, label in (("plain", "plain"), ("occlusion", "occluded"),
                                          ("profile", "turned")) if view in cells]
             against += (f", for {', '.join(gains)} points of NME on the validation crops "
