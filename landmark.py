@@ -33,7 +33,8 @@ from callbacks import CalmAugmentation, EpochTimer, WeightAverage
 from losses import LOSS_NAMES, HeatmapRegularised, make_loss, nme_metric
 from layouts import WFLW_ATTRIBUTES, flip_averaged, get_layout
 import network
-from network import HEADS, MODELS, RESNET_STAGES, build_model, parse_stages
+from network import (HEADS, MODELS, RESNET_STAGES, STEM_BLOCKS, STEM_FILTERS, build_model,
+                     parse_stages, parse_stem)
 
 keras = tf.keras
 MODEL_CARD = "landmark.json"
@@ -592,6 +593,8 @@ def model_options(args):
         options["integral_cells"] = args.integral_cells
     if args.stages is not None:
         options["stages"] = [list(stage) for stage in parse_stages(args.stages)]
+    if args.stem is not None:
+        options["stem"] = list(parse_stem(args.stem))
     return options
 
 
@@ -619,6 +622,10 @@ def parse_args(argv=None):
     p.add_argument("--stages", default=None,
                    help="resnet: FILTERSxBLOCKS per stage, each halving the map (default "
                         + ",".join(f"{f}x{b}" for f, b in RESNET_STAGES) + ")")
+    p.add_argument("--stem", default=None, metavar="FILTERSxBLOCKS",
+                   help="resnet: the first, strided convolution's filters and the residual "
+                        f"blocks of that width after it, at 64 px (default "
+                        f"{STEM_FILTERS}x{STEM_BLOCKS})")
     p.add_argument("--rotation", type=float, default=None,
                    help=f"augmentation: largest rotation, degrees (default {dataset.ROTATION_DEG}; "
                         f"QAT: the float run's)")
@@ -700,6 +707,11 @@ def parse_args(argv=None):
     if args.stages is not None:
         try:
             parse_stages(args.stages)
+        except ValueError as err:
+            p.error(str(err))
+    if args.stem is not None:
+        try:
+            parse_stem(args.stem)
         except ValueError as err:
             p.error(str(err))
     if args.occlusion is not None and not 0 <= args.occlusion <= 1:

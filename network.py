@@ -61,10 +61,13 @@ def _residual(x, filters, stride):
 
 # (filters, blocks) per stage; each stage halves the map: 64 px -> 4 px.
 RESNET_STAGES = ((32, 1), (64, 2), (96, 2), (128, 1))
+# The stem: one strided 3x3 convolution of 16 filters (128 -> 64 px), and
+# no residual block at 64 px (STEM_BLOCKS), as in every run up to v31.
+STEM_FILTERS, STEM_BLOCKS = 16, 0
 
 
 def resnet(num_marks, input_size=128, head_channels=64, stages=RESNET_STAGES, head="dense",
-           integral_cells=None):
+           integral_cells=None, stem=(STEM_FILTERS, STEM_BLOCKS)):
     """A small ResNet of plain 3×3 convolutions (BN, ReLU). Plain convs train
     about 3× faster than MobileNetV2's depthwise ones on these CPUs (110 vs
     40 images/s measured) and quantize as well. `stages` lists (filters,
@@ -72,13 +75,19 @@ def resnet(num_marks, input_size=128, head_channels=64, stages=RESNET_STAGES, he
     'dense': a 1×1 conv squeezes the last map and every position feeds the
     dense output (position matters for landmarks; global pooling would throw
     it away); 'integral': see _integral_head, with `integral_cells` cells
-    a side (default INTEGRAL_CELLS)."""
+    a side (default INTEGRAL_CELLS). `stem` is (filters, blocks): the width
+    of the first, strided convolution and how many residual blocks of that
+    width follow it at half the input's side, before the stages."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose from {sorted(HEADS)}")
     if integral_cells is not None and head != "integral":
         raise ValueError("integral_cells needs head='integral'")
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    x = layers.ReLU()(_bn(layers.Conv2D(16, 3, 2, padding="same", use_bias=False)(inputs)))
+    stem_filters, stem_blocks = stem
+    x = layers.ReLU()(_bn(layers.Conv2D(stem_filters, 3, 2, padding="same",
+                                        use_bias=False)(inputs)))
+    for _ in range(stem_blocks):
+        x = _residual(x, stem_filters, 1)
     maps = []
     for filters, repeats in stages:
         x = _residual(x, filters, 2)
@@ -171,6 +180,18 @@ def build_model(name, num_marks, input_size=128, **options):
     if name not in MODELS:
         raise ValueError(f"unknown --model {name!r}; choose from {sorted(MODELS)}")
     return MODELS[name](num_marks, input_size, **options)
+
+
+def parse_stem(text):
+    """'32x1' -> (32, 1): the stem's filters and its residual blocks (0 or more)."""
+    try:
+        filters, blocks = (int(n) for n in text.split("x"))
+    except ValueError:
+        filters, blocks = 0, -1
+    if filters < 1 or blocks < 0:
+        raise ValueError(f"--stem {text!r}: expected FILTERSxBLOCKS, e.g. "
+                         f"{STEM_FILTERS}x{STEM_BLOCKS} (filters >= 1, blocks >= 0)")
+    return filters, blocks
 
 
 def parse_stages(text):

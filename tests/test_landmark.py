@@ -96,13 +96,14 @@ def test_end_to_end_300w(tmp_path, monkeypatch, make_300w_folder):
 def test_end_to_end_wflw(tmp_path, monkeypatch, make_wflw_tree):
     root = make_wflw_tree(train=10, test=4)
     gen.main(["--data_dir", str(root), "--out_dir", str(tmp_path / "records")])
-    # A custom stage list travels in the card: export and reload rebuild it.
+    # A custom stem and stage list travel in the card: export and reload rebuild them.
     result = _train_eval_export(tmp_path, monkeypatch, tmp_path / "records", "wflw98",
-                                ["--stages", "8x1,16x2", "--head_channels", "8"])
+                                ["--stages", "8x1,16x2", "--head_channels", "8", "--stem", "4x1"])
     assert set(result["per_attribute_nme"]) == set(layouts.WFLW_ATTRIBUTES)
     card = json.loads((tmp_path / "checkpoints" / "model.json").read_text())
-    assert card["options"] == {"head_channels": 8, "stages": [[8, 1], [16, 2]]}
+    assert card["options"] == {"head_channels": 8, "stages": [[8, 1], [16, 2]], "stem": [4, 1]}
     model, _ = landmark.load_checkpoint("checkpoints")
+    assert model.layers[1].filters == 4
     # stem and two stages each halve the map: 128 / 8 = 16 px, 8 channels
     assert model.layers[-1].input.shape[-1] == 16 * 16 * 8
 
@@ -112,6 +113,13 @@ def test_bad_stages_flag_is_named(text, capsys):
     with pytest.raises(SystemExit):
         landmark.parse_args(["--stages", text])
     assert "--stages" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["", "32", "0x1", "32x-1", "32x1,64x1"])
+def test_bad_stem_flag_is_named(text, capsys):
+    with pytest.raises(SystemExit):
+        landmark.parse_args(["--stem", text])
+    assert "--stem" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags, name", [(["--occlusion", "1.5"], "--occlusion"),

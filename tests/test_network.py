@@ -45,6 +45,17 @@ def test_graph_tail_matches_numpy_decode(cells):
     assert network.scores_model(dense) is dense
 
 
+def test_stem_blocks_work_at_half_the_input_side():
+    plain = network.build_model("resnet", 5, head_channels=8, stages=((8, 1), (8, 1)))
+    stem = network.build_model("resnet", 5, head_channels=8, stages=((8, 1), (8, 1)), stem=(4, 2))
+    convs = [layer for layer in stem.layers if isinstance(layer, network.layers.Conv2D)]
+    assert convs[0].filters == 4 and convs[0].strides == (2, 2)
+    # two residual blocks of two 3x3 convolutions each, all at 64 px, before the stages
+    assert [c.output.shape[1:] for c in convs[1:5]] == [(64, 64, 4)] * 4
+    plain_convs = [layer for layer in plain.layers if isinstance(layer, network.layers.Conv2D)]
+    assert plain_convs[0].filters == network.STEM_FILTERS and len(convs) == len(plain_convs) + 4
+
+
 def test_integral_head_needs_a_16_cell_map():
     with pytest.raises(ValueError, match="16×16"):
         network.build_model("resnet", 5, head="integral", stages=((8, 1),))
