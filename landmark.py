@@ -250,6 +250,8 @@ def evaluate(predict_fn, record_path, batch_size=64, desc="evaluating"):
     nmes = metrics.nme_per_face(pred_px, true_px, layout.eye_corners)
     groups = [source_group(s) for s in sources]
     result = _scores(nmes, np.array(groups))
+    result["per_region"] = metrics.region_errors(pred_px, true_px, layout.eye_corners,
+                                                 layout.regions)
     result["groups"] = groups
     result["mse"] = float(np.mean(((preds - truths) * geometry.MODEL_SIZE) ** 2))
     result.update(num_faces=len(nmes), layout=layout_name, nmes=nmes.tolist())
@@ -801,6 +803,8 @@ def main(argv=None):
     for name, scores in result.get("per_group", {}).items():
         print(f"  {name}: NME {100 * scores['nme']:.3f}%  FR@0.10 {100 * scores['fr']:.2f}%  "
               f"[{scores['num_faces']} faces]")
+    print("  by region: " + "  ".join(f"{name} {100 * r['nme']:.2f}% ({100 * r['share']:.0f}% of the error)"
+                                      for name, r in result["per_region"].items()))
     if "hard_view" in result:
         hard = result["hard_view"]
         print("hard view: " + "  ".join(f"{kind} {100 * s['nme']:.2f}%"

@@ -1,8 +1,9 @@
 """Mark layouts: the one place that knows each dataset's point order.
 
 A layout names how many marks a face has, which mark each one becomes when
-the face is mirrored left-right, and which two marks are the outer eye
-corners that normalise the error (NME).
+the face is mirrored left-right, which two marks are the outer eye
+corners that normalise the error (NME), and which marks make each region
+of the face (jaw, brows, nose, eyes, mouth), so errors can be told apart.
 """
 import functools
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class Layout:
     num_marks: int
     mirror: tuple            # mirror[i]: the mark that i becomes after a flip
     eye_corners: tuple       # outer corners of the two eyes (NME normaliser)
+    regions: tuple = ()      # (name, mark indices) per region of the face
 
 
 # WFLW, 98 points (Wu et al. 2018). Pairs as in the dataset's own index chart.
@@ -53,11 +55,24 @@ _W300_PAIRS = (
     + [(60, 64), (61, 63), (65, 67)]                       # inner lips
 )
 
+def _regions(**spans):
+    """region=(first, last) or a list of them -> ((region, marks), ...)."""
+    out = []
+    for name, span in spans.items():
+        span = span if isinstance(span, list) else [span]
+        out.append((name, tuple(i for first, last in span for i in range(first, last + 1))))
+    return tuple(out)
+
+
 LAYOUTS = {
     "wflw98": Layout("wflw98", 98,
-                     tuple(_mirror_permutation(98, _WFLW_PAIRS)), (60, 72)),
+                     tuple(_mirror_permutation(98, _WFLW_PAIRS)), (60, 72),
+                     _regions(jaw=(0, 32), brows=(33, 50), nose=(51, 59),
+                              eyes=[(60, 75), (96, 97)], mouth=(76, 95))),
     "300w68": Layout("300w68", 68,
-                     tuple(_mirror_permutation(68, _W300_PAIRS)), (36, 45)),
+                     tuple(_mirror_permutation(68, _W300_PAIRS)), (36, 45),
+                     _regions(jaw=(0, 16), brows=(17, 26), nose=(27, 35), eyes=(36, 47),
+                              mouth=(48, 67))),
 }
 
 

@@ -18,6 +18,20 @@ def nme_per_face(pred, true, eye_corners):
     return np.linalg.norm(pred - true, axis=-1).mean(axis=-1) / norm
 
 
+def region_errors(pred, true, eye_corners, regions):
+    """Each region's share of the error: {region: {"nme": mean error of its
+    marks over eye distance, "share": its part of the faces' summed error}}.
+    `regions` is a layout's ((name, mark indices), ...)."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    left, right = eye_corners
+    norm = np.linalg.norm(true[:, left] - true[:, right], axis=-1)
+    errors = np.linalg.norm(pred - true, axis=-1) / norm[:, None]
+    total = errors.sum()
+    return {name: {"nme": float(errors[:, list(marks)].mean()),
+                   "share": float(errors[:, list(marks)].sum() / total)}
+            for name, marks in regions}
+
+
 def ced(nmes, threshold=FAILURE_THRESHOLD, steps=1001):
     """Cumulative error distribution: (thresholds, share of faces <= each)."""
     nmes = np.sort(np.asarray(nmes, np.float64))

@@ -29,6 +29,13 @@ def _train_eval_export(tmp_path, monkeypatch, records, layout, model_flags=()):
     result = json.loads((tmp_path / "eval.json").read_text())
     assert {"nme", "fr", "auc", "mse"} <= set(result)
     assert result["num_faces"] == len(result["nmes"]) > 0
+    # The regions' shares add up to the whole error, and their NMEs weighted by
+    # their mark counts give the faces' NME.
+    regions = dict(layouts.get_layout(layout).regions)
+    assert set(result["per_region"]) == set(regions)
+    assert sum(r["share"] for r in result["per_region"].values()) == pytest.approx(1)
+    assert sum(r["nme"] * len(regions[name]) for name, r in result["per_region"].items()) \
+        / card["num_marks"] == pytest.approx(result["nme"], rel=1e-6)
 
     landmark.main(["--export_only=True"])
     predict, exported_card = landmark.load_saved_model(tmp_path / "exported")

@@ -16,6 +16,17 @@ def test_mirror_is_an_involution_swapping_the_eye_corners(name):
     assert mirror[left] == right
 
 
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_regions_cover_every_mark_once_and_mirror_onto_themselves(name):
+    layout = LAYOUTS[name]
+    marks = [i for _, region in layout.regions for i in region]
+    assert sorted(marks) == list(range(layout.num_marks))
+    mirror = np.array(layout.mirror)
+    for region_name, region in layout.regions:
+        assert set(mirror[list(region)]) == set(region), region_name
+    assert set(layout.eye_corners) <= set(dict(layout.regions)["eyes"])
+
+
 def _mean_shape(faces):
     """Faces (F, N, 2) -> mean shape with each face centred and scaled by
     its eye-corner distance, so faces of any size and place average."""

@@ -11,6 +11,15 @@ def test_nme_by_hand():
     np.testing.assert_allclose(metrics.nme_per_face(pred, true, (0, 1)), [5 / 3 / 10])
 
 
+def test_region_errors_by_hand():
+    true = np.array([[[0.0, 0.0], [10.0, 0.0], [5.0, 5.0]]])
+    pred = np.array([[[0.0, 0.0], [13.0, 4.0], [5.0, 5.0]]])
+    regions = (("eyes", (0, 1)), ("nose", (2,)))
+    got = metrics.region_errors(pred, true, (0, 1), regions)
+    assert got["eyes"] == {"nme": pytest.approx(0.25), "share": pytest.approx(1.0)}
+    assert got["nose"] == {"nme": 0.0, "share": 0.0}
+
+
 def test_failure_rate_and_auc_by_hand():
     nmes = np.array([0.0, 0.05, 0.2, 0.1])
     # 0.1 is not a failure (the rate counts NME strictly above the threshold).
