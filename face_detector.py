@@ -280,21 +280,30 @@ def covered(box, boxes):
     return bool(np.any(_intersection(box, boxes) > 0.5 * np.minimum(_area(box), _area(boxes))))
 
 
+def _with_uncovered(found, earlier):
+    """`found`, plus the faces of `earlier` that none of them covers."""
+    boxes = [box for box, _, _ in found]
+    return found + [face for face in earlier if not covered(face[0], boxes)]
+
+
 def detect_faces(detectors, rgb, small_faces=False):
-    """([(box, score, landmark box)], detector) from the first of `detectors`
-    that finds faces none of which is narrower than its MIN_FACE_SHARE of
-    the photo (the last detector's faces are taken as they are). With
+    """([(box, score, landmark box)], the last detector asked): `detectors`
+    are asked in order until one finds faces none of which is narrower than
+    its MIN_FACE_SHARE of the photo (the last one's are taken as they are).
+    A face an earlier detector found and a later one missed is kept: the
+    short-range model finds some turned faces the full-range one does not
+    (3 of the 17 turned validation faces missed end to end). With
     `small_faces`, a photo whose longer side exceeds TILE_ABOVE is also
     searched in squares by the last detector, and the faces found there
     that no face already found covers are added."""
     found, detector = [], None
     for detector in detectors:
-        found = detector.faces(rgb)
+        earlier, found = found, detector.faces(rgb)
         smallest = min((box[2] - box[0] for box, _, _ in found), default=0.0)
-        if found and smallest >= MIN_FACE_SHARE[detector.input_size] * max(rgb.shape[:2]):
+        trusted = found and smallest >= MIN_FACE_SHARE[detector.input_size] * max(rgb.shape[:2])
+        found = _with_uncovered(found, earlier)
+        if trusted:
             break
     if small_faces and max(rgb.shape[:2]) > TILE_ABOVE:
-        boxes = [box for box, _, _ in found]
-        found = found + [face for face in detectors[-1].faces(rgb, tiled=True)
-                         if not covered(face[0], boxes)]
+        found = _with_uncovered(found, detectors[-1].faces(rgb, tiled=True))
     return found, detector

@@ -160,6 +160,31 @@ def test_detectors_are_tried_in_the_order_given(tiny_models):
     assert model.last_detector == fd.FULL_RANGE.name
 
 
+class _StubDetector:
+    def __init__(self, input_size, boxes):
+        self.input_size, self.boxes, self.asked = input_size, boxes, 0
+
+    def faces(self, rgb, tiled=False):
+        self.asked += 1
+        return [(np.array(box, float), 0.9, np.array(box, float)) for box in self.boxes]
+
+
+def test_a_face_only_the_first_detector_found_is_kept():
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    # The short-range stand-in finds a face too small to trust (under 0.2 of
+    # 640 px) and a false one; the full-range one finds the second only.
+    short = _StubDetector(128, [[100, 100, 200, 200], [400, 100, 480, 180]])
+    full = _StubDetector(192, [[402, 98, 478, 182]])
+    found, last = fd.detect_faces([short, full], rgb)
+    assert last is full and short.asked == full.asked == 1
+    # the full-range face where both found one, and the face it missed
+    assert [box.tolist() for box, _, _ in found] == [[402, 98, 478, 182], [100, 100, 200, 200]]
+    # A first detector whose faces are all wide enough answers alone.
+    wide = _StubDetector(128, [[100, 100, 300, 300]])
+    found, last = fd.detect_faces([wide, full], rgb)
+    assert last is wide and full.asked == 1 and len(found) == 1
+
+
 def test_decode_synthetic_outputs():
     centres = np.array([[0.25, 0.5], [0.75, 0.5]])
     raw = np.zeros((2, 16))
