@@ -293,9 +293,10 @@ def detect_faces(detectors, rgb, small_faces=False):
     A face an earlier detector found and a later one missed is kept: the
     short-range model finds some turned faces the full-range one does not
     (3 of the 17 turned validation faces missed end to end). With
-    `small_faces`, a photo whose longer side exceeds TILE_ABOVE is also
-    searched in squares by the last detector, and the faces found there
-    that no face already found covers are added."""
+    `small_faces`, a photo whose longer side exceeds TILE_ABOVE, or one
+    over TILE px where no face was found, is also searched in squares by
+    the last detector, and the faces found there that no face already
+    found covers are added."""
     found, detector = [], None
     for detector in detectors:
         earlier, found = found, detector.faces(rgb)
@@ -304,6 +305,7 @@ def detect_faces(detectors, rgb, small_faces=False):
         found = _with_uncovered(found, earlier)
         if trusted:
             break
-    if small_faces and max(rgb.shape[:2]) > TILE_ABOVE:
+    side = max(rgb.shape[:2])
+    if small_faces and (side > TILE_ABOVE or (not found and side > TILE)):
         found = _with_uncovered(found, detectors[-1].faces(rgb, tiled=True))
     return found, detector

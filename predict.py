@@ -19,7 +19,8 @@ the rest (docs/PREDICTOR.md, "Flip test and re-crops").
 on by default for one model (DEFAULT_FLIP says why). `small_faces` (on by
 default) also searches a photo larger than 800 px in overlapping squares
 for faces too small for the detector at the whole photo's scale
-(face_detector.TILE_ABOVE); video frames are not searched so.
+(face_detector.TILE_ABOVE), and one over 384 px where no face was found
+at all; video frames are not searched so.
 
 With the bundled models the predictor runs two landmark models on each
 crop: the main one and a large-pose one (trained with turned faces,

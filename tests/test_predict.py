@@ -76,9 +76,11 @@ def test_a_small_face_in_a_large_photo_is_found_in_squares(tiny_models):
     x0, y0, x1, y1 = faces[0]["box"]
     assert np.linalg.norm([(x0 + x1) / 2 - centre[0], (y0 + y1) / 2 - centre[1]]) < 15
     assert 25 < x1 - x0 < 60
-    # A photo at or under TILE_ABOVE is not searched in squares.
+    # A photo at or under TILE_ABOVE is searched in squares only when no
+    # face was found in it whole: here the face, now 20 px, is found so.
     small_photo = cv2.resize(frame, (fd.TILE_ABOVE, fd.TILE_ABOVE * 3 // 4))
-    assert model.predict(small_photo) == model.predict(small_photo, small_faces=False)
+    assert model.predict(small_photo, small_faces=False) == []
+    assert len(model.predict(small_photo)) == 1
 
 
 @pytest.mark.parametrize("shape", [(1200, 1600), (801, 900), (3000, 4000), (500, 384)])
@@ -166,7 +168,10 @@ class _StubDetector:
 
     def faces(self, rgb, tiled=False):
         self.asked += 1
-        return [(np.array(box, float), 0.9, np.array(box, float)) for box in self.boxes]
+        boxes = self.tiled_boxes if tiled else self.boxes
+        return [(np.array(box, float), 0.9, np.array(box, float)) for box in boxes]
+
+    tiled_boxes = ()
 
 
 def test_a_face_only_the_first_detector_found_is_kept():
@@ -183,6 +188,19 @@ def test_a_face_only_the_first_detector_found_is_kept():
     wide = _StubDetector(128, [[100, 100, 300, 300]])
     found, last = fd.detect_faces([wide, full], rgb)
     assert last is wide and full.asked == 1 and len(found) == 1
+
+
+def test_a_photo_with_no_face_found_is_searched_in_squares():
+    blind = _StubDetector(192, [])
+    blind.tiled_boxes = [[10, 10, 40, 40]]
+    for shape, searched in (((480, 640, 3), True), ((300, 380, 3), False)):
+        found, _ = fd.detect_faces([blind], np.zeros(shape, np.uint8), small_faces=True)
+        assert len(found) == int(searched), shape
+    # not when asked not to (video frames), nor when a face was found
+    assert fd.detect_faces([blind], np.zeros((480, 640, 3), np.uint8))[0] == []
+    seen = _StubDetector(192, [[100, 100, 300, 300]])
+    seen.tiled_boxes = [[10, 10, 40, 40]]
+    assert len(fd.detect_faces([seen], np.zeros((480, 640, 3), np.uint8), small_faces=True)[0]) == 1
 
 
 def test_decode_synthetic_outputs():
