@@ -587,6 +587,30 @@ def wide_section():
     return _runs_table(WIDE_RUNS, WIDE_PAIRS, "_No wide run yet._")
 
 
+# The stem: run v31's network with a 32-filter first convolution and one
+# residual block at 64 px (run v32) against it, and where each run's error
+# lies by region of the face.
+STEM_RUNS = ("resnet_v31", "resnet_v32")
+STEM_PAIRS = (("resnet_v32", "resnet_v31"),)
+
+
+def stem_section():
+    table = _runs_table(STEM_RUNS, STEM_PAIRS, "_No stem run yet._")
+    runs = [(name, _load(f"val_{name}.json")) for name in STEM_RUNS]
+    runs = [(name, m["per_region"]) for name, m in runs if m and "per_region" in m]
+    if not runs:
+        return table
+    regions = list(runs[0][1])
+    lines = ["", "By region of the face, validation crops: NME % of the region's marks "
+             "(its share of the summed error):", "",
+             "| run | " + " | ".join(regions) + " |", "| --- |" + " --- |" * len(regions)]
+    for name, per_region in runs:
+        lines.append(f"| `{name}` | " + " | ".join(
+            f"{100 * per_region[r]['nme']:.2f} ({100 * per_region[r]['share']:.0f}%)"
+            for r in regions) + " |")
+    return table + "\n" + "\n".join(lines)
+
+
 def _pair_row(r):
     """pair_study's row of the predictor's way (before layouts.paired_flip: the margin's)."""
     return "predictor" if "predictor" in r["scores"]["all"]["plain"] else f"pair, margin {r['margin_in_code']}"
@@ -808,11 +832,11 @@ SECTIONS = {"headline": headline_section, "wild": wild_section, "precision": pre
             "threads": threads_section, "reproduce": reproduce_section,
             "profile": profile_section, "profiled": profiled_section,
             "confidence": confidence_section, "video": video_section, "pair": pair_section,
-            "turned": turned_section, "wide": wide_section, "small": small_section,
+            "turned": turned_section, "wide": wide_section, "small": small_section, "stem": stem_section,
             "refine": refine_section}
 # Which generated sections each document holds.
 DOCUMENTS = {"README.md": ("headline", "reproduce", "threads"),
-             "docs/RESEARCH.md": ("wild", "wide", "profiled", "pair", "turned", "precision", "profile", "questions", "loss"),
+             "docs/RESEARCH.md": ("wild", "wide", "stem", "profiled", "pair", "turned", "precision", "profile", "questions", "loss"),
              "docs/QUANTIZATION.md": ("benchmark", "techniques"),
              "docs/PREDICTOR.md": ("refine", "predictor", "speed", "small", "threads", "confidence",
                                    "video"),
