@@ -127,10 +127,17 @@ def calibrate_qat_ranges(qat_model, float_model, images):
     wrappers = {layer.layer.name: layer for layer in qat_model.layers if hasattr(layer, "layer")}
     probe = keras.Model(float_model.input,
                         [float_model.get_layer(name).output for name in wrappers])
-    outputs = probe.predict(images, batch_size=64, verbose=0)
+    # Each layer's extremes batch by batch: holding every layer's outputs for
+    # all the images at once took over 24 GB for run v32's network.
+    lows, highs = np.zeros(len(wrappers)), np.zeros(len(wrappers))
+    for start in range(0, len(images), 64):
+        outputs = probe(images[start:start + 64], training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        lows = np.minimum(lows, [float(tf.reduce_min(v)) for v in outputs])
+        highs = np.maximum(highs, [float(tf.reduce_max(v)) for v in outputs])
     ranges = {}
-    for (name, wrapper), values in zip(wrappers.items(), outputs):
-        low, high = min(0.0, float(values.min())), max(0.0, float(values.max()))
+    for (name, wrapper), low, high in zip(wrappers.items(), lows, highs):
+        low, high = float(low), float(high)
         for variable in wrapper.weights:
             role = variable.name.split("/")[-1].split(":")[0]
             if role in ("output_min", "post_activation_min"):
