@@ -22,11 +22,12 @@ SMALL := --head_channels 96 --stages 32x3,64x2,96x2,128x1
 # The network of both bundled models since runs v29 (large-pose) and v31
 # (main): 64-256 channels (3.4 M parameters, a 3.5 MB int8 file).
 WIDER := --head_channels 160 --stages 64x3,128x2,192x2,256x1
-# The bundled main model, run v31: the wider network, 160 epochs, the last
-# 40 calm (run v28, bundled until 2026-12-06, was the same on WIDE).
+# The bundled main model, run v32: the wider network with a 32-filter stem
+# and one residual block at 64 px, 160 epochs, the last 40 calm (run v31,
+# bundled until 2026-12-06, was the same without the stem block).
 EPOCHS ?= 160
-TRAIN_FLAGS ?= $(RECIPE) $(WIDER) --calm_epochs 40
-RUN ?= resnet_v31
+TRAIN_FLAGS ?= $(RECIPE) $(WIDER) --stem 32x1 --calm_epochs 40
+RUN ?= resnet_v32
 # The large-pose model the predictor pairs with it (run v30): the wider
 # network, 200 epochs (the last 50 calm), half of each epoch drawn from the
 # turned faces `make profile` writes (docs/RESEARCH.md, "Two models").

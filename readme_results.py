@@ -20,9 +20,9 @@ RESULTS = ROOT / "results"
 
 # The bundled recipe's files. Its model was trained on the split's training
 # faces, so its validation figures are the bundle's own.
-BUNDLE_RUN = "resnet_v31"
-BUNDLE_PREDICTOR_EVAL = "predictor_eval_v31_pair.json"
-SINGLE_PREDICTOR_EVAL = "predictor_eval_v31_flip.json"
+BUNDLE_RUN = "resnet_v32"
+BUNDLE_PREDICTOR_EVAL = "predictor_eval_v32_pair.json"
+SINGLE_PREDICTOR_EVAL = "predictor_eval_v32_flip.json"
 POSE_RUN = "resnet_v30"
 BUNDLED_POSE_INT8 = "assets/landmarks_300w_pose_int8.tflite"
 BUNDLE_BENCHMARK = "ptq_benchmark.json"
@@ -242,8 +242,8 @@ def _run_scores(m, folders=None):
 PROFILE_KIND = "profile"      # hard_view.PROFILE
 # The comparison of the wild recipe with the bundle it replaces (trained on
 # every HELEN + AFW face, so only its LFPW figures are held out), and run
-# v22, the same recipe at --wild 0.5, where its file exists, and runs v28 and v31 (wider).
-WILD_RUNS = ("bundle_v20", "resnet_v21", "resnet_v22", "resnet_v28", "resnet_v31")
+# v22, the same recipe at --wild 0.5, where its file exists, runs v28 and v31 (wider) and v32 (stem).
+WILD_RUNS = ("bundle_v20", "resnet_v21", "resnet_v22", "resnet_v28", "resnet_v31", "resnet_v32")
 WILD_BASELINE = "bundle_v20"
 
 
@@ -671,13 +671,15 @@ PROFILE_ROWS = (
     ("predictor_eval_profile_before_main.json", "run v21 alone, flip test (the bundle before the pair)",
      "photos only", "no"),
     ("predictor_eval_profile_before.json", "pair of runs v21 + v25", "photos only", "no"),
-    ("predictor_eval_profile_main.json", "run v31 alone, flip test", "photos + turned faces", "yes"),
+    ("predictor_eval_profile_main.json", "run v32 alone, flip test", "photos + turned faces", "yes"),
     ("predictor_eval_profile_v27.json", "pair of runs v28 + v27 (bundled until 2026-12-05)",
      "photos + turned faces", "yes"),
     ("predictor_eval_profile_v29.json", "pair of runs v28 + v29 (bundled until 2026-12-06)",
      "photos + turned faces", "yes"),
-    ("predictor_eval_profile_no_recrop.json", "pair of runs v31 + v30", "photos + turned faces", "no"),
-    ("predictor_eval_profile.json", "pair of runs v31 + v30 (the default)", "photos + turned faces",
+    ("predictor_eval_profile_v31.json", "pair of runs v31 + v30 (bundled until 2026-12-06)",
+     "photos + turned faces", "yes"),
+    ("predictor_eval_profile_no_recrop.json", "pair of runs v32 + v30", "photos + turned faces", "no"),
+    ("predictor_eval_profile.json", "pair of runs v32 + v30 (the default)", "photos + turned faces",
      "yes"),
 )
 
