@@ -10,22 +10,25 @@ import numpy as np
 FAILURE_THRESHOLD = 0.10
 
 
-def nme_per_face(pred, true, eye_corners):
-    """(F, N, 2), (F, N, 2) -> (F,) normalised mean error of each face."""
+def mark_errors(pred, true, eye_corners):
+    """(F, N, 2), (F, N, 2) -> (F, N) each mark's error over its face's
+    (true) eye-corner distance."""
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     left, right = eye_corners
     norm = np.linalg.norm(true[:, left] - true[:, right], axis=-1)
-    return np.linalg.norm(pred - true, axis=-1).mean(axis=-1) / norm
+    return np.linalg.norm(pred - true, axis=-1) / norm[:, None]
+
+
+def nme_per_face(pred, true, eye_corners):
+    """(F, N, 2), (F, N, 2) -> (F,) normalised mean error of each face."""
+    return mark_errors(pred, true, eye_corners).mean(axis=-1)
 
 
 def region_errors(pred, true, eye_corners, regions):
     """Each region's share of the error: {region: {"nme": mean error of its
     marks over eye distance, "share": its part of the faces' summed error}}.
     `regions` is a layout's ((name, mark indices), ...)."""
-    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
-    left, right = eye_corners
-    norm = np.linalg.norm(true[:, left] - true[:, right], axis=-1)
-    errors = np.linalg.norm(pred - true, axis=-1) / norm[:, None]
+    errors = mark_errors(pred, true, eye_corners)
     total = errors.sum()
     return {name: {"nme": float(errors[:, list(marks)].mean()),
                    "share": float(errors[:, list(marks)].sum() / total)}
