@@ -38,6 +38,13 @@ POSE_FLAGS := $(RECIPE) $(WIDER) --calm_epochs 50 --profiled_record tfrecords/pr
 POSE_RUN ?= resnet_v30
 POSE_DIRS ?= --checkpoint_dir checkpoints_pose --qat_checkpoint_dir quantized_checkpoints_pose
 POSE_EXPORT ?= exported_pose
+# The second main model of the ensemble (layouts.ensembled), run v31: the
+# main recipe without the stem block (bundled as the main model until
+# 2026-12-06). Fused with the main model on faces that are not turned.
+SECOND_FLAGS := $(RECIPE) $(WIDER) --calm_epochs 40
+SECOND_RUN ?= resnet_v31
+SECOND_DIRS ?= --checkpoint_dir checkpoints_second --qat_checkpoint_dir quantized_checkpoints_second
+SECOND_EXPORT ?= exported_second
 # Run v21, the main model bundled before run v28 (the small network, 200
 # epochs, the last 50 calm): the profiled-faces study fine-tunes its export.
 V21_FLAGS := $(RECIPE) $(SMALL) --calm_epochs 50
@@ -51,7 +58,7 @@ RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.rec
 BUNDLE := assets/landmarks_300w
 
 .PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
-    evaluate-predictor speed speed-ratio bundle-before training-speed precision-check train-pose bundle-pose pair-study box-mapping evaluate-profile \
+    evaluate-predictor speed speed-ratio bundle-before training-speed precision-check train-pose bundle-pose train-second bundle-second pair-study box-mapping evaluate-profile \
     evaluate-small evaluate-refine
 
 $(VENV)/.installed: requirements.txt
@@ -94,7 +101,7 @@ box-mapping: $(VENV)/.installed
 	$(PY) fit_box_mapping.py $(SHARED)/helen_trainset $(SHARED)/afw --exclude tfrecords/summary.json \
 	    --profiled tfrecords/profiled.record
 
-# Turned validation faces end to end (detector, crop, pair): the predictor
+# Turned validation faces end to end (detector, crop, landmarks): the predictor
 # as it runs, without its re-crop (nor the refine pass, which would stand
 # in for it), and the main model alone.
 evaluate-profile: $(VENV)/.installed
@@ -115,7 +122,7 @@ evaluate-small: $(VENV)/.installed
 # REFINE_YAW): each end-to-end view again without it.
 evaluate-refine: $(VENV)/.installed
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json --refine 0 \
-	    --out results/predictor_eval_$(SPLIT)_pair_refine0.json
+	    --out results/predictor_eval_$(SPLIT)_ensemble_refine0.json
 	$(PY) evaluate_predictor.py --small tfrecords/test.record --refine 0 \
 	    --out results/predictor_eval_small_refine0.json
 	$(PY) evaluate_predictor.py --profile tfrecords/test.record --refine 0 \
@@ -148,6 +155,15 @@ train-pose: $(VENV)/.installed
 	    $(POSE_DIRS) --metrics_out results/val_$(POSE_RUN)_qat.json
 	$(PY) landmark.py --export_only $(POSE_DIRS) --export_dir $(POSE_EXPORT)
 	$(PY) landmark.py --export_only --quantization $(POSE_DIRS) --export_dir $(POSE_EXPORT)_quantized
+
+# Resumable as train-pose.
+train-second: $(VENV)/.installed
+	$(PY) landmark.py --model $(MODEL) $(SECOND_FLAGS) --epochs $(EPOCHS) --batch_size 32 $(RECORDS) \
+	    --hard_view $(SECOND_DIRS) --metrics_out results/val_$(SECOND_RUN).json --initial_epoch $(INITIAL)
+	$(PY) landmark.py --quantization --epochs $(QAT_EPOCHS) --batch_size 32 $(RECORDS) --hard_view \
+	    $(SECOND_DIRS) --metrics_out results/val_$(SECOND_RUN)_qat.json
+	$(PY) landmark.py --export_only $(SECOND_DIRS) --export_dir $(SECOND_EXPORT)
+	$(PY) landmark.py --export_only --quantization $(SECOND_DIRS) --export_dir $(SECOND_EXPORT)_quantized
 
 evaluate: $(VENV)/.installed
 	$(PY) landmark.py --eval_only --hard_view $(RECORDS) --metrics_out results/val_$(RUN).json
@@ -211,7 +227,7 @@ readme: $(VENV)/.installed
 	$(PY) readme_results.py
 
 reproduce: data profile box-mapping train evaluate qat export benchmark techniques evaluate-predictor \
-    bundle train-pose bundle-pose pair-study evaluate-profile evaluate-small evaluate-refine \
+    bundle train-pose bundle-pose train-second bundle-second pair-study evaluate-profile evaluate-small evaluate-refine \
     speed speed-ratio video-benchmark readme
 
 # The bundled models are the split run's exports: trained on the 1,811
@@ -237,6 +253,16 @@ bundle-pose: $(VENV)/.installed
 	$(PY) confidence.py --model $(BUNDLE)_pose_int8.tflite --pose_model none --no-flip \
 	    --write_calibration --out runs/bundle_pose/confidence.json --plot runs/bundle_pose/confidence.png
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json --out results/predictor_eval_$(SPLIT)_pair.json
+
+# The second main model as int8 beside the bundle; the ensemble's confidence
+# curve; the whole predictor (the ensemble, as predictor() runs it) on the
+# validation photos.
+bundle-second: $(VENV)/.installed
+	$(PY) ptq_benchmark.py --float_model $(SECOND_EXPORT) --qat_model $(SECOND_EXPORT)_quantized \
+	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle_second
+	cp runs/bundle_second/tflite/qat_int8_only.tflite $(BUNDLE)_second_int8.tflite
+	$(PY) confidence.py --write_calibration
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json --out results/predictor_eval_$(SPLIT)_ensemble.json
 
 # The main model, the large-pose one and the pair on the validation crops
 # and their hard view; chooses layouts.PICK_MARGIN on half the faces.

@@ -29,18 +29,21 @@ DEFAULT_CALIBRATION = {"slope": 3.0, "centre": float(np.log(1.5))}
 BINS = 10
 
 
-def calibration_path(model_path, pose_model_path=None):
+def calibration_path(model_path, pose_model_path=None, second_model_path=None):
     """The calibration file beside a landmark model: NAME.confidence.json;
-    for a pair with a large-pose model (predict.py), NAME+POSE_NAME.confidence.json."""
+    for a pair with a large-pose model (predict.py), NAME+POSE_NAME.confidence.json;
+    for the ensemble with a second main model, NAME+SECOND_NAME+POSE_NAME.confidence.json."""
     path = Path(model_path)
     if pose_model_path is not None:
-        return path.with_name(f"{path.stem}+{Path(pose_model_path).stem}.confidence.json")
+        others = [p for p in (second_model_path, pose_model_path) if p is not None]
+        return path.with_name("+".join([path.stem] + [Path(p).stem for p in others])
+                              + ".confidence.json")
     return path.with_name(path.stem + ".confidence.json") if path.suffix else path / "confidence.json"
 
 
-def load_calibration(model_path, pose_model_path=None):
-    """The fitted curve beside `model_path` (and its pair), else DEFAULT_CALIBRATION."""
-    path = calibration_path(model_path, pose_model_path)
+def load_calibration(model_path, pose_model_path=None, second_model_path=None):
+    """The fitted curve beside `model_path` (and its pair or ensemble), else DEFAULT_CALIBRATION."""
+    path = calibration_path(model_path, pose_model_path, second_model_path)
     if not path.is_file():
         return dict(DEFAULT_CALIBRATION)
     try:
@@ -190,6 +193,9 @@ def main(argv=None):
                         "(default: the bundled one with the bundled --model; 'none': --model alone)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="the flip test (default: as the predictor, on for one model, off for a pair)")
+    p.add_argument("--second_model", default=None,
+                   help="second main model of the ensemble, as the predictor runs it (default: "
+                        "the bundled one with the bundled --model; 'none': the pair)")
     p.add_argument("--out", default="results/confidence.json")
     p.add_argument("--plot", default="results/confidence_reliability.png")
     p.add_argument("--write_calibration", action="store_true",
@@ -198,11 +204,14 @@ def main(argv=None):
     if not Path(args.record).is_file():
         sys.exit(f"error: --record {args.record}: no such file (make data writes it)")
     bundled = Path(args.model).resolve() == DEFAULT_LANDMARK_MODEL
-    pose_model, args.flip = settle_pairing(None if bundled else args.model, args.pose_model,
-                                           args.flip)
-    args.pose_model = None if pose_model is None else str(pose_model)
     try:
-        _, spread_fn, _ = landmark_spread_functions(args.model, args.pose_model, args.flip)
+        pose_model, args.flip, second = settle_pairing(None if bundled else args.model,
+                                                       args.pose_model, args.flip,
+                                                       args.second_model)
+        args.pose_model = None if pose_model is None else str(pose_model)
+        args.second_model = None if second is None else str(second)
+        _, spread_fn, _ = landmark_spread_functions(args.model, args.pose_model, args.flip,
+                                                    args.second_model)
         measured = measure(spread_fn, args.record)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {args.model}: {err}")
@@ -211,7 +220,8 @@ def main(argv=None):
     calibration = fit_calibration(np.concatenate([s.ravel() for s, _ in fit_half.values()]),
                                   np.concatenate([e.ravel() for _, e in fit_half.values()])
                                   <= BAD_ERROR)
-    result = {"model": args.model, "pose_model": args.pose_model, "record": args.record,
+    result = {"model": args.model, "pose_model": args.pose_model,
+              "second_model": args.second_model, "record": args.record,
               "flip_test": args.flip,
               "bad_error": BAD_ERROR, "calibration": calibration,
               "fitted_on": "even-numbered validation faces, plain and every hard-view kind",
@@ -227,7 +237,7 @@ def main(argv=None):
           + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in result["views"].items()))
     print(f"wrote {args.out} and {args.plot}")
     if args.write_calibration:
-        target = calibration_path(args.model, args.pose_model)
+        target = calibration_path(args.model, args.pose_model, args.second_model)
         target.write_text(json.dumps({**calibration, "fitted_by": "confidence.py",
                                       "record": args.record,
                                       "flip_test": args.flip}, indent=1))

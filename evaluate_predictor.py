@@ -164,6 +164,9 @@ def main(argv=None):
     p.add_argument("--pose_model", default=None,
                    help="large-pose model paired with --model (default: the predictor's: the "
                         "bundled pair when --model is not given; 'none': one model)")
+    p.add_argument("--second_model", default=None,
+                   help="second main model of the ensemble (default: the predictor's: the "
+                        "bundled one when --model is not given; 'none': the pair)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average with the mirrored crop (the predictor's default: on for one "
                         "model, off for a pair)")
@@ -182,7 +185,7 @@ def main(argv=None):
         # The predictor first: a bad model or setting is named before the faces are made.
         model = predictor(args.detector, args.model, refine=args.refine, flip=args.flip,
                           pose_model_path=args.pose_model, recrop=args.recrop,
-                          small_faces=args.small_faces)
+                          small_faces=args.small_faces, second_model_path=args.second_model)
         if args.profile and args.small:
             raise ValueError("give --profile or --small, not both")
         if args.small:
@@ -208,6 +211,7 @@ def main(argv=None):
               "small_faces": model.small_faces, "ms_per_photo_median": float(np.median(times)),
               "model": args.model or "bundled int8",
               "pose_model": str(model.pose_model) if model.pose_model else None,
+              "second_model": str(model.second_model) if model.second_model else None,
               "detector": [Path(d).name for d in args.detector] if args.detector else "default",
               "refine": args.refine, "refined": model.refines, "recrop": model.recrop,
               "recropped": model.recrops,

@@ -107,7 +107,8 @@ def with_mirrored(direct, mirrored, input_size):
     extra = isinstance(direct, tuple)
     marks, mirrored_marks = (direct[0], mirrored[0]) if extra else (direct, mirrored)
     marks = np.asarray(marks, np.float64)
-    mirrored_marks = np.asarray(mirrored_marks, np.float64).reshape(len(marks), -1, 2)
+    # A copy: the caller's array is not to be flipped in place.
+    mirrored_marks = np.array(mirrored_marks, np.float64).reshape(len(marks), -1, 2)
     mirror = _mirror(mirrored_marks.shape[1])
     mirrored_marks[..., 0] = (input_size - 1) / input_size - mirrored_marks[..., 0]
     averaged = (marks + mirrored_marks[:, mirror].reshape(len(marks), -1)) / 2
@@ -225,18 +226,55 @@ def paired_flip(spread_a, spread_b, input_size, margin=PICK_MARGIN, yaw=TURNED_Y
 
     def predict(images):
         images = np.asarray(images)
-        marks_b, sb = spread_b(images)
-        outputs_a = spread_a(images)
-        marks, spread = fuse(*outputs_a, marks_b, sb, margin)
-        turned = sharper_by(np.asarray(outputs_a[1]), np.asarray(sb)) > margin
-        if yaw is not None:
-            turned |= _yaws(np.asarray(marks).reshape(len(images), -1, 2) * input_size,
-                            input_size) > yaw
+        return _pair_turned_flip(spread_a(images), spread_b(images), images, spread_b,
+                                 input_size, margin, yaw)
+    return predict
+
+
+def _pair_turned_flip(outputs_a, outputs_b, images, spread_b, input_size, margin, yaw):
+    """paired_flip's rule on the two models' outputs for `images`."""
+    marks_b, sb = outputs_b
+    marks, spread = fuse(*outputs_a, marks_b, sb, margin)
+    turned = sharper_by(np.asarray(outputs_a[1]), np.asarray(sb)) > margin
+    if yaw is not None:
+        turned |= _yaws(np.asarray(marks).reshape(len(images), -1, 2) * input_size,
+                        input_size) > yaw
+    if turned.any():
+        marks_b = np.asarray(marks_b, np.float64).reshape(len(images), -1)
+        marks[turned], spread[turned] = with_mirrored(
+            (marks_b[turned], np.asarray(sb)[turned]),
+            spread_b(mirrored_crops(images[turned])), input_size)
+    return marks, spread
+
+
+def ensembled(spread_a, spread_c, spread_b, input_size, margin=PICK_MARGIN, yaw=TURNED_YAW,
+              turned_flip=True):
+    """Two main models, a and c, and the large-pose model b, as a cascade:
+    a on every crop; a face that turned_faces() flags on a's marks (turned
+    beyond CASCADE_YAW, or a's maps unsure) goes the pair's way with b
+    (paired_flip, or paired() if not `turned_flip`), and every other face
+    fuses a with c, weighted by their spreads and never one taken whole:
+    two models trained alike average out each other's errors on the faces
+    they both see. Two invokes a face, three a turned one, as paired_flip."""
+
+    def predict(images):
+        images = np.asarray(images)
+        marks_a, sa = spread_a(images)
+        if sa is None:
+            raise ValueError("an ensemble needs score maps (an integral head) in its main models")
+        marks_a = np.asarray(marks_a, np.float64).reshape(len(images), -1)
+        sa = np.asarray(sa, np.float64)
+        turned = turned_faces(marks_a.reshape(len(images), -1, 2) * input_size, sa, input_size)
+        marks, spread = marks_a.copy(), sa.copy()
         if turned.any():
-            marks_b = np.asarray(marks_b, np.float64).reshape(len(images), -1)
-            marks[turned], spread[turned] = with_mirrored(
-                (marks_b[turned], np.asarray(sb)[turned]),
-                spread_b(mirrored_crops(images[turned])), input_size)
+            outputs_b = spread_b(images[turned])
+            marks[turned], spread[turned] = (
+                _pair_turned_flip((marks_a[turned], sa[turned]), outputs_b, images[turned],
+                                  spread_b, input_size, margin, yaw) if turned_flip
+                else fuse(marks_a[turned], sa[turned], *outputs_b, margin))
+        rest = ~turned
+        if rest.any():
+            marks[rest], spread[rest] = fuse(marks_a[rest], sa[rest], *spread_c(images[rest]), None)
         return marks, spread
     return predict
 

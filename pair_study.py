@@ -14,8 +14,12 @@ fusion; rows either side of that threshold). `--candidates` adds other landmark
 models, each scored alone (with and without the flip test) and paired
 with the large-pose model and with the main one (as a pair, and the
 predictor's way), to see whether one can replace either;
-`--against MAIN POSE` adds an earlier pair (the bundle before), paired
-against on every row as "vs_before".
+`--against MAIN POSE [SECOND]` adds an earlier pair (the bundle before;
+with a second main model, an earlier ensemble), paired against on every
+row as "vs_before". `--second_main` adds a second main
+model: the two fused on every face, and the ensemble (layouts.ensembled:
+the large-pose model's way for the faces the main model shows turned, the
+two main models fused on the rest).
 
     python pair_study.py --model assets/landmarks_300w_int8.tflite \\
         --pose_model assets/landmarks_300w_pose_int8.tflite --out results/pair_study.json
@@ -32,9 +36,13 @@ from geometry import MODEL_SIZE
 from metrics import FAILURE_THRESHOLD, nme_per_face
 
 BEFORE = "pair before"
-# The predictor's way (predict.combine_spread_functions): the pair, with the
-# large-pose model's flip test on faces turned beyond layouts.TURNED_YAW.
+# The predictor's way (predict.combine_spread_functions): with a second main
+# model the ensemble (layouts.ensembled), else the pair with the large-pose
+# model's flip test on faces turned beyond layouts.TURNED_YAW (PAIR_WAY).
 PREDICTOR = "predictor"
+TWO_MAINS = "two mains, fused"
+# The pair as the predictor ran it before the ensemble (layouts.paired_flip).
+PAIR_WAY = f"pair, large-pose flip test beyond {layouts.TURNED_YAW:g}°"
 MARGINS = (0.0, 0.1, 0.2, 0.3, 0.5, None)     # None: fuse every face, never take b whole
 
 
@@ -47,7 +55,7 @@ def _paired(diff):
     return {"mean": float(diff.mean()), "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
 
 
-def study(model, pose_model, record, candidates=(), against=None):
+def study(model, pose_model, record, candidates=(), against=None, second_main=None):
     from confidence import views_with_truth
     from predict import load_landmark_functions
 
@@ -58,10 +66,9 @@ def study(model, pose_model, record, candidates=(), against=None):
                  "large-pose, flip test": layouts.flip_averaged(spread_b, size),
                  **{f"pair, margin {m}": layouts.paired(spread_a, spread_b, m) for m in MARGINS},
                  "cascade": layouts.cascaded(spread_a, spread_b, size),
-                 PREDICTOR: layouts.paired_flip(spread_a, spread_b, size),
-                 # The turned faces' threshold tried either side of TURNED_YAW.
+                 # The turned faces' threshold, TURNED_YAW and either side of it.
                  **{f"pair, large-pose flip test beyond {y:g}°": layouts.paired_flip(
-                     spread_a, spread_b, size, yaw=y) for y in (20.0, 40.0)},
+                     spread_a, spread_b, size, yaw=y) for y in (20.0, layouts.TURNED_YAW, 40.0)},
                  "pair, large-pose flip test where taken": layouts.paired_flip(
                      spread_a, spread_b, size, yaw=None)}
     for path in candidates:
@@ -73,17 +80,31 @@ def study(model, pose_model, record, candidates=(), against=None):
                           f"main + {name}, pair": layouts.paired(spread_a, spread_c),
                           f"main + {name}, cascade": layouts.cascaded(spread_a, spread_c, size),
                           f"main + {name}, {PREDICTOR}": layouts.paired_flip(spread_a, spread_c, size)})
+    if second_main:
+        _, spread_c, _ = load_landmark_functions(second_main)
+        functions.update({
+            TWO_MAINS: layouts.paired(spread_a, spread_c, None),
+            # The large-pose model on every face: three invokes a face, four a turned one.
+            f"{TWO_MAINS} + large-pose, {PREDICTOR}": layouts.paired_flip(
+                layouts.paired(spread_a, spread_c, None), spread_b, size)})
+    # What predictor() runs: the ensemble with a second main model, else the pair's way.
+    functions[PREDICTOR] = (layouts.ensembled(spread_a, spread_c, spread_b, size) if second_main
+                            else functions[PAIR_WAY])
     if against:
         _, before_a, _ = load_landmark_functions(against[0])
         _, before_b, _ = load_landmark_functions(against[1])
-        functions[BEFORE] = layouts.paired(before_a, before_b)
+        if len(against) > 2:
+            _, before_c, _ = load_landmark_functions(against[2])
+            functions[BEFORE] = layouts.ensembled(before_a, before_c, before_b, size)
+        else:
+            functions[BEFORE] = layouts.paired(before_a, before_b)
     nmes = {(view, name): nme_per_face(_run(fn, images), truth, layout.eye_corners)
             for view, (images, truth) in views.items() for name, fn in functions.items()}
     return nmes, list(views)
 
 
 def main(argv=None):
-    from predict import DEFAULT_LANDMARK_MODEL, DEFAULT_POSE_MODEL
+    from predict import DEFAULT_LANDMARK_MODEL, DEFAULT_POSE_MODEL, DEFAULT_SECOND_MODEL
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=str(DEFAULT_LANDMARK_MODEL))
@@ -91,18 +112,30 @@ def main(argv=None):
     p.add_argument("--record", default="tfrecords/test.record")
     p.add_argument("--candidates", nargs="+", default=[], metavar="TFLITE",
                    help="other landmark models to score alone and paired with --pose_model")
-    p.add_argument("--against", nargs=2, default=None, metavar=("MAIN", "POSE"),
-                   help="an earlier pair to compare with (e.g. the bundle before)")
+    p.add_argument("--against", nargs="+", default=None, metavar="TFLITE",
+                   help="an earlier pair to compare with, MAIN POSE (e.g. the bundle before), "
+                        "or an ensemble, MAIN POSE SECOND")
+    p.add_argument("--second_main", default=None, metavar="TFLITE",
+                   help="a second main model, fused with --model (layouts.ensembled; default: "
+                        "the bundled one with the bundled --model; 'none': the pair)")
     p.add_argument("--out", default="results/pair_study.json")
     args = p.parse_args(argv)
+    if args.against and len(args.against) not in (2, 3):
+        p.error("--against takes MAIN POSE, or MAIN POSE SECOND")
+    if args.second_main is None and Path(args.model).resolve() == DEFAULT_LANDMARK_MODEL:
+        args.second_main = str(DEFAULT_SECOND_MODEL) if DEFAULT_SECOND_MODEL.is_file() else None
+    if args.second_main == "none":
+        args.second_main = None
     for name in ("model", "pose_model", "record"):
         if not Path(getattr(args, name)).exists():
             sys.exit(f"error: --{name} {getattr(args, name)}: no such file")
-    for flag, paths in (("candidates", args.candidates), ("against", args.against or [])):
+    for flag, paths in (("candidates", args.candidates), ("against", args.against or []),
+                        ("second_main", [args.second_main] if args.second_main else [])):
         for path in paths:
             if not Path(path).is_file():
                 sys.exit(f"error: --{flag} {path}: no such file")
-    nmes, views = study(args.model, args.pose_model, args.record, args.candidates, args.against)
+    nmes, views = study(args.model, args.pose_model, args.record, args.candidates, args.against,
+                        args.second_main)
     base, default = "main, flip test", PREDICTOR
     names = sorted({name for _, name in nmes}, key=lambda n: (n != base, n))
     halves = {"all": slice(None), "even": slice(0, None, 2), "odd": slice(1, None, 2)}
@@ -121,6 +154,7 @@ def main(argv=None):
                  key=lambda m: even.get("profile", even["plain"])[f"pair, margin {m}"]["nme"])
     result = {"model": args.model, "pose_model": args.pose_model, "record": args.record,
               "candidates": args.candidates, "against": args.against,
+              "second_main": args.second_main,
               "views": views, "margins": list(MARGINS), "chosen_margin": chosen,
               "margin_in_code": layouts.PICK_MARGIN, "scores": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +167,7 @@ def main(argv=None):
             diff = table["all"][view][default]["vs_before"]
             print(f"{'':>12}pair - pair before: {100 * diff['mean']:+.3f} (s.e. {100 * diff['se']:.3f})")
         for name in names:
-            if any(Path(c).name in name for c in args.candidates):
+            if any(Path(c).name in name for c in args.candidates) or name.startswith("two mains"):
                 cell, diff = table["all"][view][name], table["all"][view][name]["vs_pair"]
                 print(f"{'':>12}{name} {100 * cell['nme']:.2f} (vs pair {100 * diff['mean']:+.3f}, "
                       f"s.e. {100 * diff['se']:.3f}; FR {100 * cell['fr']:.0f}%)")

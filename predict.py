@@ -29,6 +29,13 @@ crop: the main one and a large-pose one (trained with turned faces,
 replaces it; a face the fused marks show turned beyond layouts.TURNED_YAW
 takes the large-pose model's flip test instead, a third invoke
 (`layouts.paired_flip`). `pose_model_path=False` runs the main model alone.
+
+A second main model (`second_model_path`; bundled: run v31, the main
+model's recipe without its wider stem) makes the three an ensemble
+(`layouts.ensembled`): the main model on every crop; a face it shows
+turned or is unsure of goes the pair's way above, and every other face
+fuses the two main models, which average out each other's errors. Still
+two invokes a face, three a turned one. `second_model_path=False` runs the pair.
 """
 import argparse
 import json
@@ -45,7 +52,7 @@ from face_detector import DEFAULT_MODELS, FaceDetector, detect_faces
 from images import read_image
 from confidence import load_calibration, spread_confidence
 from head_pose import draw_axes, head_pose
-from layouts import flip_averaged, paired, paired_flip
+from layouts import ensembled, flip_averaged, paired, paired_flip
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
@@ -62,6 +69,11 @@ DEFAULT_FLIP = True
 # the flip test added nothing to it on the validation faces (docs/RESEARCH.md).
 DEFAULT_POSE_MODEL = ASSETS / "landmarks_300w_pose_int8.tflite"
 PAIRED_FLIP = False
+# The second main model of the bundled ensemble (layouts.ensembled): run v31,
+# trained as the main model is but with the narrower stem. Against the pair,
+# as the predictor ran it, on the validation crops: plain -0.022 points, the
+# hard-view kinds -0.01 to -0.06, the turned faces unchanged (docs/RESEARCH.md).
+DEFAULT_SECOND_MODEL = ASSETS / "landmarks_300w_second_int8.tflite"
 # refine=None: one more landmark pass, from a crop on the first marks, for a
 # face whose marks are narrower than REFINE_BELOW px or whose head pose turns
 # beyond REFINE_YAW degrees of yaw. The detector's box is least sure there:
@@ -100,47 +112,72 @@ def load_landmark_functions(path):
                             f"nor a .tflite file")
 
 
-def settle_pairing(model_path, pose_model_path, flip):
-    """(large-pose model Path or None, flip) as predictor() settles them:
-    the bundled large-pose model pairs with the bundled main model
-    (`model_path` None) unless `pose_model_path` is False or "none"; `flip`
-    None is PAIRED_FLIP for a pair, DEFAULT_FLIP for one model."""
-    if pose_model_path is None and model_path is None and DEFAULT_POSE_MODEL.is_file():
-        pose_model_path = DEFAULT_POSE_MODEL
+def settle_pairing(model_path, pose_model_path, flip, second_model_path=None):
+    """(large-pose model Path or None, flip, second main model Path or None)
+    as predictor() settles them: the bundled large-pose and second main
+    models join the bundled main model (`model_path` None) unless given as
+    False or "none"; `flip` None is PAIRED_FLIP for a pair, DEFAULT_FLIP for
+    one model. The ensemble needs a large-pose model and runs without the
+    flip test: the bundled second model drops out where those are not so,
+    a second model given is refused."""
+    default_second = model_path is None and second_model_path is None
+    if model_path is None:
+        if pose_model_path is None and DEFAULT_POSE_MODEL.is_file():
+            pose_model_path = DEFAULT_POSE_MODEL
+        if second_model_path is None and DEFAULT_SECOND_MODEL.is_file():
+            second_model_path = DEFAULT_SECOND_MODEL
     pose = Path(pose_model_path) if pose_model_path not in (None, False, "none") else None
+    second = Path(second_model_path) if second_model_path not in (None, False, "none") else None
     if flip is None:
         flip = PAIRED_FLIP if pose else DEFAULT_FLIP
-    return pose, flip
+    if second is not None and (pose is None or flip):
+        if not default_second:
+            raise ValueError(f"second model {second}: the ensemble needs a large-pose model "
+                             f"(pose_model_path) and runs without the flip test")
+        second = None
+    return pose, flip, second
 
 
-def landmark_spread_functions(model_path, pose_model_path=None, flip=False):
+def landmark_spread_functions(model_path, pose_model_path=None, flip=False,
+                              second_model_path=None):
     """(spread_fn without the flip test, spread_fn with it if `flip`, input
     size) of a landmark model, or of the pair of it and `pose_model_path`
-    (layouts.paired, and paired_flip the predictor's way); each maps
+    (layouts.paired, and paired_flip the predictor's way), or of the
+    ensemble with `second_model_path` too (layouts.ensembled); each maps
     (B, S, S, 3) to ((B, 2N) marks / S, spread)."""
-    once, pose_once, size = load_pair(model_path, pose_model_path)
-    return (*combine_spread_functions(once, size, pose_once, flip), size)
+    once, pose_once, size, second_once = load_pair(model_path, pose_model_path, second_model_path)
+    return (*combine_spread_functions(once, size, pose_once, flip, second_once), size)
 
 
-def load_pair(model_path, pose_model_path=None):
-    """(spread_fn of `model_path`, of `pose_model_path` or None, input size)."""
+def load_pair(model_path, pose_model_path=None, second_model_path=None):
+    """(spread_fn of `model_path`, of `pose_model_path` or None, input size,
+    spread_fn of `second_model_path` or None)."""
     _, once, size = load_landmark_functions(model_path)
-    if pose_model_path is None:
-        return once, None, size
-    _, pose_once, pose_size = load_landmark_functions(pose_model_path)
-    if pose_size != size:
-        raise ValueError(f"{pose_model_path} takes {pose_size}-px crops, {model_path} "
-                         f"{size}-px: a pair must share the crop")
-    return once, pose_once, size
+    others = []
+    for path in (pose_model_path, second_model_path):
+        if path is None:
+            others.append(None)
+            continue
+        _, other_once, other_size = load_landmark_functions(path)
+        if other_size != size:
+            raise ValueError(f"{path} takes {other_size}-px crops, {model_path} "
+                             f"{size}-px: paired models must share the crop")
+        others.append(other_once)
+    return once, others[0], size, others[1]
 
 
-def combine_spread_functions(once, size, pose_once=None, flip=False):
+def combine_spread_functions(once, size, pose_once=None, flip=False, second_once=None):
     """(one invoke a model, the predictor's way) spread_fns of one model's
     `once` (the second with the flip test if `flip`), or of its pair with
     `pose_once`: the pair, whose turned faces take the large-pose model's
-    flip test (layouts.paired_flip), or with `flip` both models' flip tests."""
+    flip test (layouts.paired_flip), or with `flip` both models' flip tests;
+    or with `second_once` too, the ensemble (layouts.ensembled), without and
+    with the turned faces' flip test."""
     if pose_once is None:
         return once, (flip_averaged(once, size) if flip else once)
+    if second_once is not None:
+        return (ensembled(once, second_once, pose_once, size, turned_flip=False),
+                ensembled(once, second_once, pose_once, size))
     pair = paired(once, pose_once)
     if not flip:
         return pair, paired_flip(once, pose_once, size)
@@ -213,7 +250,7 @@ class predictor:  # noqa: N801  (the original's name, which users call)
 
     def __init__(self, detector_face_model_path=None, cnn_model_path=None,
                  threshold=None, refine=None, flip=None, pose_model_path=None, recrop=RECROP_SHIFT,
-                 small_faces=True):
+                 small_faces=True, second_model_path=None):
         if refine is not None and (int(refine) != refine or refine < 0):
             raise ValueError(f"refine must be a whole number >= 0, or None, got {refine}")
         if recrop is not None and not recrop > 0:
@@ -227,9 +264,11 @@ class predictor:  # noqa: N801  (the original's name, which users call)
             paths = [paths]
         self.detectors = [FaceDetector(path, threshold) for path in paths]
         self.landmark_model = Path(cnn_model_path or DEFAULT_LANDMARK_MODEL)
-        self.pose_model, flip = settle_pairing(cnn_model_path, pose_model_path, flip)
+        self.pose_model, flip, self.second_model = settle_pairing(
+            cnn_model_path, pose_model_path, flip, second_model_path)
         self.refine, self.flip = refine, flip
-        once, pose_once, self.input_size = load_pair(self.landmark_model, self.pose_model)
+        once, pose_once, self.input_size, second_once = load_pair(
+            self.landmark_model, self.pose_model, self.second_model)
         # Each model of a pair on its own, without the flip test, with its
         # own confidence curve: a tracked face runs the one it was found with.
         self._single = {}
@@ -238,9 +277,10 @@ class predictor:  # noqa: N801  (the original's name, which users call)
                             "pose": (pose_once, load_calibration(self.pose_model))}
         # `_spread_once`: no flip test, whatever `flip` says (tracked frames).
         self._spread_once, self.spread_fn = combine_spread_functions(
-            once, self.input_size, pose_once, flip)
+            once, self.input_size, pose_once, flip, second_once)
         self.predict_fn = lambda images: self.spread_fn(images)[0]  # noqa: E731
-        self.calibration = load_calibration(self.landmark_model, self.pose_model)
+        self.calibration = load_calibration(self.landmark_model, self.pose_model,
+                                            self.second_model)
 
     def landmarks(self, image, box):
         """Marks (N, 2) in image pixels for the face whose landmarks' tight
@@ -587,6 +627,10 @@ def main(argv=None):
     p.add_argument("--pose_model", default=None, metavar="PATH",
                    help="large-pose landmark model paired with --model (default: the bundled "
                         "one when --model is not given; 'none': the main model alone)")
+    p.add_argument("--second_model", default=None, metavar="PATH",
+                   help="second main model, fused with --model on faces that are not turned "
+                        "(layouts.ensembled; default: the bundled one when --model is not "
+                        "given; 'none': the pair)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average each pass with its mirror image (a second landmark invoke; "
                         "default: on for one model, off for the pair)")
@@ -617,7 +661,8 @@ def main(argv=None):
         p.error("give images/folders or --video")
     try:
         model = predictor(args.detector, args.model, args.threshold, args.refine, args.flip,
-                          args.pose_model, small_faces=args.small_faces)
+                          args.pose_model, small_faces=args.small_faces,
+                          second_model_path=args.second_model)
         if args.inputs:
             run_images(model, args.inputs, Path(args.out), args.montage, args.pose)
             if args.speed:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pair_study import BEFORE
+from pair_study import BEFORE, PAIR_WAY, TWO_MAINS
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -21,10 +21,13 @@ RESULTS = ROOT / "results"
 # The bundled recipe's files. Its model was trained on the split's training
 # faces, so its validation figures are the bundle's own.
 BUNDLE_RUN = "resnet_v32"
-BUNDLE_PREDICTOR_EVAL = "predictor_eval_v32_pair.json"
+BUNDLE_PREDICTOR_EVAL = "predictor_eval_v32_ensemble.json"
+PAIR_PREDICTOR_EVAL = "predictor_eval_v32_pair.json"
 SINGLE_PREDICTOR_EVAL = "predictor_eval_v32_flip.json"
 POSE_RUN = "resnet_v30"
 BUNDLED_POSE_INT8 = "assets/landmarks_300w_pose_int8.tflite"
+SECOND_RUN = "resnet_v31"
+BUNDLED_SECOND_INT8 = "assets/landmarks_300w_second_int8.tflite"
 BUNDLE_BENCHMARK = "ptq_benchmark.json"
 BUNDLED_INT8 = "assets/landmarks_300w_int8.tflite"
 # Photo folders of the validation split, reported apart so that the 121
@@ -114,7 +117,8 @@ def headline_section():
         cells = pair["scores"]["all"]["profile"]
         main, both = cells["main, flip test"], cells[_pair_row(pair)]
         lines.append(f"| the same faces turned 50-75° in 3D (hard view's profile kind), int8 | "
-                     f"NME {_pct(both['nme'])}% with the large-pose model paired in, against "
+                     f"NME {_pct(both['nme'])}% as the predictor runs the models (the large-pose "
+                     f"one takes these faces), against "
                      f"{_pct(main['nme'])}% for the main model alone "
                      f"({100 * (both['nme'] / main['nme'] - 1):+.0f}%)"
                      + (f"; FR@0.10 {100 * both['fr']:.0f}% against {100 * main['fr']:.0f}%"
@@ -133,20 +137,25 @@ def headline_section():
                      f"({unsearched['missed']} without the search in squares), NME "
                      f"{_pct(small['nme'])}%, FR@0.10 {100 * small['fr']:.1f}% | "
                      f"results/predictor_eval_small.json |")
-    end, single = _load(BUNDLE_PREDICTOR_EVAL), _load(SINGLE_PREDICTOR_EVAL)
+    end = _load(BUNDLE_PREDICTOR_EVAL)
     if end:
-        against = ""
-        if single:
-            diff = paired_difference(end["nmes"], single["nmes"])
-            against = (f" (the main model alone with the flip test: {_pct(single['nme'])}%; "
-                       f"{diff[0]:+.3f} points, paired s.e. {diff[1]:.3f})")
-        lines.append(f"| whole predictor (detector + the two int8 landmark models) on the "
+        others = []
+        for name, what in ((PAIR_PREDICTOR_EVAL, "the pair without the second main model"),
+                           (SINGLE_PREDICTOR_EVAL, "the main model alone with the flip test")):
+            other = _load(name)
+            if other:
+                diff = paired_difference(end["nmes"], other["nmes"])
+                others.append(f"{what}: {_pct(other['nme'])}%, {diff[0]:+.3f} points, paired "
+                              f"s.e. {diff[1]:.3f}")
+        against = f" ({'; '.join(others)})" if others else ""
+        lines.append(f"| whole predictor (detector + the three int8 landmark models) on the "
                      f"validation photos | NME {_pct(end['nme'])}%{against}, {end['missed']} of "
                      f"{end['faces']} faces missed | results/{BUNDLE_PREDICTOR_EVAL} |")
     sizes = [f"{(ROOT / f).stat().st_size / 1e6:.2f} MB (`{f}`)"
-             for f in (BUNDLED_INT8, BUNDLED_POSE_INT8) if (ROOT / f).is_file()]
+             for f in (BUNDLED_INT8, BUNDLED_POSE_INT8, BUNDLED_SECOND_INT8) if (ROOT / f).is_file()]
     if sizes:
-        lines.append(f"| int8 landmark models: main, large-pose | {', '.join(sizes)} | assets/ |")
+        lines.append(f"| int8 landmark models: main, large-pose, second main | {', '.join(sizes)} "
+                     f"| assets/ |")
     speed = _load("predict_speed.json")
     if speed:
         frames = ", ".join(f"{f['median_ms']:.1f} ms (`{Path(f['image']).name}`, "
@@ -429,8 +438,11 @@ def speed_section():
 
 def predictor_section():
     # The validation photos only: the turned and small faces have their own tables.
-    runs = [(p, r) for p, r in ((p, json.loads(p.read_text()))
-                                for p in _in_order(RESULTS.glob("predictor_eval*.json")))
+    # A run's ensemble after its pair, which it is compared with.
+    files = sorted(_in_order(RESULTS.glob("predictor_eval*.json")),
+                   key=lambda p: [int(part) if part.isdigit() else part for part in
+                                  re.split(r"(\d+)", p.name.replace("_ensemble", "_z_ensemble"))])
+    runs = [(p, r) for p, r in ((p, json.loads(p.read_text())) for p in files)
             if not r.get("profile") and not r.get("small")]
     if not runs:
         return ("_No predictor evaluation yet: `make evaluate-predictor` writes "
@@ -451,7 +463,8 @@ def predictor_section():
         previous = nmes
         detectors = r.get("detector", "default")
         detectors = " → ".join(f"`{d}`" for d in detectors) if isinstance(detectors, list) else detectors
-        model = f"`{r['model']}`" + (f" + `{Path(r['pose_model']).name}`" if r.get("pose_model") else "")
+        model = f"`{r['model']}`" + "".join(f" + `{Path(r[k]).name}`" for k in ("pose_model", "second_model")
+                                            if r.get(k))
         lines.append(f"| results/{p.name} | {model} | {detectors} "
                      f"| {'yes' if r.get('flip') else 'no'} "
                      f"| {r['faces']} | **{r['missed']}** ({100 * r['missed_share']:.1f}%) "
@@ -511,7 +524,8 @@ def reproduce_section():
     if not parts:
         return ""
     text = ("`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
-            "benchmarks → predictor check → bundle → large-pose model → pair study → turned and "
+            "benchmarks → predictor check → bundle → large-pose model → second main model → "
+            "pair study → turned and "
             "small faces end to end → video benchmark → these tables) spends most of its time "
             "in the bundled recipe's " + " and ".join(parts) + f" (results/val_{BUNDLE_RUN}.json, "
             f"results/val_{BUNDLE_RUN}_qat.json), then in the PTQ techniques' AdaRound passes "
@@ -521,11 +535,14 @@ def reproduce_section():
         text += (f" Turning the {profiled['faces']:,} training faces ({profiled['written']:,} "
                  f"views, `make profile`) took {profiled['seconds'] / 60:.1f} min with "
                  f"{profiled['processes']} processes on {_cpu(profiled)} (results/profiled.json).")
-    pose = ((_load(f"val_{POSE_RUN}.json") or {}).get("training") or {})
-    if "train_minutes" in pose:
-        text += (f" The large-pose model (`make train-pose`) is a second training of "
-                 f"{pose['train_minutes']:.0f} min ({pose['epochs']} epochs at "
-                 f"{pose['images_per_s_median']:.0f} images/s, results/val_{POSE_RUN}.json).")
+    for run, target, what in ((POSE_RUN, "train-pose", "The large-pose model"),
+                              (SECOND_RUN, "train-second", "The second main model")):
+        t = ((_load(f"val_{run}.json") or {}).get("training") or {})
+        if "train_minutes" in t:
+            text += (f" {what} (`make {target}`) is another training of "
+                     f"{t['train_minutes']:.0f} min ({t['epochs']} epochs at "
+                     f"{t['images_per_s_median']:.0f} images/s, results/val_{run}.json), "
+                     f"and its QAT.")
     return text
 
 
@@ -622,14 +639,18 @@ def pair_section():
         return "_No pair study yet: `make pair-study`._"
     chosen = _pair_row(r)
     fused = f"pair, margin {r['margin_in_code']}"
-    names = ["main, flip test", "large-pose, flip test", fused, chosen]
+    ensemble = bool(r.get("second_main"))
+    names = ["main, flip test", "large-pose, flip test", fused] + (
+        [PAIR_WAY, TWO_MAINS] if ensemble else []) + [chosen]
     before = bool(r.get("against"))
-    lines = ["| view (NME %) | main model, flip test | large-pose model, flip test | pair, fused | "
-             "predictor (pair; turned faces: large-pose flip test) | "
-             "predictor − main, points (paired s.e.), all faces | the same, odd faces only |"
-             + (" the pair bundled before | predictor − pair before, points (paired s.e.) |"
-                if before else ""),
-             "| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if before else "")]
+    heads = ["main model, flip test", "large-pose model, flip test", "pair, fused"] + (
+        ["pair, large-pose flip test on turned faces (the predictor until 2026-12-06)",
+         "two main models, fused", "predictor: the ensemble"] if ensemble else
+        ["predictor (pair; turned faces: large-pose flip test)"])
+    heads += ["predictor − main, points (paired s.e.), all faces", "the same, odd faces only"]
+    if before:
+        heads += ["the pair bundled before", "predictor − pair before, points (paired s.e.)"]
+    lines = ["| view (NME %) | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(heads)]
     for view in r["views"]:
         cells = r["scores"]["all"][view]
         diff, odd = cells[chosen]["vs_main"], r["scores"]["odd"][view][chosen]["vs_main"]
@@ -641,24 +662,38 @@ def pair_section():
             line += (f" {100 * cells[BEFORE]['nme']:.2f} | {100 * gain['mean']:+.3f} "
                      f"({100 * gain['se']:.3f}) |")
         lines.append(line)
-    if chosen != fused:
-        import layouts
-        gains = []
+
+    def beyond(row):
+        """The views where the predictor differs from `row` beyond 2 s.e."""
+        found = []
         for view in r["views"]:
-            diff = r["scores"]["all"][view][fused]["vs_pair"]   # fused - predictor
+            diff = r["scores"]["all"][view][row]["vs_pair"]   # row - predictor
             if abs(diff["mean"]) > 2 * diff["se"] > 0:
-                gains.append(f"{view} {-100 * diff['mean']:+.3f} (s.e. {100 * diff['se']:.3f})")
+                found.append(f"{view} {-100 * diff['mean']:+.3f} (s.e. {100 * diff['se']:.3f})")
+        return "; ".join(found) or "none"
+    import layouts
+    if ensemble:
+        lines += ["", f"The predictor is the ensemble (`layouts.ensembled`): the main model on "
+                  f"every crop; a face its marks show turned beyond {layouts.CASCADE_YAW:g}° of "
+                  f"yaw, or whose maps are unsure, goes the pair's way (the large-pose model "
+                  f"fused in, its flip test where the face is turned beyond "
+                  f"{layouts.TURNED_YAW:g}°); every other face fuses the two main models. Two "
+                  f"invokes a face, three a turned one, as the pair's way. Against the pair's "
+                  f"way, beyond 2 s.e.: {beyond(PAIR_WAY)} points; the other views are level."]
+    elif chosen != fused:
         lines += ["", f"The predictor fuses the pair's marks, except on faces whose fused marks "
                   f"turn beyond {layouts.TURNED_YAW:g}° of yaw (`layouts.TURNED_YAW`) or that "
                   f"it took whole from the large-pose model: those take the large-pose model's "
                   f"flip test (a third invoke). Against the fused pair, beyond 2 s.e.: "
-                  + ("; ".join(gains) or "none") + " points; the other views are level."]
+                  f"{beyond(fused)} points; the other views are level."]
     margins = ", ".join("never" if m is None else f"{m:g}" for m in r["margins"])
-    lines += ["", f"int8 files: `{Path(r['model']).name}` (run {BUNDLE_RUN.split('_')[-1]}) and "
-              f"`{Path(r['pose_model']).name}` (run {POSE_RUN.split('_')[-1]}), 201 validation "
-              f"crops. The pair's margin (take the large-pose model whole when its maps are "
-              f"sharper by more than this in mean log spread) was chosen on the even-numbered "
-              f"faces from {margins}: {r['chosen_margin']} (layouts.PICK_MARGIN "
+    second = (f", `{Path(r['second_main']).name}` (run {SECOND_RUN.split('_')[-1]})"
+              if ensemble else "")
+    lines += ["", f"int8 files: `{Path(r['model']).name}` (run {BUNDLE_RUN.split('_')[-1]}), "
+              f"`{Path(r['pose_model']).name}` (run {POSE_RUN.split('_')[-1]}){second}; 201 "
+              f"validation crops. The pair's margin (take the large-pose model whole when its "
+              f"maps are sharper by more than this in mean log spread) was chosen on the "
+              f"even-numbered faces from {margins}: {r['chosen_margin']} (layouts.PICK_MARGIN "
               f"{r['margin_in_code']}); \"odd faces only\" are the faces that did not choose it"
               + (f"; the pair bundled before is `{' + '.join(r['against'])}`" if before else "")
               + " (results/pair_study.json)."]
@@ -678,9 +713,12 @@ PROFILE_ROWS = (
      "photos + turned faces", "yes"),
     ("predictor_eval_profile_v31.json", "pair of runs v31 + v30 (bundled until 2026-12-06)",
      "photos + turned faces", "yes"),
-    ("predictor_eval_profile_no_recrop.json", "pair of runs v32 + v30", "photos + turned faces", "no"),
-    ("predictor_eval_profile.json", "pair of runs v32 + v30 (the default)", "photos + turned faces",
-     "yes"),
+    ("predictor_eval_profile_v32_pair.json", "pair of runs v32 + v30 (bundled until 2026-12-06)",
+     "photos + turned faces", "yes"),
+    ("predictor_eval_profile_no_recrop.json", "ensemble of runs v32 + v31 + v30",
+     "photos + turned faces", "no"),
+    ("predictor_eval_profile.json", "ensemble of runs v32 + v31 + v30 (the default)",
+     "photos + turned faces", "yes"),
 )
 
 

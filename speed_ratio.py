@@ -45,7 +45,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("inputs", nargs="+", help="photos or folders of photos")
     p.add_argument("--before", nargs="+", required=True, metavar="TFLITE",
-                   help="landmark model, and optionally the large-pose model paired with it")
+                   help="landmark model, optionally the large-pose model paired with it, and "
+                        "optionally a second main model (the ensemble)")
     p.add_argument("--after", nargs="+", default=None, metavar="TFLITE",
                    help="the same (default: the bundled models, as predictor() runs them)")
     p.add_argument("--rounds", type=int, default=10)
@@ -53,8 +54,9 @@ def main(argv=None):
     p.add_argument("--out", default="results/speed_ratio.json")
     args = p.parse_args(argv)
     for paths in (args.before, args.after or []):
-        if len(paths) > 2:
-            p.error("give a landmark model and at most one large-pose model")
+        if len(paths) > 3:
+            p.error("give a landmark model, at most one large-pose model and one second "
+                    "main model")
         for path in paths:
             if not Path(path).is_file():
                 p.error(f"{path}: no such file")
@@ -63,7 +65,8 @@ def main(argv=None):
     def build(paths):
         if paths is None:
             return predictor()
-        return predictor(None, paths[0], pose_model_path=paths[1] if len(paths) > 1 else False)
+        return predictor(None, paths[0], pose_model_path=paths[1] if len(paths) > 1 else False,
+                         second_model_path=paths[2] if len(paths) > 2 else False)
     try:
         models = {"before": build(args.before), "after": build(args.after)}
         frames = {str(path): fitted_frame(path) for path in image_paths(args.inputs)}
@@ -75,6 +78,8 @@ def main(argv=None):
         return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
     setups = {name: {"landmark_model": shown(model.landmark_model),
                      "pose_model": None if model.pose_model is None else shown(model.pose_model),
+                     "second_model": None if model.second_model is None
+                     else shown(model.second_model),
                      "flip": model.flip} for name, model in models.items()}
     photos = {photo: {name: float(np.median(times[name][photo])) for name in models}
               for photo in frames}

@@ -135,3 +135,77 @@ def test_turned_faces_take_the_large_pose_models_flip_test():
     mirrored = layouts.with_mirrored((turned.reshape(1, -1), np.ones((1, 68))),
                                      (frontal.reshape(1, -1), np.ones((1, 68))), 128)[0]
     np.testing.assert_allclose(marks[1], mirrored[0])
+
+
+def test_the_ensemble_fuses_two_main_models_and_sends_only_turned_faces_on():
+    """ensembled: main model a on every crop; a face a's marks show turned
+    takes paired_flip's way with the large-pose model b (here b's maps are
+    far sharper: b's flip test), every other face a fused with the second
+    main model c by their spreads, never one taken whole."""
+    import layouts
+    calls = {"a": 0, "b": 0, "c": 0}
+    frontal = generic_face(0) / 128
+    turned = generic_face(layouts.CASCADE_YAW + 15) / 128
+
+    def main_model(name, spread):
+        def run(images):
+            calls[name] += len(images)
+            marks = np.stack([turned if image[0, 0, 0] else frontal for image in images])
+            return marks.reshape(len(images), -1), np.full((len(images), 68), spread)
+        return run
+
+    def pose_model(images):
+        calls["b"] += len(images)
+        return np.full((len(images), 136), 0.5), np.full((len(images), 68), 0.1)
+
+    images = np.zeros((3, 128, 128, 3), np.uint8)
+    images[1, :, :64] = 1                     # face 1 is turned; its mirror image is not
+    a, c = main_model("a", 1.0), main_model("c", 2.0)
+    marks, spread = layouts.ensembled(a, c, pose_model, 128)(images)
+    assert calls == {"a": 3, "c": 2, "b": 1 + 1}
+    fused = layouts.fuse(*a(images), *c(images), None)
+    np.testing.assert_allclose(marks[[0, 2]], fused[0][[0, 2]])
+    np.testing.assert_allclose(spread[[0, 2]], fused[1][[0, 2]])
+    b = pose_model(images[:1])
+    np.testing.assert_allclose(marks[1], layouts.with_mirrored(b, b, 128)[0][0])
+    # Without the turned faces' flip test, face 1 takes b whole (one invoke of b).
+    calls.update(a=0, b=0, c=0)
+    marks, _ = layouts.ensembled(a, c, pose_model, 128, turned_flip=False)(images)
+    assert calls == {"a": 3, "c": 2, "b": 1}
+    np.testing.assert_allclose(marks[1], 0.5)
+    with pytest.raises(ValueError, match="score maps"):
+        layouts.ensembled(lambda images: (np.zeros((len(images), 136)), None), c, pose_model,
+                          128)(images)
+
+
+def test_the_second_main_model_joins_only_the_bundled_ensemble():
+    """settle_pairing: the bundled second main model joins the bundled pair,
+    drops out when the pair does (one model, or the flip test), and a
+    second model given where no ensemble can run is refused by name."""
+    from predict import DEFAULT_POSE_MODEL, DEFAULT_SECOND_MODEL, settle_pairing
+    if not (DEFAULT_POSE_MODEL.is_file() and DEFAULT_SECOND_MODEL.is_file()):
+        pytest.skip("no bundled ensemble")
+    assert settle_pairing(None, None, None) == (DEFAULT_POSE_MODEL, False, DEFAULT_SECOND_MODEL)
+    assert settle_pairing(None, None, None, "none") == (DEFAULT_POSE_MODEL, False, None)
+    assert settle_pairing(None, False, None) == (None, True, None)
+    assert settle_pairing(None, None, True) == (DEFAULT_POSE_MODEL, True, None)
+    assert settle_pairing("mine.tflite", None, None) == (None, True, None)
+    with pytest.raises(ValueError, match="second model other.tflite.*large-pose"):
+        settle_pairing("mine.tflite", None, None, "other.tflite")
+    with pytest.raises(ValueError, match="flip test"):
+        settle_pairing(None, None, True, "other.tflite")
+
+
+def test_the_bundled_ensemble_marks_a_face_as_the_pair_does_nearly():
+    from predict import DEFAULT_SECOND_MODEL, predictor
+    if not DEFAULT_SECOND_MODEL.is_file():
+        pytest.skip("no bundled second main model")
+    ensemble, pair = predictor(), predictor(second_model_path=False)
+    assert ensemble.second_model == DEFAULT_SECOND_MODEL and pair.second_model is None
+    faces = ensemble.predict("test_images/grace_hopper.jpg")
+    paired_faces = pair.predict("test_images/grace_hopper.jpg")
+    assert len(faces) == len(paired_faces) == 1
+    eyes = np.linalg.norm(faces[0]["marks"][36] - faces[0]["marks"][45])
+    gap = np.mean(np.linalg.norm(faces[0]["marks"] - paired_faces[0]["marks"], axis=1))
+    assert 0 < gap < 0.05 * eyes          # another model's say, on a face both mark well
+    assert 0 <= faces[0]["landmark_score"] <= 1
