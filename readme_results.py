@@ -514,35 +514,34 @@ def bundle_section():
 
 
 def reproduce_section():
-    """What `make reproduce` costs on 2 cores, from the bundle's own runs."""
-    parts = []
-    for suffix, what in (("", "training"), ("_qat", "QAT")):
-        t = (_load(f"val_{BUNDLE_RUN}{suffix}.json") or {}).get("training") or {}
-        if "train_minutes" in t:
-            parts.append(f"{what} {t['train_minutes']:.0f} min ({t['epochs']} epochs at "
-                         f"{t['images_per_s_median']:.0f} images/s)")
-    if not parts:
+    """What `make reproduce` costs on 2 cores, from the bundled models' own runs."""
+    trainings, files, total = [], [], 0.0
+    for run, what in ((BUNDLE_RUN, "the main model's"),
+                      (POSE_RUN, "the large-pose model's (`make train-pose`)"),
+                      (SECOND_RUN, "the second main model's (`make train-second`)")):
+        parts = []
+        for suffix, step in (("", "training"), ("_qat", "QAT")):
+            t = (_load(f"val_{run}{suffix}.json") or {}).get("training") or {}
+            if "train_minutes" in t:
+                parts.append(f"{step} {t['train_minutes']:.0f} min ({t['epochs']} epochs at "
+                             f"{t['images_per_s_median']:.0f} images/s)")
+                files.append(f"results/val_{run}{suffix}.json")
+                total += t["train_minutes"]
+        if parts:
+            trainings.append(f"{what} " + " and ".join(parts))
+    if not trainings:
         return ""
     text = ("`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
             "benchmarks → predictor check → bundle → large-pose model → second main model → "
-            "pair study → turned and "
-            "small faces end to end → video benchmark → these tables) spends most of its time "
-            "in the bundled recipe's " + " and ".join(parts) + f" (results/val_{BUNDLE_RUN}.json, "
-            f"results/val_{BUNDLE_RUN}_qat.json), then in the PTQ techniques' AdaRound passes "
-            "and the benchmarks' conversions.")
+            "pair study → turned and small faces end to end → video benchmark → these tables) "
+            f"spends most of its time in the three bundled models' trainings, {total / 60:.1f} h "
+            "in all: " + "; ".join(trainings) + f" ({', '.join(files)}); then in the PTQ "
+            "techniques' AdaRound passes and the benchmarks' conversions.")
     profiled = _load("profiled.json")
     if profiled:
         text += (f" Turning the {profiled['faces']:,} training faces ({profiled['written']:,} "
                  f"views, `make profile`) took {profiled['seconds'] / 60:.1f} min with "
                  f"{profiled['processes']} processes on {_cpu(profiled)} (results/profiled.json).")
-    for run, target, what in ((POSE_RUN, "train-pose", "The large-pose model"),
-                              (SECOND_RUN, "train-second", "The second main model")):
-        t = ((_load(f"val_{run}.json") or {}).get("training") or {})
-        if "train_minutes" in t:
-            text += (f" {what} (`make {target}`) is another training of "
-                     f"{t['train_minutes']:.0f} min ({t['epochs']} epochs at "
-                     f"{t['images_per_s_median']:.0f} images/s, results/val_{run}.json), "
-                     f"and its QAT.")
     return text
 
 
