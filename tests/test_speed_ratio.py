@@ -39,3 +39,23 @@ def test_pair_study_names_a_missing_earlier_pair(capsys, tmp_path):
         pair_study.main(["--model", str(model), "--pose_model", str(model), "--record", str(model),
                          "--against", str(model), str(tmp_path / "gone.tflite")])
     assert "--against" in str(stop.value) and "gone.tflite" in str(stop.value)
+
+
+def test_pair_study_names_a_bad_second_main_model_and_a_bad_earlier_ensemble(capsys, tmp_path):
+    import pair_study
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"")
+    base = ["--model", str(model), "--pose_model", str(model), "--record", str(model)]
+    with pytest.raises(SystemExit) as stop:
+        pair_study.main(base + ["--second_main", str(tmp_path / "gone.tflite")])
+    assert "--second_main" in str(stop.value) and "gone.tflite" in str(stop.value)
+    with pytest.raises(SystemExit):
+        pair_study.main(base + ["--against", str(model)])
+    assert "MAIN POSE, or MAIN POSE SECOND" in capsys.readouterr().err
+
+
+def test_speed_ratio_refuses_a_fourth_model(capsys):
+    with pytest.raises(SystemExit):
+        speed_ratio.main(["test_images", "--before", "a.tflite", "b.tflite", "c.tflite",
+                          "d.tflite"])
+    assert "at most one large-pose model and one second main model" in capsys.readouterr().err
