@@ -242,17 +242,19 @@ bundle: $(VENV)/.installed
 	$(PY) confidence.py --model $(BUNDLE)_int8.tflite --pose_model none --write_calibration
 
 # The large-pose model as int8 beside the bundle; the pair's confidence
-# curve; the whole predictor (the pair, as predictor() runs it) on the
-# validation photos. The large-pose model gets its own confidence curve,
+# curve; the whole predictor with the pair (`--second_model none`) on the
+# validation photos (bundle-second then does the same for the ensemble). The large-pose model gets its own confidence curve,
 # unflipped: a tracked face the pair hands to it runs it alone (tracking.py).
 bundle-pose: $(VENV)/.installed
 	$(PY) ptq_benchmark.py --float_model $(POSE_EXPORT) --qat_model $(POSE_EXPORT)_quantized \
 	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle_pose
 	cp runs/bundle_pose/tflite/qat_int8_only.tflite $(BUNDLE)_pose_int8.tflite
-	$(PY) confidence.py --write_calibration
+	$(PY) confidence.py --second_model none --write_calibration \
+	    --out runs/bundle_pose/confidence_pair.json --plot runs/bundle_pose/confidence_pair.png
 	$(PY) confidence.py --model $(BUNDLE)_pose_int8.tflite --pose_model none --no-flip \
 	    --write_calibration --out runs/bundle_pose/confidence.json --plot runs/bundle_pose/confidence.png
-	$(PY) evaluate_predictor.py --split tfrecords/summary.json --out results/predictor_eval_$(SPLIT)_pair.json
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json --second_model none \
+	    --out results/predictor_eval_$(SPLIT)_pair.json
 
 # The second main model as int8 beside the bundle; the ensemble's confidence
 # curve; the whole predictor (the ensemble, as predictor() runs it) on the
