@@ -604,15 +604,17 @@ def wide_section():
 
 
 # The stem: run v31's network with a 32-filter first convolution and one
-# residual block at 64 px (run v32) against it, and where each run's error
-# lies by region of the face.
-STEM_RUNS = ("resnet_v31", "resnet_v32")
-STEM_PAIRS = (("resnet_v32", "resnet_v31"),)
+# residual block at 64 px (run v32) against it, the same for the large-pose
+# recipe (run v33 against run v30), and where the main runs' error lies by
+# region of the face.
+STEM_RUNS = ("resnet_v31", "resnet_v32", "resnet_v30", "resnet_v33")
+STEM_PAIRS = (("resnet_v32", "resnet_v31"), ("resnet_v33", "resnet_v30"))
+REGION_RUNS = ("resnet_v31", "resnet_v32")
 
 
 def stem_section():
     table = _runs_table(STEM_RUNS, STEM_PAIRS, "_No stem run yet._")
-    runs = [(name, _load(f"val_{name}.json")) for name in STEM_RUNS]
+    runs = [(name, _load(f"val_{name}.json")) for name in REGION_RUNS]
     runs = [(name, m["per_region"]) for name, m in runs if m and "per_region" in m]
     if not runs:
         return table
