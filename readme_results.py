@@ -172,6 +172,10 @@ def headline_section():
                                          ("profile", "turned")) if view in cells]
             against += (f", for {', '.join(gains)} points of NME on the validation crops "
                         f"(results/pair_study.json)")
+        ensemble = _load("speed_ratio_ensemble.json")
+        if ensemble:
+            against += (f"; {ensemble['ratio']:.2f}× the pair without the second main model "
+                        f"(results/speed_ratio_ensemble.json)")
         lines.append(f"| predictor per {speed['frame'][0]}×{speed['frame'][1]} frame, one face, "
                      f"1 thread, median | {frames} on {_cpu(speed)}{against} | "
                      f"results/predict_speed.json" + (", results/speed_ratio.json"
