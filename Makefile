@@ -147,23 +147,23 @@ train: $(VENV)/.installed
 	$(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --epochs $(EPOCHS) --batch_size 32 $(RECORDS) \
 	    --hard_view --metrics_out results/val_$(RUN).json
 
-# Resumable: add INITIAL=N to go on after N epochs.
-train-pose: $(VENV)/.installed
-	$(PY) landmark.py --model $(MODEL) $(POSE_FLAGS) --epochs $(POSE_EPOCHS) --batch_size 32 $(RECORDS) \
-	    --hard_view $(POSE_DIRS) --metrics_out results/val_$(POSE_RUN).json --initial_epoch $(INITIAL)
+# A bundled model besides the main one, in its own folders: train, QAT and
+# export; $(call train_model,FLAGS,EPOCHS,RUN,DIRS,EXPORT). Resumable: add
+# INITIAL=N to go on after N epochs.
+define train_model
+	$(PY) landmark.py --model $(MODEL) $(1) --epochs $(2) --batch_size 32 $(RECORDS) \
+	    --hard_view $(4) --metrics_out results/val_$(3).json --initial_epoch $(INITIAL)
 	$(PY) landmark.py --quantization --epochs $(QAT_EPOCHS) --batch_size 32 $(RECORDS) --hard_view \
-	    $(POSE_DIRS) --metrics_out results/val_$(POSE_RUN)_qat.json
-	$(PY) landmark.py --export_only $(POSE_DIRS) --export_dir $(POSE_EXPORT)
-	$(PY) landmark.py --export_only --quantization $(POSE_DIRS) --export_dir $(POSE_EXPORT)_quantized
+	    $(4) --metrics_out results/val_$(3)_qat.json
+	$(PY) landmark.py --export_only $(4) --export_dir $(5)
+	$(PY) landmark.py --export_only --quantization $(4) --export_dir $(5)_quantized
+endef
 
-# Resumable as train-pose.
+train-pose: $(VENV)/.installed
+	$(call train_model,$(POSE_FLAGS),$(POSE_EPOCHS),$(POSE_RUN),$(POSE_DIRS),$(POSE_EXPORT))
+
 train-second: $(VENV)/.installed
-	$(PY) landmark.py --model $(MODEL) $(SECOND_FLAGS) --epochs $(EPOCHS) --batch_size 32 $(RECORDS) \
-	    --hard_view $(SECOND_DIRS) --metrics_out results/val_$(SECOND_RUN).json --initial_epoch $(INITIAL)
-	$(PY) landmark.py --quantization --epochs $(QAT_EPOCHS) --batch_size 32 $(RECORDS) --hard_view \
-	    $(SECOND_DIRS) --metrics_out results/val_$(SECOND_RUN)_qat.json
-	$(PY) landmark.py --export_only $(SECOND_DIRS) --export_dir $(SECOND_EXPORT)
-	$(PY) landmark.py --export_only --quantization $(SECOND_DIRS) --export_dir $(SECOND_EXPORT)_quantized
+	$(call train_model,$(SECOND_FLAGS),$(EPOCHS),$(SECOND_RUN),$(SECOND_DIRS),$(SECOND_EXPORT))
 
 evaluate: $(VENV)/.installed
 	$(PY) landmark.py --eval_only --hard_view $(RECORDS) --metrics_out results/val_$(RUN).json
@@ -230,15 +230,21 @@ reproduce: data profile box-mapping train evaluate qat export benchmark techniqu
     bundle train-pose bundle-pose train-second bundle-second pair-study evaluate-profile evaluate-small evaluate-refine \
     speed speed-ratio video-benchmark readme
 
+# A QAT export as the integer-only file the predictor loads:
+# $(call bundle_int8,FLOAT_EXPORT,OUT_DIR,TARGET[,QAT_EXPORT: FLOAT_EXPORT_quantized]).
+define bundle_int8
+	$(PY) ptq_benchmark.py --float_model $(1) --qat_model $(or $(4),$(1)_quantized) \
+	    --modes int8_only --keep_tflite --runs 20 --out_dir $(2)
+	cp $(2)/tflite/qat_int8_only.tflite $(3)
+endef
+
 # The bundled models are the split run's exports: trained on the 1,811
 # training faces, so the validation figures are the bundle's own.
 bundle: $(VENV)/.installed
 	rm -rf $(BUNDLE)_float $(BUNDLE)_qat runs/bundle
 	cp -r exported $(BUNDLE)_float
 	cp -r exported_quantized $(BUNDLE)_qat
-	$(PY) ptq_benchmark.py --float_model $(BUNDLE)_float --qat_model $(BUNDLE)_qat \
-	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle
-	cp runs/bundle/tflite/qat_int8_only.tflite $(BUNDLE)_int8.tflite
+	$(call bundle_int8,$(BUNDLE)_float,runs/bundle,$(BUNDLE)_int8.tflite,$(BUNDLE)_qat)
 	$(PY) confidence.py --model $(BUNDLE)_int8.tflite --pose_model none --write_calibration
 
 # The large-pose model as int8 beside the bundle; the pair's confidence
@@ -246,9 +252,7 @@ bundle: $(VENV)/.installed
 # validation photos (bundle-second then does the same for the ensemble). The large-pose model gets its own confidence curve,
 # unflipped: a tracked face the pair hands to it runs it alone (tracking.py).
 bundle-pose: $(VENV)/.installed
-	$(PY) ptq_benchmark.py --float_model $(POSE_EXPORT) --qat_model $(POSE_EXPORT)_quantized \
-	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle_pose
-	cp runs/bundle_pose/tflite/qat_int8_only.tflite $(BUNDLE)_pose_int8.tflite
+	$(call bundle_int8,$(POSE_EXPORT),runs/bundle_pose,$(BUNDLE)_pose_int8.tflite)
 	$(PY) confidence.py --second_model none --write_calibration \
 	    --out runs/bundle_pose/confidence_pair.json --plot runs/bundle_pose/confidence_pair.png
 	$(PY) confidence.py --model $(BUNDLE)_pose_int8.tflite --pose_model none --no-flip \
@@ -260,9 +264,7 @@ bundle-pose: $(VENV)/.installed
 # curve; the whole predictor (the ensemble, as predictor() runs it) on the
 # validation photos.
 bundle-second: $(VENV)/.installed
-	$(PY) ptq_benchmark.py --float_model $(SECOND_EXPORT) --qat_model $(SECOND_EXPORT)_quantized \
-	    --modes int8_only --keep_tflite --runs 20 --out_dir runs/bundle_second
-	cp runs/bundle_second/tflite/qat_int8_only.tflite $(BUNDLE)_second_int8.tflite
+	$(call bundle_int8,$(SECOND_EXPORT),runs/bundle_second,$(BUNDLE)_second_int8.tflite)
 	$(PY) confidence.py --write_calibration
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json --out results/predictor_eval_$(SPLIT)_ensemble.json
 

@@ -167,7 +167,7 @@ def main(argv=None):
             diff = table["all"][view][default]["vs_before"]
             print(f"{'':>12}pair - pair before: {100 * diff['mean']:+.3f} (s.e. {100 * diff['se']:.3f})")
         for name in names:
-            if any(Path(c).name in name for c in args.candidates) or name.startswith("two mains"):
+            if any(Path(c).name in name for c in args.candidates) or name.startswith(TWO_MAINS):
                 cell, diff = table["all"][view][name], table["all"][view][name]["vs_pair"]
                 print(f"{'':>12}{name} {100 * cell['nme']:.2f} (vs pair {100 * diff['mean']:+.3f}, "
                       f"s.e. {100 * diff['se']:.3f}; FR {100 * cell['fr']:.0f}%)")

@@ -40,10 +40,10 @@ def _load(name):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _in_order(paths):
-    """Paths sorted with their numbers read as numbers: run v10 after v9."""
+def _in_order(paths, name=lambda p: p.name):
+    """Paths sorted by `name` with its numbers read as numbers: run v10 after v9."""
     return sorted(paths, key=lambda p: [int(part) if part.isdigit() else part
-                                        for part in re.split(r"(\d+)", p.name)])
+                                        for part in re.split(r"(\d+)", name(p))])
 
 
 def paired_difference(nmes, reference):
@@ -443,9 +443,8 @@ def speed_section():
 def predictor_section():
     # The validation photos only: the turned and small faces have their own tables.
     # A run's ensemble after its pair, which it is compared with.
-    files = sorted(_in_order(RESULTS.glob("predictor_eval*.json")),
-                   key=lambda p: [int(part) if part.isdigit() else part for part in
-                                  re.split(r"(\d+)", p.name.replace("_ensemble", "_z_ensemble"))])
+    files = _in_order(RESULTS.glob("predictor_eval*.json"),
+                      name=lambda p: p.name.replace("_ensemble", "_z_ensemble"))
     runs = [(p, r) for p, r in ((p, json.loads(p.read_text())) for p in files)
             if not r.get("profile") and not r.get("small")]
     if not runs:
