@@ -10,6 +10,10 @@ matching detection are counted as missed.
     python evaluate_predictor.py --dirs ../shared/data/300w/afw --model exported
     python evaluate_predictor.py --profile tfrecords/test.record   # turned faces, end to end
     python evaluate_predictor.py --small tfrecords/test.record     # 30-80 px faces, end to end
+    python evaluate_predictor.py --wflw WFLW/WFLW_annotations/list_98pt_rect_attr_train_test/list_98pt_rect_attr_test.txt
+
+WFLW faces are scored on the 68 of their 98 marks that the 300-W layout
+has (layouts.WFLW_TO_300W), per attribute too when the lines carry the flags.
 """
 import argparse
 import json
@@ -25,7 +29,7 @@ import geometry
 import hard_view
 import metrics
 from face_detector import iou
-from layouts import layout_for_count
+from layouts import WFLW_ATTRIBUTES, WFLW_TO_300W, layout_for_count
 from geometry import RECROP_SHIFT
 from predict import predictor
 
@@ -54,6 +58,55 @@ def annotated_faces(dirs=(), split=None):
     if not faces:
         raise gen.DatasetError("no annotated faces: give --dirs or --split")
     return faces
+
+
+def wflw_faces(list_path, images=None):
+    """The faces of a WFLW annotation list (207 fields a line, or the
+    attribute subsets' 197), their marks cut to the 300-W 68. Photos are
+    looked for under `images`, else in a WFLW_images folder beside the list
+    or up to two folders above it (the release's own layout)."""
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise FileNotFoundError(f"--wflw {list_path}: no such file")
+    if images is None:
+        found = [d / gen.WFLW_IMAGE_DIR for d in list(list_path.parents)[:3]
+                 if (d / gen.WFLW_IMAGE_DIR).is_dir()]
+        if not found:
+            raise FileNotFoundError(f"--wflw {list_path}: no {gen.WFLW_IMAGE_DIR} folder beside "
+                                    f"it or above it; give --wflw_images")
+        images = found[0]
+    elif not Path(images).is_dir():
+        raise FileNotFoundError(f"--wflw_images {images}: no such folder")
+    faces = []
+    with open(list_path) as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{list_path}:{number}"
+            marks, attributes, name = gen.parse_wflw_line(line, where)
+            path = Path(images) / name
+            if not path.is_file():
+                raise FileNotFoundError(f"{where}: photo not found: {path}")
+            faces.append(gen.Face(path, marks[list(WFLW_TO_300W)], "300w68", attributes, name))
+    if not faces:
+        raise gen.DatasetError(f"--wflw {list_path}: no annotation lines")
+    return faces
+
+
+def by_attribute(faces, nmes):
+    """Scores of the faces flagged with each WFLW attribute, for lines
+    that carry the flags; {} otherwise."""
+    flags = np.array([f.attributes for f in faces if isinstance(f, gen.Face)])
+    if len(flags) != len(nmes) or not (flags >= 0).all():
+        return {}
+    out = {}
+    for column, name in enumerate(WFLW_ATTRIBUTES):
+        chosen = nmes[flags[:, column] == 1]
+        found = chosen[~np.isnan(chosen)]
+        out[name] = {**(metrics.summarize(found) if len(found) else
+                        {"nme": None, "fr": None, "auc": None}),
+                     "faces": len(chosen), "missed": int(np.isnan(chosen).sum())}
+    return out
 
 
 def profile_frames(record, seed=PROFILE_SEED):
@@ -117,24 +170,38 @@ def score(model, faces):
     """(Per-face NME of the matched detection, NaN where the face was
     missed; detections matching no annotated face, in all; ms per photo of
     `predict`, image decoding included). `faces`: Face records (photos on
-    disk) or (BGR image, marks) pairs."""
-    nmes, unmatched, times = [], 0, []
-    for face in tqdm(faces, desc="photos", unit="face"):
-        image, marks = face if isinstance(face, tuple) else (face.image_path, face.marks)
-        layout = layout_for_count(len(marks))
+    disk; faces of one photo are scored on one pass of the predictor, each
+    detection matched to one face at most) or (BGR image, marks) pairs."""
+    photos = {}
+    for index, face in enumerate(faces):
+        key = index if isinstance(face, tuple) else str(face.image_path)
+        photos.setdefault(key, []).append(index)
+    nmes, unmatched, times = np.full(len(faces), np.nan), 0, []
+    for indices in tqdm(photos.values(), desc="photos", unit="photo"):
+        first = faces[indices[0]]
+        image = first[0] if isinstance(first, tuple) else first.image_path
+        truths = [faces[i][1] if isinstance(faces[i], tuple) else faces[i].marks for i in indices]
         start = time.perf_counter()
         found = model.predict(image)
         times.append(1000 * (time.perf_counter() - start))
-        truth_box = geometry.landmark_box(marks)
-        overlaps = iou(truth_box, np.array([f["box"] for f in found]).reshape(-1, 4))
-        matched = len(found) and overlaps.max() >= MIN_IOU
-        unmatched += len(found) - int(bool(matched))
-        if not matched:
-            nmes.append(np.nan)
-            continue
-        predicted = found[int(overlaps.argmax())]["marks"]
-        nmes.append(metrics.nme_per_face(predicted[None], marks[None], layout.eye_corners)[0])
-    return np.array(nmes), unmatched, times
+        boxes = np.array([f["box"] for f in found]).reshape(-1, 4)
+        overlaps = np.array([iou(geometry.landmark_box(m), boxes) for m in truths]).reshape(
+            len(truths), len(boxes))
+        # Greedy one-to-one matching, the best overlap first.
+        taken = set()
+        for face_at, box_at in zip(*np.unravel_index(np.argsort(-overlaps, axis=None),
+                                                     overlaps.shape)):
+            if overlaps[face_at, box_at] < MIN_IOU:
+                break
+            index = indices[face_at]
+            if box_at in taken or not np.isnan(nmes[index]):
+                continue
+            taken.add(box_at)
+            layout = layout_for_count(len(truths[face_at]))
+            nmes[index] = metrics.nme_per_face(found[box_at]["marks"][None],
+                                               truths[face_at][None], layout.eye_corners)[0]
+        unmatched += len(found) - len(taken)
+    return nmes, unmatched, times
 
 
 def share_or_none(text):
@@ -176,6 +243,12 @@ def main(argv=None):
     p.add_argument("--small", metavar="RECORD",
                    help="score the photos of a records file shrunk so each face is 30-80 px "
                         "wide, in 1024x768 frames, end to end")
+    p.add_argument("--wflw", metavar="LIST",
+                   help="score the faces of a WFLW annotation list on their 68 300-W marks, "
+                        "per attribute too (list_98pt_rect_attr_test.txt, or a subset list)")
+    p.add_argument("--wflw_images", metavar="DIR",
+                   help="WFLW's photo folder (default: a WFLW_images folder beside --wflw's "
+                        "list or up to two folders above it)")
     p.add_argument("--small_faces", action=argparse.BooleanOptionalAction, default=True,
                    help="search photos over 800 px in squares for small faces (the "
                         "predictor's default: on)")
@@ -186,9 +259,13 @@ def main(argv=None):
         model = predictor(args.detector, args.model, refine=args.refine, flip=args.flip,
                           pose_model_path=args.pose_model, recrop=args.recrop,
                           small_faces=args.small_faces, second_model_path=args.second_model)
-        if args.profile and args.small:
-            raise ValueError("give --profile or --small, not both")
-        if args.small:
+        if sum(bool(v) for v in (args.profile, args.small, args.wflw)) > 1:
+            raise ValueError("give one of --profile, --small and --wflw")
+        if args.wflw_images and not args.wflw:
+            raise ValueError("--wflw_images needs --wflw")
+        if args.wflw:
+            faces = wflw_faces(args.wflw, args.wflw_images)
+        elif args.small:
             if not Path(args.small).is_file():
                 raise FileNotFoundError(f"--small {args.small}: no such file (make data writes it)")
             faces = small_frames(args.small)
@@ -220,6 +297,8 @@ def main(argv=None):
                                            "face_widths": PROFILE_WIDTHS, "seed": PROFILE_SEED},
               "small": args.small and {"record": args.small, "face_widths": SMALL_WIDTHS,
                                        "frame": SMALL_FRAME, "seed": SMALL_SEED},
+              "wflw": args.wflw and {"list": args.wflw, "marks": "68 of 98 (layouts.WFLW_TO_300W)"},
+              "attributes": by_attribute(faces, nmes),
               "nmes": [None if np.isnan(v) else float(v) for v in nmes]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, allow_nan=False))
@@ -230,6 +309,10 @@ def main(argv=None):
           f"matching no annotated face; on the found ones "
           f"NME {100 * result['nme']:.3f}%  FR@0.10 {100 * result['fr']:.2f}%  "
           f"AUC@0.10 {result['auc']:.4f} -> {args.out}")
+    for name, part in result["attributes"].items():
+        if part["nme"] is not None:
+            print(f"  {name}: {part['faces']} faces, {part['missed']} missed, "
+                  f"NME {100 * part['nme']:.3f}%  FR@0.10 {100 * part['fr']:.2f}%")
 
 
 if __name__ == "__main__":

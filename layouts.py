@@ -55,6 +55,14 @@ _W300_PAIRS = (
     + [(60, 64), (61, 63), (65, 67)]                       # inner lips
 )
 
+# WFLW's 98 marks -> the 300-W 68 they stand for, in 300-W order: every
+# other jaw mark, the brows' upper edges, the eyes without their mid-lid
+# marks, nose and mouth whole. How 68-point models are scored on WFLW.
+WFLW_TO_300W = (tuple(range(0, 33, 2)) + tuple(range(33, 38)) + tuple(range(42, 47))
+                + tuple(range(51, 60)) + (60, 61, 63, 64, 65, 67) + (68, 69, 71, 72, 73, 75)
+                + tuple(range(76, 96)))
+
+
 def _regions(**spans):
     """region=(first, last) or a list of them -> ((region, marks), ...)."""
     out = []

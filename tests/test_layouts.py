@@ -95,3 +95,13 @@ def test_flip_test_cancels_a_sideways_bias(name):
     # Without the flip test the bias stays.
     np.testing.assert_allclose(predict(images[:1]).reshape(-1, 2) * size - truth,
                                np.broadcast_to(bias, truth.shape))
+
+
+def test_wflw_to_300w_keeps_mirror_pairs_and_eye_corners():
+    from layouts import WFLW_TO_300W
+    picked = np.array(WFLW_TO_300W)
+    w300, wflw = LAYOUTS["300w68"], LAYOUTS["wflw98"]
+    assert len(picked) == 68 and len(set(WFLW_TO_300W)) == 68
+    # A mark's mirror partner maps to its WFLW mark's mirror partner.
+    assert (np.array(wflw.mirror)[picked] == picked[np.array(w300.mirror)]).all()
+    assert tuple(picked[list(w300.eye_corners)]) == wflw.eye_corners

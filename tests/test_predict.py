@@ -618,6 +618,51 @@ def test_predictor_evaluation_of_all_missed_faces_is_strict_json(tmp_path, monke
     assert result["nme"] is None and result["missed"] == 2 and result["nmes"] == [None, None]
 
 
+def test_faces_of_one_photo_are_matched_one_to_one_on_one_pass(tmp_path):
+    import evaluate_predictor
+    import generate_mesh_dataset as gen
+    import geometry
+
+    left = np.random.default_rng(0).uniform(10, 30, (68, 2))
+    right = left + [100, 0]
+    calls = []
+
+    class Model:
+        def predict(self, image):
+            calls.append(image)
+            # Both detections lie over the left face; the right face is missed.
+            box = geometry.landmark_box(left)
+            return [{"box": box, "marks": left + 1}, {"box": box + 1, "marks": left + 2}]
+
+    photo = tmp_path / "photo.jpg"
+    faces = [gen.Face(photo, left, "300w68"), gen.Face(photo, right, "300w68")]
+    nmes, unmatched, times = evaluate_predictor.score(Model(), faces)
+    assert calls == [photo] and len(times) == 1
+    assert np.isfinite(nmes[0]) and np.isnan(nmes[1]) and unmatched == 1
+
+
+def test_wflw_lists_give_clear_errors(tmp_path, capsys):
+    import evaluate_predictor
+    for argv, message in (
+            (["--wflw", str(tmp_path / "none.txt")], "none.txt: no such file"),
+            (["--wflw_images", str(tmp_path)], "--wflw_images needs --wflw"),
+            (["--wflw", str(tmp_path / "list.txt"), "--small", "x"], "one of --profile")):
+        (tmp_path / "list.txt").write_text("1 2 3\n")
+        with pytest.raises(SystemExit, match=message):
+            evaluate_predictor.main(argv + ["--out", str(tmp_path / "out.json")])
+    (tmp_path / "WFLW_images").mkdir()
+    line = " ".join(["1.5"] * 196) + " 1--a/b.jpg\n"
+    (tmp_path / "list.txt").write_text("\n" + line)
+    with pytest.raises(SystemExit, match=r"list.txt:2: photo not found: .*1--a/b.jpg"):
+        evaluate_predictor.main(["--wflw", str(tmp_path / "list.txt"),
+                                 "--out", str(tmp_path / "out.json")])
+    (tmp_path / "list.txt").write_text("1 2 3 a.jpg\n")
+    with pytest.raises(SystemExit, match=r"list.txt:1: expected 207 fields"):
+        evaluate_predictor.main(["--wflw", str(tmp_path / "list.txt"),
+                                 "--out", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_video_with_tracking_writes_face_ids(tmp_path):
     """The bundled models (an untrained one's marks may leave the frame)."""
     import json

@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from conftest import SHARED
+from layouts import WFLW_ATTRIBUTES
 
 SAMPLE = SHARED / "wflw_sample"
 pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(),
@@ -14,7 +15,6 @@ pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(),
 def test_real_wflw_faces_convert_train_and_score_per_attribute(tmp_path, monkeypatch):
     import generate_mesh_dataset as gen
     import landmark
-    from layouts import WFLW_ATTRIBUTES
     root = tmp_path / "wflw_data"
     lists = root / gen.WFLW_LIST_DIR
     lists.mkdir(parents=True)
@@ -38,3 +38,21 @@ def test_real_wflw_faces_convert_train_and_score_per_attribute(tmp_path, monkeyp
     expected = {name for name, flag in zip(WFLW_ATTRIBUTES, line[200:206]) if flag == "1"}
     assert expected, "the sample face carries at least one attribute flag"
     assert set(result["per_attribute_nme"]) == expected
+
+
+def test_the_bundled_predictor_scores_real_wflw_photos_on_68_marks(tmp_path):
+    """End to end as 68-point models are scored on WFLW: 5 faces on 3 photos."""
+    import evaluate_predictor
+    out = tmp_path / "wflw.json"
+    evaluate_predictor.main(["--wflw", str(SAMPLE / "list_98pt_train_sample.txt"),
+                             "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["faces"] == 5 and result["missed"] == 0
+    # A wrong 98 -> 68 map puts marks a whole feature away (NME far over 0.1).
+    assert max(result["nmes"]) < 0.1
+    evaluate_predictor.main(["--wflw", str(SAMPLE / "list_98pt_rect_attr_train_sample.txt"),
+                             "--out", str(out)])
+    result = json.loads(out.read_text())
+    line = (SAMPLE / "list_98pt_rect_attr_train_sample.txt").read_text().split()
+    flagged = {name for name, flag in zip(WFLW_ATTRIBUTES, line[200:206]) if flag == "1"}
+    assert {n for n, part in result["attributes"].items() if part["faces"]} == flagged
