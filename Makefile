@@ -33,8 +33,8 @@ RUN ?= resnet_v32
 # turned faces `make profile` writes (docs/RESEARCH.md, "Two models").
 POSE_SHARE ?= 0.5
 POSE_EPOCHS ?= 200
-POSE_FLAGS := $(RECIPE) $(WIDER) --calm_epochs 50 --profiled_record tfrecords/profiled.record \
-    --profiled_share $(POSE_SHARE)
+POSE_RECIPE := $(RECIPE) $(WIDER) --calm_epochs 50 --profiled_share $(POSE_SHARE)
+POSE_FLAGS := $(POSE_RECIPE) --profiled_record tfrecords/profiled.record
 POSE_RUN ?= resnet_v30
 POSE_DIRS ?= --checkpoint_dir checkpoints_pose --qat_checkpoint_dir quantized_checkpoints_pose
 POSE_EXPORT ?= exported_pose
@@ -56,10 +56,17 @@ LOSS_FLAGS ?= --head_channels 96 --rotation 20 --scale_jitter 0.12 --shift 0.07
 RECORDS := --train_record tfrecords/train.record --val_record tfrecords/test.record
 
 BUNDLE := assets/landmarks_300w
+# The split runs' int8 files (trained on the 1,811 training faces): every
+# validation figure is theirs. The bundle beside them is the same three
+# recipes retrained on all 2,012 faces (`make train-all bundle-all`).
+SPLIT_BUNDLE := assets/split/landmarks_300w
+SPLIT_MAIN := --model $(SPLIT_BUNDLE)_int8.tflite
+SPLIT_PAIR := $(SPLIT_MAIN) --pose_model $(SPLIT_BUNDLE)_pose_int8.tflite
+SPLIT_MODELS := $(SPLIT_PAIR) --second_model $(SPLIT_BUNDLE)_second_int8.tflite
 
 .PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
     evaluate-predictor speed speed-ratio bundle-before training-speed precision-check train-pose bundle-pose train-second bundle-second pair-study box-mapping evaluate-profile \
-    evaluate-small evaluate-refine
+    evaluate-small evaluate-refine data-all bundle-all
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,7 +78,8 @@ test: $(VENV)/.installed
 
 # The main job: bundled detector + int8 landmarks on test_images/, a speed
 # check, and the quantization benchmark of the bundled float and QAT models
-# (on labelled records if tfrecords/test.record exists, else label-free).
+# (on tfrecords/test.record if it exists, else label-free; the bundle trained
+# on those faces, so read its NME changes, not their level).
 demo: $(VENV)/.installed
 	$(PY) predict.py test_images/ --out results/predictions --montage test_images/result.png \
 	    --speed results/demo/predict_speed.json
@@ -105,27 +113,29 @@ box-mapping: $(VENV)/.installed
 # as it runs, without its re-crop (nor the refine pass, which would stand
 # in for it), and the main model alone.
 evaluate-profile: $(VENV)/.installed
-	$(PY) evaluate_predictor.py --profile tfrecords/test.record --out results/predictor_eval_profile.json
-	$(PY) evaluate_predictor.py --profile tfrecords/test.record --recrop none --refine 0 \
+	$(PY) evaluate_predictor.py --profile tfrecords/test.record $(SPLIT_MODELS) \
+	    --out results/predictor_eval_profile.json
+	$(PY) evaluate_predictor.py --profile tfrecords/test.record $(SPLIT_MODELS) --recrop none --refine 0 \
 	    --out results/predictor_eval_profile_no_recrop.json
-	$(PY) evaluate_predictor.py --profile tfrecords/test.record --pose_model none \
+	$(PY) evaluate_predictor.py --profile tfrecords/test.record $(SPLIT_MAIN) --pose_model none \
 	    --out results/predictor_eval_profile_main.json
 
 # Small faces end to end: the validation photos shrunk so each face is
 # 30-80 px wide in a 1024x768 frame, with and without the search in squares.
 evaluate-small: $(VENV)/.installed
-	$(PY) evaluate_predictor.py --small tfrecords/test.record --out results/predictor_eval_small.json
-	$(PY) evaluate_predictor.py --small tfrecords/test.record --no-small_faces \
+	$(PY) evaluate_predictor.py --small tfrecords/test.record $(SPLIT_MODELS) \
+	    --out results/predictor_eval_small.json
+	$(PY) evaluate_predictor.py --small tfrecords/test.record $(SPLIT_MODELS) --no-small_faces \
 	    --out results/predictor_eval_small_no_squares.json
 
 # The refine pass small and turned faces get (predict.REFINE_BELOW,
 # REFINE_YAW): each end-to-end view again without it.
 evaluate-refine: $(VENV)/.installed
-	$(PY) evaluate_predictor.py --split tfrecords/summary.json --refine 0 \
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json $(SPLIT_MODELS) --refine 0 \
 	    --out results/predictor_eval_$(SPLIT)_ensemble_refine0.json
-	$(PY) evaluate_predictor.py --small tfrecords/test.record --refine 0 \
+	$(PY) evaluate_predictor.py --small tfrecords/test.record $(SPLIT_MODELS) --refine 0 \
 	    --out results/predictor_eval_small_refine0.json
-	$(PY) evaluate_predictor.py --profile tfrecords/test.record --refine 0 \
+	$(PY) evaluate_predictor.py --profile tfrecords/test.record $(SPLIT_MODELS) --refine 0 \
 	    --out results/predictor_eval_profile_refine0.json
 
 # The profiled-faces study (docs/RESEARCH.md): 24-epoch fine-tunes of run
@@ -147,14 +157,14 @@ train: $(VENV)/.installed
 	$(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --epochs $(EPOCHS) --batch_size 32 $(RECORDS) \
 	    --hard_view --metrics_out results/val_$(RUN).json
 
-# A bundled model besides the main one, in its own folders: train, QAT and
-# export; $(call train_model,FLAGS,EPOCHS,RUN,DIRS,EXPORT). Resumable: add
-# INITIAL=N to go on after N epochs.
+# A model in its own folders: train, QAT and export;
+# $(call train_model,FLAGS,EPOCHS,RUN,DIRS,EXPORT[,RECORDS: the split's, scored with the hard view]).
+# Resumable: add INITIAL=N to go on after N epochs.
 define train_model
-	$(PY) landmark.py --model $(MODEL) $(1) --epochs $(2) --batch_size 32 $(RECORDS) \
-	    --hard_view $(4) --metrics_out results/val_$(3).json --initial_epoch $(INITIAL)
-	$(PY) landmark.py --quantization --epochs $(QAT_EPOCHS) --batch_size 32 $(RECORDS) --hard_view \
-	    $(4) --metrics_out results/val_$(3)_qat.json
+	$(PY) landmark.py --model $(MODEL) $(1) --epochs $(2) --batch_size 32 $(or $(6),$(RECORDS) --hard_view) \
+	    $(4) --metrics_out results/val_$(3).json --initial_epoch $(INITIAL)
+	$(PY) landmark.py --quantization --epochs $(QAT_EPOCHS) --batch_size 32 \
+	    $(or $(6),$(RECORDS) --hard_view) $(4) --metrics_out results/val_$(3)_qat.json
 	$(PY) landmark.py --export_only $(4) --export_dir $(5)
 	$(PY) landmark.py --export_only --quantization $(4) --export_dir $(5)_quantized
 endef
@@ -228,7 +238,7 @@ readme: $(VENV)/.installed
 
 reproduce: data profile box-mapping train evaluate qat export benchmark techniques evaluate-predictor \
     bundle train-pose bundle-pose train-second bundle-second pair-study evaluate-profile evaluate-small evaluate-refine \
-    speed speed-ratio video-benchmark readme
+    video-benchmark train-all bundle-all speed speed-ratio readme
 
 # A QAT export as the integer-only file the predictor loads:
 # $(call bundle_int8,FLOAT_EXPORT,OUT_DIR,TARGET[,QAT_EXPORT: FLOAT_EXPORT_quantized]).
@@ -238,46 +248,47 @@ define bundle_int8
 	cp $(2)/tflite/qat_int8_only.tflite $(3)
 endef
 
-# The bundled models are the split run's exports: trained on the 1,811
-# training faces, so the validation figures are the bundle's own.
+# The split run's exports as int8 in assets/split/ (trained on the 1,811
+# training faces, so the validation figures are measured on them), with the
+# main model's confidence curve.
 bundle: $(VENV)/.installed
-	rm -rf $(BUNDLE)_float $(BUNDLE)_qat runs/bundle
-	cp -r exported $(BUNDLE)_float
-	cp -r exported_quantized $(BUNDLE)_qat
-	$(call bundle_int8,$(BUNDLE)_float,runs/bundle,$(BUNDLE)_int8.tflite,$(BUNDLE)_qat)
-	$(PY) confidence.py --model $(BUNDLE)_int8.tflite --pose_model none --write_calibration
+	mkdir -p assets/split
+	$(call bundle_int8,exported,runs/bundle,$(SPLIT_BUNDLE)_int8.tflite,exported_quantized)
+	$(PY) confidence.py $(SPLIT_MAIN) --pose_model none --write_calibration
 
-# The large-pose model as int8 beside the bundle; the pair's confidence
+# The large-pose model as int8 beside the split main model; the pair's confidence
 # curve; the whole predictor with the pair (`--second_model none`) on the
 # validation photos (bundle-second then does the same for the ensemble). The large-pose model gets its own confidence curve,
 # unflipped: a tracked face the pair hands to it runs it alone (tracking.py).
 bundle-pose: $(VENV)/.installed
-	$(call bundle_int8,$(POSE_EXPORT),runs/bundle_pose,$(BUNDLE)_pose_int8.tflite)
-	$(PY) confidence.py --second_model none --write_calibration \
+	$(call bundle_int8,$(POSE_EXPORT),runs/bundle_pose,$(SPLIT_BUNDLE)_pose_int8.tflite)
+	$(PY) confidence.py $(SPLIT_PAIR) --second_model none --write_calibration \
 	    --out runs/bundle_pose/confidence_pair.json --plot runs/bundle_pose/confidence_pair.png
-	$(PY) confidence.py --model $(BUNDLE)_pose_int8.tflite --pose_model none --no-flip \
+	$(PY) confidence.py --model $(SPLIT_BUNDLE)_pose_int8.tflite --pose_model none --no-flip \
 	    --write_calibration --out runs/bundle_pose/confidence.json --plot runs/bundle_pose/confidence.png
-	$(PY) evaluate_predictor.py --split tfrecords/summary.json --second_model none \
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json $(SPLIT_PAIR) \
 	    --out results/predictor_eval_$(SPLIT)_pair.json
 
-# The second main model as int8 beside the bundle; the ensemble's confidence
+# The second main model as int8 beside the split main model; the ensemble's confidence
 # curve; the whole predictor (the ensemble, as predictor() runs it) on the
 # validation photos.
 bundle-second: $(VENV)/.installed
-	$(call bundle_int8,$(SECOND_EXPORT),runs/bundle_second,$(BUNDLE)_second_int8.tflite)
-	$(PY) confidence.py --write_calibration
-	$(PY) evaluate_predictor.py --split tfrecords/summary.json --out results/predictor_eval_$(SPLIT)_ensemble.json
+	$(call bundle_int8,$(SECOND_EXPORT),runs/bundle_second,$(SPLIT_BUNDLE)_second_int8.tflite)
+	$(PY) confidence.py $(SPLIT_MODELS) --write_calibration
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json $(SPLIT_MODELS) \
+	    --out results/predictor_eval_$(SPLIT)_ensemble.json
 
 # The main model, the large-pose one and the pair on the validation crops
 # and their hard view; chooses layouts.PICK_MARGIN on half the faces.
 pair-study: $(VENV)/.installed bundle-before
-	$(PY) pair_study.py --against runs/bundle_before/landmarks_300w_int8.tflite \
+	$(PY) pair_study.py $(SPLIT_PAIR) --second_main $(SPLIT_BUNDLE)_second_int8.tflite \
+	    --against runs/bundle_before/landmarks_300w_int8.tflite \
 	    runs/bundle_before/landmarks_300w_pose_int8.tflite --out results/pair_study.json
 
 # Video: tracking and smoothing against detect-every-frame on clips made
 # from validation photos, with a sweep of the tracker's settings.
 video-benchmark: $(VENV)/.installed
-	$(PY) video_benchmark.py --sweep --out results/video_benchmark.json
+	$(PY) video_benchmark.py --sweep $(SPLIT_MODELS) --out results/video_benchmark.json
 
 # The bundled predictor's speed, and one predictor shared by threads against
 # one per thread.
@@ -300,11 +311,37 @@ speed-ratio: $(VENV)/.installed bundle-before
 	$(PY) speed_ratio.py test_images/ --before runs/bundle_before/landmarks_300w_int8.tflite \
 	    runs/bundle_before/landmarks_300w_pose_int8.tflite --rounds 20 --out results/speed_ratio.json
 
-# The recipe retrained on all 2,012 faces (not bundled: no face would be
-# left to validate it on). Resumable: add INITIAL=N to go on after N epochs.
+# The bundle: the three recipes retrained on all 2,012 faces, in folders of
+# their own. The validation faces join training, so the val record only
+# monitors and the last checkpoint is kept, not the best on those faces.
+# Resumable: add INITIAL=N to go on after N epochs.
 INITIAL ?= 0
 ALL_RECORDS := --train_record tfrecords_all/train.record --val_record tfrecords/test.record
-train-all: $(VENV)/.installed
+ALL_EXPORT ?= exported_all
+SECOND_ALL_EXPORT ?= exported_second_all
+POSE_ALL_EXPORT ?= exported_pose_all
+data-all: $(VENV)/.installed
 	$(PY) generate_mesh_dataset.py --dataset 300w $(FACE_DIRS) --out_dir tfrecords_all
-	$(PY) landmark.py --model $(MODEL) $(TRAIN_FLAGS) --epochs $(EPOCHS) --batch_size 32 \
-	    $(ALL_RECORDS) --checkpoint_dir checkpoints_all --initial_epoch $(INITIAL)
+	$(PY) profile_faces.py --record tfrecords_all/train.record --out tfrecords_all/profiled.record \
+	    --views 2 --seed 0
+
+train-all: $(VENV)/.installed
+	$(call train_model,$(TRAIN_FLAGS),$(EPOCHS),$(RUN)_all,--checkpoint_dir checkpoints_all \
+	    --qat_checkpoint_dir quantized_checkpoints_all --checkpoint last,$(ALL_EXPORT),$(ALL_RECORDS))
+	$(call train_model,$(SECOND_FLAGS),$(EPOCHS),$(SECOND_RUN)_all,--checkpoint_dir checkpoints_second_all \
+	    --qat_checkpoint_dir quantized_checkpoints_second_all --checkpoint last,$(SECOND_ALL_EXPORT),$(ALL_RECORDS))
+	$(call train_model,$(POSE_RECIPE) --profiled_record tfrecords_all/profiled.record,$(POSE_EPOCHS),$(POSE_RUN)_all,\
+	    --checkpoint_dir checkpoints_pose_all --qat_checkpoint_dir quantized_checkpoints_pose_all \
+	    --checkpoint last,$(POSE_ALL_EXPORT),$(ALL_RECORDS))
+
+# The retrained models into assets/ as what predictor() loads, with the
+# main one's float and QAT SavedModels; their confidence curves are the
+# split models' (no face is left to fit them on).
+bundle-all: $(VENV)/.installed
+	rm -rf $(BUNDLE)_float $(BUNDLE)_qat
+	cp -r $(ALL_EXPORT) $(BUNDLE)_float
+	cp -r $(ALL_EXPORT)_quantized $(BUNDLE)_qat
+	$(call bundle_int8,$(BUNDLE)_float,runs/bundle_all,$(BUNDLE)_int8.tflite,$(BUNDLE)_qat)
+	$(call bundle_int8,$(SECOND_ALL_EXPORT),runs/bundle_second_all,$(BUNDLE)_second_int8.tflite)
+	$(call bundle_int8,$(POSE_ALL_EXPORT),runs/bundle_pose_all,$(BUNDLE)_pose_int8.tflite)
+	cp assets/split/*.confidence.json assets/

@@ -284,7 +284,18 @@ def main(argv=None):
     p.add_argument("--sweep", action="store_true", help="also try tracker settings")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="the predictor's flip test (default: as predictor(), off for the bundled pair)")
+    p.add_argument("--model", default=None, help="main landmark model (default: bundled)")
+    p.add_argument("--pose_model", default=None,
+                   help="large-pose model (default: the bundled one when --model is not given)")
+    p.add_argument("--second_model", default=None,
+                   help="second main model (default: the bundled one when --model is not given)")
     args = p.parse_args(argv)
+    # The predictor first: a bad model is named before the clips are made.
+    try:
+        model = predictor(None, args.model, flip=args.flip, pose_model_path=args.pose_model,
+                          second_model_path=args.second_model)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
     if not Path(args.record).is_file():
         sys.exit(f"error: --record {args.record}: no such file (make data writes it)")
     cv2.setNumThreads(1)
@@ -292,12 +303,13 @@ def main(argv=None):
         faces = load_faces(args.record, args.faces)
     except ValueError as err:
         sys.exit(f"error: {err}")
-    model = predictor(flip=args.flip)
     all_clips = list(clips(faces))
     print(f"{len(all_clips)} clips of {len(all_clips[0][0])} frames, {FRAME[0]}x{FRAME[1]}")
     defaults = {"detect_every": tracking.DETECT_EVERY, "flow_min_cutoff": tracking.FLOW_MIN_CUTOFF,
                 "flow_beta": tracking.FLOW_BETA, "shape_min_cutoff": tracking.SHAPE_MIN_CUTOFF}
     result = {"cpu": cpu_info(), "threads": 1, "flip": model.flip, "faces": len(faces),
+              "model": str(model.landmark_model),
+              "second_model": None if model.second_model is None else str(model.second_model),
               "pose_model": None if model.pose_model is None else model.pose_model.name, "clips": len(all_clips),
               "segments": [list(s) for s in SEGMENTS], "noise_sigma": NOISE, "fps": FPS,
               "tracker": {**defaults, "shape_beta": tracking.SHAPE_BETA,

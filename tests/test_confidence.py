@@ -36,6 +36,19 @@ def test_calibration_beside_the_bundled_model_is_read(tmp_path):
         confidence.load_calibration(tmp_path / "bad.tflite")
 
 
+def test_split_models_and_the_bundle_share_fitted_curves():
+    """Every setting of the split models has its fitted curve, and the
+    bundle carries the same ones (make bundle-all copies them)."""
+    split, bundle = ROOT / "assets" / "split", ROOT / "assets"
+    main, pose, second = (f"landmarks_300w_{n}int8.tflite" for n in ("", "pose_", "second_"))
+    for m, p, s in ((main, None, None), (pose, None, None), (main, pose, None), (main, pose, second)):
+        path = confidence.calibration_path(split / m, p and split / p, s and split / s)
+        assert path.is_file(), path
+        assert (bundle / path.name).read_text() == path.read_text()
+    for name in (main, pose, second):
+        assert (split / name).is_file()
+
+
 def test_confidence_is_lower_where_the_face_is_occluded():
     import cv2
     model = predictor()

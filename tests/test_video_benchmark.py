@@ -1,6 +1,7 @@
 """video_benchmark.py: clips whose labels move with the pixels, and the
 figures it reports, on synthetic inputs (no photos needed)."""
 import numpy as np
+import pytest
 
 import video_benchmark as vb
 
@@ -42,3 +43,12 @@ def test_scores_by_hand():
     assert result["lag_frames"] == 2 and result["unmarked_frames"] == 0
     missing = vb.score([frames(errors[:5] + [None] + errors[6:])], [segments])
     assert missing["unmarked_frames"] == 1
+
+
+def test_bad_models_and_records_are_named(tmp_path):
+    from video_benchmark import main
+    with pytest.raises(SystemExit, match="missing.tflite"):
+        main(["--model", str(tmp_path / "missing.tflite"), "--out", str(tmp_path / "v.json")])
+    with pytest.raises(SystemExit, match="--record .*none.record: no such file"):
+        main(["--record", str(tmp_path / "none.record"), "--out", str(tmp_path / "v.json")])
+    assert not (tmp_path / "v.json").exists()
