@@ -66,7 +66,7 @@ SPLIT_MODELS := $(SPLIT_PAIR) --second_model $(SPLIT_BUNDLE)_second_int8.tflite
 
 .PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all \
     evaluate-predictor speed speed-ratio bundle-before training-speed precision-check train-pose bundle-pose train-second bundle-second pair-study box-mapping evaluate-profile \
-    evaluate-small evaluate-refine data-all bundle-all
+    evaluate-small evaluate-refine data-all bundle-all wflw-sample
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -289,6 +289,14 @@ pair-study: $(VENV)/.installed bundle-before
 # from validation photos, with a sweep of the tracker's settings.
 video-benchmark: $(VENV)/.installed
 	$(PY) video_benchmark.py --sweep $(SPLIT_MODELS) --out results/video_benchmark.json
+
+# The five real WFLW faces of ../shared end to end, on their 68 300-W marks
+# by region, with the split models (the bundle trained on none of them either).
+wflw-sample: $(VENV)/.installed
+	$(PY) evaluate_predictor.py --wflw $(SHARED)/../wflw_sample/list_98pt_train_sample.txt \
+	    $(SPLIT_MODELS) --out results/wflw_sample_split.json
+	$(PY) evaluate_predictor.py --wflw $(SHARED)/../wflw_sample/list_98pt_train_sample.txt \
+	    --out results/wflw_sample.json
 
 # The bundled predictor's speed, and one predictor shared by threads against
 # one per thread.

@@ -93,6 +93,26 @@ def wflw_faces(list_path, images=None):
     return faces
 
 
+def by_region(offsets):
+    """Each 300-W region's NME and mean offset (x, y; + is right and down)
+    over the found faces, in eye distances, and the NME of the 51 marks
+    besides the jaw: WFLW's face contour runs higher up the face than the
+    300-W jaw, so its mapped marks differ by convention, not only by error."""
+    if not offsets:
+        return {}
+    offsets = np.array(list(offsets.values()))
+    errors = np.linalg.norm(offsets, axis=-1)
+    layout = layout_for_count(offsets.shape[1])
+    regions = {name: {"nme": float(errors[:, list(marks)].mean()),
+                      "offset": [float(v) for v in offsets[:, list(marks)].mean(axis=(0, 1))]}
+               for name, marks in layout.regions}
+    jaw = set(dict(layout.regions)["jaw"])
+    inner = [i for i in range(offsets.shape[1]) if i not in jaw]
+    regions["without_jaw"] = {"nme": float(errors[:, inner].mean()),
+                              "offset": [float(v) for v in offsets[:, inner].mean(axis=(0, 1))]}
+    return regions
+
+
 def by_attribute(faces, nmes):
     """Scores of the faces flagged with each WFLW attribute, for lines
     that carry the flags; {} otherwise."""
@@ -166,12 +186,14 @@ def small_frames(record, seed=SMALL_SEED):
     return frames
 
 
-def score(model, faces):
+def score(model, faces, offsets=None):
     """(Per-face NME of the matched detection, NaN where the face was
     missed; detections matching no annotated face, in all; ms per photo of
     `predict`, image decoding included). `faces`: Face records (photos on
     disk; faces of one photo are scored on one pass of the predictor, each
-    detection matched to one face at most) or (BGR image, marks) pairs."""
+    detection matched to one face at most) or (BGR image, marks) pairs.
+    An `offsets` dict gets each found face's marks minus the true ones, (N, 2)
+    over the eye-corner distance, by the face's index."""
     photos = {}
     for index, face in enumerate(faces):
         key = index if isinstance(face, tuple) else str(face.image_path)
@@ -198,8 +220,11 @@ def score(model, faces):
                 continue
             taken.add(box_at)
             layout = layout_for_count(len(truths[face_at]))
-            nmes[index] = metrics.nme_per_face(found[box_at]["marks"][None],
-                                               truths[face_at][None], layout.eye_corners)[0]
+            predicted, truth = found[box_at]["marks"], truths[face_at]
+            nmes[index] = metrics.nme_per_face(predicted[None], truth[None], layout.eye_corners)[0]
+            if offsets is not None:
+                left, right = layout.eye_corners
+                offsets[index] = (predicted - truth) / np.linalg.norm(truth[left] - truth[right])
         unmatched += len(found) - len(taken)
     return nmes, unmatched, times
 
@@ -276,7 +301,8 @@ def main(argv=None):
             faces = profile_frames(args.profile)
         else:
             faces = annotated_faces(args.dirs, args.split)
-        nmes, unmatched, times = score(model, faces)
+        offsets = {}
+        nmes, unmatched, times = score(model, faces, offsets)
     except (gen.DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     found = nmes[~np.isnan(nmes)]
@@ -299,6 +325,7 @@ def main(argv=None):
                                        "frame": SMALL_FRAME, "seed": SMALL_SEED},
               "wflw": args.wflw and {"list": args.wflw, "marks": "68 of 98 (layouts.WFLW_TO_300W)"},
               "attributes": by_attribute(faces, nmes),
+              "regions": by_region(offsets) if args.wflw else {},
               "nmes": [None if np.isnan(v) else float(v) for v in nmes]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, allow_nan=False))
@@ -309,6 +336,10 @@ def main(argv=None):
           f"matching no annotated face; on the found ones "
           f"NME {100 * result['nme']:.3f}%  FR@0.10 {100 * result['fr']:.2f}%  "
           f"AUC@0.10 {result['auc']:.4f} -> {args.out}")
+    if result["regions"]:
+        print("  by region, NME (mean offset x, y) in % of the eye distance: " + ", ".join(
+            f"{name} {100 * v['nme']:.2f} ({100 * v['offset'][0]:+.1f}, {100 * v['offset'][1]:+.1f})"
+            for name, v in result["regions"].items()))
     for name, part in result["attributes"].items():
         if part["nme"] is not None:
             print(f"  {name}: {part['faces']} faces, {part['missed']} missed, "

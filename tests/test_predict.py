@@ -609,7 +609,7 @@ def test_predictor_evaluation_of_all_missed_faces_is_strict_json(tmp_path, monke
     import evaluate_predictor
     folder = make_300w_folder("faces", 2)
     monkeypatch.setattr(evaluate_predictor, "score",
-                        lambda model, faces: (np.full(len(faces), np.nan), 0, [1.0] * len(faces)))
+                        lambda model, faces, errors=None: (np.full(len(faces), np.nan), 0, [1.0] * len(faces)))
     out = tmp_path / "eval.json"
     evaluate_predictor.main(["--dirs", str(folder), "--out", str(out)])
     text = out.read_text()

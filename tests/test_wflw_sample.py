@@ -50,6 +50,9 @@ def test_the_bundled_predictor_scores_real_wflw_photos_on_68_marks(tmp_path):
     assert result["faces"] == 5 and result["missed"] == 0
     # A wrong 98 -> 68 map puts marks a whole feature away (NME far over 0.1).
     assert max(result["nmes"]) < 0.1
+    regions = result["regions"]
+    assert set(regions) == {"jaw", "brows", "nose", "eyes", "mouth", "without_jaw"}
+    assert regions["without_jaw"]["nme"] < result["nme"] < regions["jaw"]["nme"]
     evaluate_predictor.main(["--wflw", str(SAMPLE / "list_98pt_rect_attr_train_sample.txt"),
                              "--out", str(out)])
     result = json.loads(out.read_text())
