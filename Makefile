@@ -238,7 +238,7 @@ readme: $(VENV)/.installed
 
 reproduce: data profile box-mapping train evaluate qat export benchmark techniques evaluate-predictor \
     bundle train-pose bundle-pose train-second bundle-second pair-study evaluate-profile evaluate-small evaluate-refine \
-    video-benchmark train-all bundle-all speed speed-ratio readme
+    video-benchmark data-all train-all bundle-all wflw-sample speed speed-ratio readme
 
 # A QAT export as the integer-only file the predictor loads:
 # $(call bundle_int8,FLOAT_EXPORT,OUT_DIR,TARGET[,QAT_EXPORT: FLOAT_EXPORT_quantized]).
