@@ -554,7 +554,9 @@ def train(args):
         weights = model.get_weights()
         model = make_model(card, args.quantization)
         model.set_weights(weights)
-    model.load_weights(str(checkpoint_dir / "best.weights.h5"))
+    # What later steps use: the best on the validation faces, or the last
+    # when those faces were trained on (--checkpoint last).
+    model.load_weights(str(checkpoint_dir / f"{args.checkpoint}.weights.h5"))
     return model, card
 
 
@@ -790,7 +792,7 @@ def main(argv=None):
                 source = f"{checkpoint_dir}/{args.checkpoint}.weights.h5"
         else:
             model, card = train(args)
-            predict, source = keras_predict(model), f"{checkpoint_dir}/best.weights.h5"
+            predict, source = keras_predict(model), f"{checkpoint_dir}/{args.checkpoint}.weights.h5"
         if args.average_with:
             predict, source = average_models(predict, args.average_with, card), \
                 " + ".join([source, *args.average_with])

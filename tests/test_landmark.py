@@ -286,6 +286,11 @@ def test_resume_goes_on_with_the_schedule_and_keeps_the_best(tmp_path, monkeypat
     assert float(whole[0]["lr"]) != pytest.approx(float(whole[2]["lr"]), rel=1e-3)
     before = min(float(row["val_nme"]) for row in whole[:2])
     assert (best_file.read_bytes() != saved) == (float(resumed[3]["val_nme"]) < before)
+    # A run on faces it validates on keeps, and scores, its last checkpoint.
+    import json
+    landmark.main(flags + ["--checkpoint_dir", "whole", "--initial_epoch", "2",
+                           "--checkpoint", "last", "--metrics_out", "last.json"])
+    assert json.loads((tmp_path / "last.json").read_text())["model"] == "whole/last.weights.h5"
 
 
 def test_best_so_far_reads_the_epochs_before_the_resume(tmp_path):
