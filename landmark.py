@@ -464,7 +464,7 @@ def train(args):
             card = {**float_card, "quantized": True, "weight_bits": args.weight_bits,
                     "loss": args.loss or float_card.get("loss", "wing"),
                     "heatmap_loss": heatmap_settings(args, float_card.get("heatmap_loss")),
-                    "weight_decay": args.weight_decay, "weight_average": 0.0,
+                    "weight_decay": args.weight_decay, "weight_average": args.weight_average,
                     "augmentation": augmentation_settings(
                 args, float_card.get("augmentation", {}))}
         else:
@@ -674,9 +674,9 @@ def parse_args(argv=None):
     p.add_argument("--weight_decay", type=float, default=0.0,
                    help="AdamW's decoupled weight decay on kernels (default 0: Adam)")
     p.add_argument("--weight_average", type=float, default=0.0, metavar="DECAY",
-                   help="float training: validate and checkpoint an exponential moving "
-                        "average of the weights with this decay per step, e.g. 0.999 "
-                        "(default 0: the raw weights)")
+                   help="validate and checkpoint an exponential moving average of the "
+                        "weights (QAT: its ranges too) with this decay per step, e.g. 0.999 "
+                        "(default 0: the raw weights; QAT does not inherit the float run's)")
     p.add_argument("--export_only", **flag, help="export the best checkpoint and stop")
     p.add_argument("--eval_only", **flag, help="evaluate and stop")
     p.add_argument("--hard_view", **flag,
@@ -746,8 +746,6 @@ def parse_args(argv=None):
         p.error(f"--weight_decay must be >= 0, got {args.weight_decay}")
     if not 0 <= args.weight_average < 1:
         p.error(f"--weight_average is a decay between 0 and 1 (0: off), got {args.weight_average}")
-    if args.weight_average and args.quantization:
-        p.error("--weight_average applies to float training, not --quantization")
     if not args.export_only and not args.eval_only and not 0 <= args.initial_epoch < args.epochs:
         p.error(f"--initial_epoch must be in [0, --epochs={args.epochs}), got {args.initial_epoch}")
     if args.heatmap_loss is not None and args.heatmap_loss < 0:
