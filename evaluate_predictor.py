@@ -16,6 +16,7 @@ WFLW faces are scored on the 68 of their 98 marks that the 300-W layout
 has (layouts.WFLW_TO_300W), per attribute too when the lines carry the flags.
 """
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -78,16 +79,11 @@ def wflw_faces(list_path, images=None):
     elif not Path(images).is_dir():
         raise FileNotFoundError(f"--wflw_images {images}: no such folder")
     faces = []
-    with open(list_path) as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{list_path}:{number}"
-            marks, attributes, name = gen.parse_wflw_line(line, where)
-            path = Path(images) / name
-            if not path.is_file():
-                raise FileNotFoundError(f"{where}: photo not found: {path}")
-            faces.append(gen.Face(path, marks[list(WFLW_TO_300W)], "300w68", attributes, name))
+    for where, face in gen.wflw_list_faces(list_path, images):
+        if not face.image_path.is_file():
+            raise FileNotFoundError(f"{where}: photo not found: {face.image_path}")
+        faces.append(dataclasses.replace(face, marks=face.marks[list(WFLW_TO_300W)],
+                                         layout="300w68"))
     if not faces:
         raise gen.DatasetError(f"--wflw {list_path}: no annotation lines")
     return faces

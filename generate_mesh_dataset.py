@@ -98,15 +98,18 @@ def read_wflw(data_dir, split):
     if not (data_dir / WFLW_IMAGE_DIR).is_dir():
         raise DatasetError(f"WFLW image folder not found: {data_dir / WFLW_IMAGE_DIR} "
                            f"(expected the WFLW_images archive unpacked in {data_dir})")
-    faces = []
+    return [face for _, face in wflw_list_faces(list_path, data_dir / WFLW_IMAGE_DIR)]
+
+
+def wflw_list_faces(list_path, image_dir):
+    """("file:line", Face) for each line of a WFLW annotation list, its photo
+    under `image_dir` (not opened here)."""
     with open(list_path) as lines:
         for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            marks, attributes, name = parse_wflw_line(line, f"{list_path}:{number}")
-            faces.append(Face(data_dir / WFLW_IMAGE_DIR / name, marks, "wflw98",
-                              attributes, name))
-    return faces
+            if line.strip():
+                where = f"{list_path}:{number}"
+                marks, attributes, name = parse_wflw_line(line, where)
+                yield where, Face(Path(image_dir) / name, marks, "wflw98", attributes, name)
 
 
 def read_pts(path):

@@ -531,16 +531,23 @@ def bundle_section():
 def reproduce_section():
     """What `make reproduce` costs on 2 cores, from the bundled models' own runs."""
     trainings, files, total = [], [], 0.0
+
+    def timed(name):
+        """A run's training summary, its file noted, if it has one."""
+        t = (_load(f"val_{name}.json") or {}).get("training") or {}
+        if "train_minutes" in t:
+            files.append(f"results/val_{name}.json")
+        return t.get("train_minutes") and t
+
     for run, what in ((BUNDLE_RUN, "the main model's"),
                       (POSE_RUN, "the large-pose model's (`make train-pose`)"),
                       (SECOND_RUN, "the second main model's (`make train-second`)")):
         parts = []
         for suffix, step in (("", "training"), ("_qat", "QAT")):
-            t = (_load(f"val_{run}{suffix}.json") or {}).get("training") or {}
-            if "train_minutes" in t:
+            t = timed(run + suffix)
+            if t:
                 parts.append(f"{step} {t['train_minutes']:.0f} min ({t['epochs']} epochs at "
                              f"{t['images_per_s_median']:.0f} images/s)")
-                files.append(f"results/val_{run}{suffix}.json")
                 total += t["train_minutes"]
         if parts:
             trainings.append(f"{what} " + " and ".join(parts))
@@ -550,9 +557,8 @@ def reproduce_section():
     retrained, done = 0.0, []
     for run, what in ((BUNDLE_RUN, "main"), (SECOND_RUN, "second main"), (POSE_RUN, "large-pose")):
         for suffix in ("_all", "_all_qat"):
-            t = (_load(f"val_{run}{suffix}.json") or {}).get("training") or {}
-            if "train_minutes" in t:
-                files.append(f"results/val_{run}{suffix}.json")
+            t = timed(run + suffix)
+            if t:
                 retrained += t["train_minutes"]
                 done += [what] if suffix == "_all" else []
     if retrained:
