@@ -563,7 +563,7 @@ def reproduce_section():
                 done += [what] if suffix == "_all" else []
     if retrained:
         trainings.append(f"the bundle's retraining on all 2,012 faces (`make train-all`) "
-                         f"{retrained:.0f} min with QAT for the {', '.join(done)} model"
+                         f"{retrained:.0f} min with QAT for the {' and '.join(done)} model"
                          + ("s" if len(done) > 1 else ""))
         total += retrained
     text = ("`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
