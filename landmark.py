@@ -548,7 +548,8 @@ def train(args):
                                     calm_rotation_deg=augmentation["calm_rotation_deg"],
                                     profiled=augmentation["profiled_record"],
                                     profiled_share=augmentation["profiled_share"]).repeat(),
-              steps_per_epoch=steps, validation_data=dataset.eval_dataset(args.val_record, 64, layout_name),
+              steps_per_epoch=steps,
+              validation_data=dataset.eval_dataset(args.val_record, 64, layout_name),
               epochs=args.epochs, initial_epoch=args.initial_epoch,
               callbacks=callbacks, verbose=2)
     # Later steps (export, evaluation) run a float32 copy of the weights.

@@ -560,7 +560,8 @@ def reproduce_section():
             t = timed(run + suffix)
             if t:
                 retrained += t["train_minutes"]
-                done += [what] if suffix == "_all" else []
+                if suffix == "_all":
+                    done.append(what)
     if retrained:
         trainings.append(f"the bundle's retraining on all 2,012 faces (`make train-all`) "
                          f"{retrained:.0f} min with QAT for the {' and '.join(done)} model"
