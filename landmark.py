@@ -10,14 +10,16 @@ Losses and the heatmap regulariser are in losses.py, the training
 callbacks (throughput, weight average, calm phase) in callbacks.py.
 
 Checkpoints: `--checkpoint_dir` (float) or `--qat_checkpoint_dir` (QAT)
-hold best.weights.h5 (lowest validation NME), last.weights.h5 and
-model.json (architecture and layout). Exports are SavedModels with a
+hold best.weights.h5 (lowest validation NME), last.weights.h5,
+resume.npz (what `--initial_epoch` goes on from: raw weights, optimizer
+and weight-average state) and model.json (architecture and layout). Exports are SavedModels with a
 landmark.json beside saved_model.pb (input size, marks, layout).
 """
 import argparse
 import csv
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import keras_env  # noqa: F401  (must precede TensorFlow)
@@ -29,7 +31,7 @@ import dataset
 import geometry
 import hard_view
 import metrics
-from callbacks import CalmAugmentation, EpochTimer, WeightAverage
+from callbacks import CalmAugmentation, EpochTimer, ResumeState, WeightAverage
 from losses import LOSS_NAMES, HeatmapRegularised, make_loss, nme_metric
 from layouts import WFLW_ATTRIBUTES, flip_averaged, get_layout
 import network
@@ -445,6 +447,7 @@ def train(args):
     resume_from = checkpoint_dir / "last.weights.h5"
     if args.initial_epoch and not resume_from.is_file():
         raise FileNotFoundError(f"--initial_epoch {args.initial_epoch}: no {resume_from} to resume from")
+    resume_state = load_resume_state(checkpoint_dir / "resume.npz", args.initial_epoch)
     steps = train_count // args.batch_size
     print(f"{layout_name}: {train_count} training faces ({steps} steps of {args.batch_size}), "
           f"{val_count} validation faces")
@@ -506,18 +509,22 @@ def train(args):
         else:
             trained = model
             trained.compile(optimizer=optimizer, loss=loss, metrics=[metric])
-        if args.initial_epoch:
+        if resume_state:
+            ResumeState.restore(resume_state, trained, checkpoint_dir / "resume.npz")
+        elif args.initial_epoch:
             # The schedule reads the optimizer's step count: go on from where
-            # the run stopped, not from the warm-up. (Adam's moments start
+            # the run stopped, not from the warm-up. Adam's moments start
             # afresh; with --weight_average the average restarts from the
-            # saved weights, which are the old average.)
+            # saved weights, which are the old average.
             trained.optimizer.iterations.assign(args.initial_epoch * steps)
     card["precision"] = precision
     (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
 
     # The weight average must be swapped in before the checkpoints save.
-    callbacks = [WeightAverage(args.weight_average)] if args.weight_average else []
+    average = WeightAverage(args.weight_average, resume_state) if args.weight_average else None
+    callbacks = [average] if average else []
     callbacks += [
+        ResumeState(checkpoint_dir / "resume.npz", average),
         EpochTimer(steps * args.batch_size),
         keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.weights.h5"),
                                         monitor="val_nme", mode="min",
@@ -576,6 +583,27 @@ def make_output_dir(path):
         probe.unlink()
     except OSError as err:
         raise ValueError(f"cannot write to output folder {path}: {err.strerror}") from None
+
+
+def load_resume_state(path, initial_epoch):
+    """ResumeState.load(path) when resuming after `initial_epoch` epochs and
+    `path` holds that epoch's state; otherwise None, and the log says that
+    the resumed run goes on from last.weights.h5 with a fresh optimizer."""
+    if not initial_epoch:
+        return None
+    try:
+        state = ResumeState.load(path) if Path(path).is_file() else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:   # damaged or foreign
+        raise ValueError(f"{path}: not a resume state ({err}); delete it to resume "
+                         "from last.weights.h5 with a fresh optimizer") from None
+    if state and state["epochs_done"] == initial_epoch:
+        print(f"resuming from {path}: weights, optimizer and weight average after "
+              f"epoch {initial_epoch}")
+        return state
+    why = (f"{path} is from after epoch {state['epochs_done']}" if state
+           else f"no {path} (written by runs since 2026-12-06)")
+    print(f"resuming from last.weights.h5 with a fresh optimizer: {why}")
+    return None
 
 
 def best_so_far(checkpoint_dir, initial_epoch):

@@ -252,7 +252,7 @@ def test_weight_decay_shrinks_kernels_only():
     assert isinstance(landmark.make_optimizer(0.1, 0.0), keras.optimizers.Adam)
 
 
-def test_resume_goes_on_with_the_schedule_and_keeps_the_best(tmp_path, monkeypatch,
+def test_resume_goes_on_with_the_schedule_and_keeps_the_best(tmp_path, monkeypatch, capsys,
                                                              make_300w_folder):
     """--initial_epoch: the learning rate of a resumed epoch is the one an
     uninterrupted run had there (not the warm-up's), history.csv goes on,
@@ -284,6 +284,15 @@ def test_resume_goes_on_with_the_schedule_and_keeps_the_best(tmp_path, monkeypat
     assert float(whole[0]["lr"]) != pytest.approx(float(whole[2]["lr"]), rel=1e-3)
     before = min(float(row["val_nme"]) for row in whole[:2])
     assert (best_file.read_bytes() != saved) == (float(resumed[3]["val_nme"]) < before)
+    # That rerun could not take whole/resume.npz (saved after epoch 3);
+    # a run stopped after two epochs takes its own.
+    assert "fresh optimizer: whole/resume.npz is from after epoch 3" in capsys.readouterr().out
+    landmark.main(flags + ["--checkpoint_dir", "part", "--epochs", "2"])
+    landmark.main(flags + ["--checkpoint_dir", "part", "--initial_epoch", "2"])
+    assert "resuming from part/resume.npz: weights, optimizer" in capsys.readouterr().out
+    (tmp_path / "part" / "resume.npz").write_bytes(b"PK not a zip")
+    with pytest.raises(SystemExit, match="part/resume.npz: not a resume state"):
+        landmark.main(flags + ["--checkpoint_dir", "part", "--initial_epoch", "2"])
     # A run on faces it validates on keeps, and scores, its last checkpoint.
     import json
     landmark.main(flags + ["--checkpoint_dir", "whole", "--initial_epoch", "2",
@@ -347,6 +356,53 @@ def test_weight_average_is_what_validation_and_checkpoints_see(tmp_path):
     averaged.load_weights(str(tmp_path / "last.weights.h5"))
     for got, want in zip(averaged.get_weights(), expected[-1]):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_state_goes_on_as_if_the_run_had_not_stopped(tmp_path):
+    """One epoch, then a new model restored from resume.npz for the second,
+    ends where two epochs straight end: the raw weights, Adam's moments and
+    step, and the weight average carry over. Restarting from the averaged
+    weights with a fresh optimizer (what resuming did before) does not."""
+    keras = landmark.keras
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    y = x @ np.array([[1.0], [-2.0], [0.5]], np.float32)
+
+    def new_model():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
+                                  keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+        return model
+
+    def fit(model, path, epochs, initial_epoch=0, state=None):
+        average = callbacks.WeightAverage(0.9, state)
+        model.fit(x, y, batch_size=4, epochs=epochs, initial_epoch=initial_epoch,
+                  shuffle=False, verbose=0, validation_data=(x, y),
+                  callbacks=[average, callbacks.ResumeState(path, average)])
+        return model
+
+    straight = fit(new_model(), tmp_path / "straight.npz", 2)
+    first = fit(new_model(), tmp_path / "first.npz", 1)
+    state = callbacks.ResumeState.load(tmp_path / "first.npz")
+    assert state["epochs_done"] == 1 and state["step"] == 4
+    assert not np.allclose(state["raw"][0], first.get_weights()[0])  # raw, not the average
+    resumed = new_model()
+    callbacks.ResumeState.restore(state, resumed, tmp_path / "first.npz")
+    fit(resumed, tmp_path / "resumed.npz", 2, initial_epoch=1, state=state)
+    for got, want in zip(resumed.get_weights(), straight.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    ends = [callbacks.ResumeState.load(tmp_path / name) for name in ("straight.npz", "resumed.npz")]
+    for got, want in zip(ends[1]["optimizer"] + ends[1]["raw"], ends[0]["optimizer"] + ends[0]["raw"]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    fresh = new_model()
+    fresh.set_weights(first.get_weights())
+    fresh.optimizer.iterations.assign(4)
+    fit(fresh, tmp_path / "fresh.npz", 2, initial_epoch=1)
+    assert not np.allclose(fresh.get_weights()[0], straight.get_weights()[0], atol=1e-3)
+    other = network.build_model("resnet", 68, stages=((8, 1),), head_channels=8)
+    other.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    with pytest.raises(ValueError, match="first.npz: its .* weights do not fit"):
+        callbacks.ResumeState.restore(state, other, tmp_path / "first.npz")
 
 
 def test_weight_average_leaves_the_regularisers_metrics_to_keras():
