@@ -37,6 +37,7 @@ from layouts import WFLW_ATTRIBUTES, flip_averaged, get_layout
 import network
 from network import (HEADS, MODELS, RESNET_STAGES, STEM_BLOCKS, STEM_FILTERS, build_model,
                      parse_stages, parse_stem)
+from tflite_model import cpu_info
 
 keras = tf.keras
 MODEL_CARD = "landmark.json"
@@ -330,18 +331,29 @@ def history_rows(checkpoint_dir):
         return list(csv.DictReader(f))
 
 
+def read_card(checkpoint_dir):
+    """A run's model.json as a dict, None if it has none or it does not parse."""
+    try:
+        return json.loads((Path(checkpoint_dir) / "model.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def training_summary(checkpoint_dir, images_per_epoch):
     """Epochs, best epoch, throughput and training minutes from a run's
-    history.csv (an epoch's seconds include its validation pass)."""
+    history.csv (an epoch's seconds include its validation pass), with the
+    CPUs its model.json names."""
     rows = history_rows(checkpoint_dir)
     if not rows:
         return None
     best = min(rows, key=lambda r: float(r["val_nme"]))
     speeds = [float(r["images_per_s"]) for r in rows]
-    return {"epochs": len(rows), "best_epoch": int(best["epoch"]) + 1,
-            "best_val_nme_in_training": float(best["val_nme"]),
-            "images_per_s_median": float(np.median(speeds)),
-            "train_minutes": sum(images_per_epoch / v for v in speeds) / 60}
+    summary = {"epochs": len(rows), "best_epoch": int(best["epoch"]) + 1,
+               "best_val_nme_in_training": float(best["val_nme"]),
+               "images_per_s_median": float(np.median(speeds)),
+               "train_minutes": sum(images_per_epoch / v for v in speeds) / 60}
+    cpus = (read_card(checkpoint_dir) or {}).get("cpus")
+    return {**summary, "cpus": sorted(set(cpus))} if cpus else summary
 
 
 def average_models(predict_fn, export_dirs, card):
@@ -518,6 +530,9 @@ def train(args):
             # saved weights, which are the old average.
             trained.optimizer.iterations.assign(args.initial_epoch * steps)
     card["precision"] = precision
+    # The CPUs a run trained on, one per start: a resumed run may move machines.
+    before = history_rows(checkpoint_dir) and args.initial_epoch and read_card(checkpoint_dir)
+    card["cpus"] = [*((before or {}).get("cpus") or []), cpu_info()["model"]]
     (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
 
     # The weight average must be swapped in before the checkpoints save.

@@ -530,14 +530,19 @@ def bundle_section():
 
 def reproduce_section():
     """What `make reproduce` costs on 2 cores, from the bundled models' own runs."""
-    trainings, files, total = [], [], 0.0
+    trainings, files, total, unnamed = [], [], 0.0, []
 
     def timed(name):
         """A run's training summary, its file noted, if it has one."""
         t = (_load(f"val_{name}.json") or {}).get("training") or {}
         if "train_minutes" in t:
             files.append(f"results/val_{name}.json")
+            if not t.get("cpus"):
+                unnamed.append(name)
         return t.get("train_minutes") and t
+
+    def on(t):
+        return f" on {' and '.join(t['cpus'])}" if t.get("cpus") else ""
 
     for run, what in ((BUNDLE_RUN, "the main model's"),
                       (POSE_RUN, "the large-pose model's (`make train-pose`)"),
@@ -547,25 +552,26 @@ def reproduce_section():
             t = timed(run + suffix)
             if t:
                 parts.append(f"{step} {t['train_minutes']:.0f} min ({t['epochs']} epochs at "
-                             f"{t['images_per_s_median']:.0f} images/s)")
+                             f"{t['images_per_s_median']:.0f} images/s{on(t)})")
                 total += t["train_minutes"]
         if parts:
             trainings.append(f"{what} " + " and ".join(parts))
     if not trainings:
         return ""
     # The same three recipes again on all faces, for the bundle (make train-all).
-    retrained, done = 0.0, []
+    retrained, done, cpus = 0.0, [], set()
     for run, what in ((BUNDLE_RUN, "main"), (SECOND_RUN, "second main"), (POSE_RUN, "large-pose")):
         for suffix in ("_all", "_all_qat"):
             t = timed(run + suffix)
             if t:
                 retrained += t["train_minutes"]
+                cpus.update(t.get("cpus") or [])
                 if suffix == "_all":
                     done.append(what)
     if retrained:
         trainings.append(f"the bundle's retraining on all 2,012 faces (`make train-all`) "
                          f"{retrained:.0f} min with QAT for the {' and '.join(done)} model"
-                         + ("s" if len(done) > 1 else ""))
+                         + ("s" if len(done) > 1 else "") + on({"cpus": sorted(cpus)}))
         total += retrained
     text = ("`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
             "benchmarks → predictor check → split models → large-pose model → second main model "
@@ -574,6 +580,10 @@ def reproduce_section():
             f"spends most of its time in the landmark models' trainings, {total / 60:.1f} h "
             "in all: " + "; ".join(trainings) + f" ({', '.join(files)}); then in the PTQ "
             "techniques' AdaRound passes and the benchmarks' conversions.")
+    if unnamed:
+        # Runs trained before landmark.py recorded the CPU name none.
+        text += (" The trainings ran on different 2-core machines; "
+                 f"{len(unnamed)} of them predate the CPU's record in their results.")
     profiled = _load("profiled.json")
     if profiled:
         text += (f" Turning the {profiled['faces']:,} training faces ({profiled['written']:,} "

@@ -290,6 +290,9 @@ def test_resume_goes_on_with_the_schedule_and_keeps_the_best(tmp_path, monkeypat
     landmark.main(flags + ["--checkpoint_dir", "part", "--epochs", "2"])
     landmark.main(flags + ["--checkpoint_dir", "part", "--initial_epoch", "2"])
     assert "resuming from part/resume.npz: weights, optimizer" in capsys.readouterr().out
+    cpu = landmark.cpu_info()["model"]   # one per start: a resumed run may move machines
+    assert landmark.read_card(tmp_path / "part")["cpus"] == [cpu, cpu]
+    assert landmark.training_summary(tmp_path / "part", 8)["cpus"] == [cpu]
     (tmp_path / "part" / "resume.npz").write_bytes(b"PK not a zip")
     with pytest.raises(SystemExit, match="part/resume.npz: not a resume state"):
         landmark.main(flags + ["--checkpoint_dir", "part", "--initial_epoch", "2"])

@@ -34,6 +34,10 @@ def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp
         _write(results, f"val_{run}.json", nme=0.04 + shift, fr=0.0, num_faces=4, groups=groups,
                nmes=[0.03 + shift, 0.04 + shift, 0.05 + shift, 0.04 + shift], hard_view=hard,
                training={"epochs": 200, "train_minutes": 40.0, "images_per_s_median": 150.0})
+    _write(results, f"val_{readme_results.POSE_RUN}.json", nme=0.05, fr=0.0, num_faces=4,
+           groups=groups, nmes=[0.05] * 4, training={"epochs": 100, "train_minutes": 30.0,
+                                                     "images_per_s_median": 75.0,
+                                                     "cpus": ["AMD EPYC"]})
     for name in readme_results.DOCUMENTS:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +50,8 @@ def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp
     assert "| `int8_only` | — | +0.100, 0.33× | — / 900 |" in readme
     assert "| `16x8` | — | not converted (not supported) | — / — |" in readme
     assert "training 40 min (200 epochs at 150 images/s)" in readme
+    assert "training 30 min (100 epochs at 75 images/s on AMD EPYC)" in readme
+    assert "1 of them predate the CPU's record" in readme
     research = (tmp_path / "docs" / "RESEARCH.md").read_text()
     # The wild table on the LFPW faces, and the paired change against the old bundle.
     assert "| `bundle_v20` | 5.500 | 7.500 | 7.500 |" in research
