@@ -12,8 +12,9 @@ callbacks (throughput, weight average, calm phase) in callbacks.py.
 Checkpoints: `--checkpoint_dir` (float) or `--qat_checkpoint_dir` (QAT)
 hold best.weights.h5 (lowest validation NME), last.weights.h5,
 resume.npz (what `--initial_epoch` goes on from: raw weights, optimizer
-and weight-average state) and model.json (architecture and layout). Exports are SavedModels with a
-landmark.json beside saved_model.pb (input size, marks, layout).
+and weight-average state) and model.json (architecture and layout).
+Exports are SavedModels with a landmark.json beside saved_model.pb
+(input size, marks, layout).
 """
 import argparse
 import csv
@@ -531,8 +532,8 @@ def train(args):
             trained.optimizer.iterations.assign(args.initial_epoch * steps)
     card["precision"] = precision
     # The CPUs a run trained on, one per start: a resumed run may move machines.
-    before = history_rows(checkpoint_dir) and args.initial_epoch and read_card(checkpoint_dir)
-    card["cpus"] = [*((before or {}).get("cpus") or []), cpu_info()["model"]]
+    before = (read_card(checkpoint_dir) or {}) if args.initial_epoch else {}
+    card["cpus"] = [*before.get("cpus", []), cpu_info()["model"]]
     (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
 
     # The weight average must be swapped in before the checkpoints save.
