@@ -77,6 +77,11 @@ def _pct(value):
     return f"{100 * value:.3f}" if value is not None else "—"
 
 
+def _and(words):
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 2 else words)
+
+
 def _cpu(report):
     """'CPU X (int8 dot product: yes/no)' of a timing file, '' if it recorded none."""
     cpu = report.get("cpu")
@@ -570,7 +575,7 @@ def reproduce_section():
                     done.append(what)
     if retrained:
         trainings.append(f"the bundle's retraining on all 2,012 faces (`make train-all`) "
-                         f"{retrained:.0f} min with QAT for the {' and '.join(done)} model"
+                         f"{retrained:.0f} min with QAT for the {_and(done)} model"
                          + ("s" if len(done) > 1 else "") + on({"cpus": sorted(cpus)}))
         total += retrained
     text = ("`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
@@ -583,7 +588,8 @@ def reproduce_section():
     if unnamed:
         # Runs trained before landmark.py recorded the CPU name none.
         text += (" The trainings ran on different 2-core machines; "
-                 f"{len(unnamed)} of them predate the CPU's record in their results.")
+                 f"{len(unnamed)} of them predate landmark.py's record of the CPU, so "
+                 "their speeds do not compare one with another.")
     profiled = _load("profiled.json")
     if profiled:
         text += (f" Turning the {profiled['faces']:,} training faces ({profiled['written']:,} "

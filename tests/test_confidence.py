@@ -67,7 +67,13 @@ def test_confidence_is_lower_where_the_face_is_occluded():
     center = model._face_marks(cv2.cvtColor(covered, cv2.COLOR_BGR2RGB),
                                np.r_[face["marks"].min(0), face["marks"].max(0)])
     assert hidden.shape == (68, 2)
-    # The pair's fused spread is sharper than either model's, so its
-    # confidences sit higher and fall less (0.97 -> 0.88 here; one model: 0.97 -> 0.85).
-    assert center[1][36:48].mean() < face["confidence"][36:48].mean() - 0.05
+    # The covered marks lose confidence, far more than the others, and end
+    # below them. Fused maps of models trained on every face are sharp, so
+    # the fall is small in absolute terms: eyes 0.976 -> 0.927, the rest
+    # 0.958 -> 0.946 (the curve was fitted with the split models).
+    eyes, rest = slice(36, 48), np.r_[0:36, 48:68]
+    eyes_drop = face["confidence"][eyes].mean() - center[1][eyes].mean()
+    rest_drop = face["confidence"][rest].mean() - center[1][rest].mean()
+    assert eyes_drop > 0.03 and eyes_drop > 2 * rest_drop
+    assert center[1][eyes].mean() < center[1][rest].mean()
     assert np.mean(center[1]) < face["landmark_score"]
