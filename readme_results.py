@@ -564,19 +564,22 @@ def reproduce_section():
     if not trainings:
         return ""
     # The same three recipes again on all faces, for the bundle (make train-all).
-    retrained, done, cpus = 0.0, [], set()
+    retrained, done, cpus = 0.0, [], []
     for run, what in ((BUNDLE_RUN, "main"), (SECOND_RUN, "second main"), (POSE_RUN, "large-pose")):
         for suffix in ("_all", "_all_qat"):
             t = timed(run + suffix)
             if t:
                 retrained += t["train_minutes"]
-                cpus.update(t.get("cpus") or [])
+                cpus.append(t.get("cpus"))
                 if suffix == "_all":
                     done.append(what)
     if retrained:
         trainings.append(f"the bundle's retraining on all 2,012 faces (`make train-all`) "
                          f"{retrained:.0f} min with QAT for the {_and(done)} model"
-                         + ("s" if len(done) > 1 else "") + on({"cpus": sorted(cpus)}))
+                         + ("s" if len(done) > 1 else "")
+                         # named only when every one of them recorded its CPU
+                         + on({"cpus": sorted({c for run in cpus for c in run})}
+                              if all(cpus) else {}))
         total += retrained
     text = ("`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
             "benchmarks → predictor check → split models → large-pose model → second main model "

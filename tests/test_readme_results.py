@@ -38,6 +38,12 @@ def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp
            groups=groups, nmes=[0.05] * 4, training={"epochs": 100, "train_minutes": 30.0,
                                                      "images_per_s_median": 75.0,
                                                      "cpus": ["AMD EPYC"]})
+    # A retraining whose QAT recorded no CPU: the sum names none.
+    for suffix, cpus in (("_all", ["AMD EPYC"]), ("_all_qat", None)):
+        _write(results, f"val_{bundle}{suffix}.json", nme=0.04, fr=0.0, num_faces=4,
+               groups=groups, nmes=[0.04] * 4,
+               training={"epochs": 10, "train_minutes": 5.0, "images_per_s_median": 40.0,
+                         "cpus": cpus})
     for name in readme_results.DOCUMENTS:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +57,8 @@ def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp
     assert "| `16x8` | — | not converted (not supported) | — / — |" in readme
     assert "training 40 min (200 epochs at 150 images/s)" in readme
     assert "training 30 min (100 epochs at 75 images/s on AMD EPYC)" in readme
-    assert "1 of them predate landmark.py's record of the CPU" in readme
+    assert "2 of them predate landmark.py's record of the CPU" in readme
+    assert "(`make train-all`) 10 min with QAT for the main model (" in readme
     research = (tmp_path / "docs" / "RESEARCH.md").read_text()
     # The wild table on the LFPW faces, and the paired change against the old bundle.
     assert "| `bundle_v20` | 5.500 | 7.500 | 7.500 |" in research
