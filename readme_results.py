@@ -546,8 +546,8 @@ def reproduce_section():
                 unnamed.append(name)
         return t.get("train_minutes") and t
 
-    def on(t):
-        return f" on {' and '.join(t['cpus'])}" if t.get("cpus") else ""
+    def on(cpus):
+        return f" on {_and(cpus)}" if cpus else ""
 
     for run, what in ((BUNDLE_RUN, "the main model's"),
                       (POSE_RUN, "the large-pose model's (`make train-pose`)"),
@@ -557,7 +557,7 @@ def reproduce_section():
             t = timed(run + suffix)
             if t:
                 parts.append(f"{step} {t['train_minutes']:.0f} min ({t['epochs']} epochs at "
-                             f"{t['images_per_s_median']:.0f} images/s{on(t)})")
+                             f"{t['images_per_s_median']:.0f} images/s{on(t.get('cpus'))})")
                 total += t["train_minutes"]
         if parts:
             trainings.append(f"{what} " + " and ".join(parts))
@@ -578,8 +578,7 @@ def reproduce_section():
                          f"{retrained:.0f} min with QAT for the {_and(done)} model"
                          + ("s" if len(done) > 1 else "")
                          # named only when every one of them recorded its CPU
-                         + on({"cpus": sorted({c for run in cpus for c in run})}
-                              if all(cpus) else {}))
+                         + on(sorted({c for run in cpus for c in run}) if all(cpus) else None))
         total += retrained
     text = ("`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
             "benchmarks → predictor check → split models → large-pose model → second main model "
