@@ -11,7 +11,9 @@ Kinds (KINDS): low_res (face 30-60 px wide, scaled back up), jpeg (quality
 20-50), blur (motion or defocus), rotation (30-45 degrees either way),
 occlusion (20-40% of the face under a hand, a textured patch or a striped
 object), light (gamma, colour cast and a half-face shadow) and yaw (a
-horizontal perspective squash, as a head turning away).
+horizontal perspective squash, as a head turning away). The yaw kind's
+NME is over its squashed eye distance, about 0.68 of the face's own, so
+evaluations also give it over the unturned face's (landmark.evaluate_hard).
 
 One more kind, profile, needs the 3D face model of ../shared/data/3dmm and
 is scored where it is present: the face fitted in 3D and turned to a yaw of
