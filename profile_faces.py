@@ -7,7 +7,8 @@ script does the same on the faces of a record file:
 1. fit the Surrey Face Model (eos) to the face's 68 marks: shape, expression
    and a scaled-orthographic pose;
 2. turn the fitted head in yaw (to an absolute yaw of 30-75 degrees, either
-   way) and a little in pitch, about the head's centre;
+   way; `--yaw` for another range) and a little in pitch, about the head's
+   centre;
 3. re-render the crop triangle by triangle: each pixel the turned mesh covers
    is read from where the same point of the mesh lay in the photo. Next to
    the face, each row's background is stretched between the old and the new
@@ -281,8 +282,9 @@ def profile(image, marks, fit, yaw_deg, pitch_deg=0.0):
     return canvas, out
 
 
-def views_of(fit, rng, count):
-    """`count` seeded (yaw turn, pitch turn, target yaw) for a fitted face.
+def views_of(fit, rng, count, yaw_range=YAW_RANGE):
+    """`count` seeded (yaw turn, pitch turn, target yaw) for a fitted face,
+    the target's absolute yaw drawn from `yaw_range` (degrees).
     A face already turned (|yaw| > FACING) is turned further its own way:
     the side it shows is the side whose texture the photo holds, while the
     other way would stretch the few pixels of its far cheek across the face.
@@ -294,7 +296,7 @@ def views_of(fit, rng, count):
         sides = [first * (-1) ** v for v in range(count)]
     out = []
     for side in sides:
-        target = side * rng.uniform(*YAW_RANGE)
+        target = side * rng.uniform(*yaw_range)
         out.append((target - fit.yaw, rng.uniform(-PITCH_JITTER, PITCH_JITTER), target))
     return out
 
@@ -361,11 +363,11 @@ def _start_worker(model_dir):
 
 def _profile_face(job):
     """One face's profiled views -> [(patch, marks, transform, target yaw)]."""
-    index, image, marks, transform, views, seed = job
+    index, image, marks, transform, views, seed, yaw_range = job
     fit = _WORKER["model"].fit(marks, image.shape[1], image.shape[0])
     rng = np.random.default_rng([seed, index])
     out = []
-    for yaw_turn, pitch_turn, target in views_of(fit, rng, views):
+    for yaw_turn, pitch_turn, target in views_of(fit, rng, views, yaw_range):
         canvas, canvas_marks = profile(image, marks, fit, yaw_turn, pitch_turn)
         out.append((*stored_face(canvas, canvas_marks, transform), target))
     return out
@@ -406,6 +408,9 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="tfrecords/profiled.record")
     parser.add_argument("--views", type=int, default=2, help="profiled views per face")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--yaw", type=float, nargs=2, default=YAW_RANGE, metavar=("LOW", "HIGH"),
+                        help="absolute yaw of the views, degrees (default %(default)s; "
+                             "smaller for moderately turned faces)")
     parser.add_argument("--model_dir", default=MODEL_DIR,
                         help="folder of the Surrey Face Model files (eos)")
     parser.add_argument("--limit", type=int, default=None, help="profile only the first N faces")
@@ -419,6 +424,9 @@ def parse_args(argv=None):
         parser.error(f"--views must be at least 1, got {args.views}")
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if not 0 <= args.yaw[0] <= args.yaw[1] <= 90:
+        parser.error(f"--yaw needs 0 <= LOW <= HIGH <= 90, got {args.yaw[0]:g} {args.yaw[1]:g}")
+    args.yaw = tuple(args.yaw)
     return args
 
 
@@ -436,11 +444,11 @@ def main(argv=None):
     except (ProfileError, ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     print(f"profiling {len(faces)} faces of {args.record}, {args.views} views each "
-          f"(|yaw| {YAW_RANGE[0]:.0f}-{YAW_RANGE[1]:.0f} deg), {args.jobs} processes")
+          f"(|yaw| {args.yaw[0]:.0f}-{args.yaw[1]:.0f} deg), {args.jobs} processes")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
-    jobs = [(i, image, marks, transform, args.views, args.seed)
+    jobs = [(i, image, marks, transform, args.views, args.seed, args.yaw)
             for i, (image, marks, transform, *_rest) in enumerate(faces)]
     yaws = []
     started = time.perf_counter()
@@ -467,7 +475,7 @@ def main(argv=None):
         Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
         Path(args.summary).write_text(json.dumps({
             "record": args.record, "out": str(out), "faces": len(faces), "views": args.views,
-            "written": len(yaws), "seed": args.seed, "processes": args.jobs,
+            "written": len(yaws), "seed": args.seed, "yaw_range": args.yaw, "processes": args.jobs,
             "seconds": seconds, "cpu": cpu_info(),
             "abs_yaw_percentiles": {str(q): float(np.percentile(np.abs(yaws), q))
                                     for q in (10, 50, 90)}}, indent=1))

@@ -112,6 +112,15 @@ def test_views_turn_a_turned_face_its_own_way(model):
     assert all(np.sign(target) == np.sign(fit.yaw) for _, _, target in views)
     assert all(profile_faces.YAW_RANGE[0] <= abs(t) <= profile_faces.YAW_RANGE[1]
                for _, _, t in views)
+    moderate = profile_faces.views_of(fit, np.random.default_rng(0), 4, (10.0, 30.0))
+    assert all(10 <= abs(t) <= 30 and np.sign(t) == np.sign(fit.yaw) for _, _, t in moderate)
+
+
+def test_yaw_range_is_checked():
+    assert profile_faces.parse_args(["--yaw", "10", "30"]).yaw == (10.0, 30.0)
+    for bad in (["30", "10"], ["-5", "10"], ["10", "95"]):
+        with pytest.raises(SystemExit):
+            profile_faces.parse_args(["--yaw", *bad])
 
 
 def test_validation_faces_are_refused(tmp_path):
