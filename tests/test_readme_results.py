@@ -143,3 +143,8 @@ def test_wild_table_gives_older_files_the_yaw_kind_over_the_unturned_eyes(result
     assert row.endswith("| 3.750 |")                     # (0.06 * 0.5 + 0.06 * 0.75) / 2
     # Blur as good as plain (4%) and yaw at 6%: 5% pooled, above 0.7 * 7% = 4.9%.
     assert "would be 5.000%, still above the 4.900%" in text
+
+
+def test_hard_kinds_are_the_hard_views():
+    import hard_view
+    assert readme_results.HARD_KINDS == hard_view.KINDS
