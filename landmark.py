@@ -320,9 +320,9 @@ def evaluate_hard(predict_fn, record_path, seed=hard_view.SEED, batch_size=64):
             # distance, so its NME grows by the normaliser alone; this is
             # the same error over the unturned face's eye distance.
             left, right = layout.eye_corners
+            unturned_marks = np.stack(store_marks)
             ratio = (np.linalg.norm(truth[:, left] - truth[:, right], axis=-1)
-                     / np.linalg.norm(np.stack(store_marks)[:, left]
-                                      - np.stack(store_marks)[:, right], axis=-1))
+                     / np.linalg.norm(unturned_marks[:, left] - unturned_marks[:, right], axis=-1))
             unturned = np.asarray(kinds[kind]["nmes"]) * ratio
             kinds[kind]["unturned"] = {**_scores(unturned, groups), "nmes": unturned.tolist()}
     everything = np.concatenate([kinds[kind]["nmes"] for kind in hard_view.KINDS])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+import hard_view
 from pair_study import BEFORE, PAIR_WAY, TWO_MAINS
 
 ROOT = Path(__file__).resolve().parent
@@ -693,7 +694,7 @@ def _runs_table(run_names, pairs, empty, kinds=()):
 # of each epoch moderately turned faces (run v35, profile_faces --yaw 10 40).
 TOWARD_RUNS = ("resnet_v32", "resnet_v34", "resnet_v35")
 TOWARD_PAIRS = (("resnet_v34", "resnet_v32"), ("resnet_v35", "resnet_v32"))
-HARD_KINDS = ("low_res", "jpeg", "blur", "rotation", "occlusion", "light", "yaw")   # hard_view.KINDS
+HARD_KINDS = hard_view.KINDS
 
 
 def toward_section():
