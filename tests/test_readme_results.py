@@ -143,6 +143,11 @@ def test_wild_table_gives_older_files_the_yaw_kind_over_the_unturned_eyes(result
     assert row.endswith("| 3.750 |")                     # (0.06 * 0.5 + 0.06 * 0.75) / 2
     # Blur as good as plain (4%) and yaw at 6%: 5% pooled, above 0.7 * 7% = 4.9%.
     assert "would be 5.000%, still above the 4.900%" in text
+    # With yaw at 5%, the same bound is 4.5%: within the target, and said so.
+    _write(results, "val_resnet_v32.json", nmes=[0.04] * 3, groups=groups,
+           hard_view=hard([0.05] * 3))
+    text = readme_results.wild_section()
+    assert "would be 4.500%, within the 4.900%" in text and "still above" not in text
 
 
 def test_hard_kinds_are_the_hard_views():
