@@ -661,10 +661,10 @@ PROFILED_PAIRS = (("resnet_v23", "resnet_v23_control"), ("resnet_v23b", "resnet_
                   ("resnet_v25", "resnet_v21"), ("resnet_v26", "resnet_v25"))
 
 
-def _runs_table(run_names, pairs, empty, kinds=()):
-    """NME of each run's float model on the plain crops, each group, the
-    hard view, its `kinds` and its profile kind, then the paired
-    differences `pairs`."""
+def _runs_table(run_names, pairs, empty, kinds=(), models="Float models (best epoch)"):
+    """NME of each run's model on the plain crops, each group, the hard
+    view, its `kinds` and its profile kind, then the paired differences
+    `pairs`; `models` says which of each run's models the files score."""
     runs = {name: _load(f"val_{name}.json") for name in run_names}
     runs = {name: m for name, m in runs.items() if m}
     if not runs:
@@ -686,15 +686,16 @@ def _runs_table(run_names, pairs, empty, kinds=()):
         cells = _paired_cells(scores[a], scores[b], names)
         lines.append(f"| `{a}` − `{b}`, points (paired s.e.); relative | " + " | ".join(cells) + " |")
     lines += ["", "Files: " + ", ".join(f"results/val_{name}.json" for name in runs)
-              + ". Float models (best epoch) on the 201 validation crops; the hard view pools its "
+              + f". {models} on the 201 validation crops; the hard view pools its "
               "seven kinds; `profile` is the validation faces turned in 3D to 50-75 degrees of yaw "
               "(hard_view.py)."]
     return "\n".join(lines)
 
 
 # Toward the 30% hard-view target: the main recipe (run v32) with the wild
-# conditions half as likely again (run v34, --wild 1.5), and with a quarter
-# of each epoch moderately turned faces (run v35, profile_faces --yaw 10 40).
+# conditions half as likely again (run v34, --wild 1.5), with a quarter of
+# each epoch moderately turned faces (run v35, profile_faces --yaw 10 40),
+# and with the wild conditions less likely (run v36, --wild 0.7).
 TOWARD_RUNS = ("resnet_v32", "resnet_v34", "resnet_v35", "resnet_v36")
 TOWARD_PAIRS = (("resnet_v34", "resnet_v32"), ("resnet_v35", "resnet_v32"), ("resnet_v36", "resnet_v32"))
 HARD_KINDS = hard_view.KINDS
@@ -702,6 +703,21 @@ HARD_KINDS = hard_view.KINDS
 
 def toward_section():
     return _runs_table(TOWARD_RUNS, TOWARD_PAIRS, "_No run yet._", HARD_KINDS)
+
+
+# Runs v32 and v36 after QAT (`make qat`: 10 epochs, the best on the
+# validation faces kept), and run v36's QAT three times more: once alike,
+# twice with the wild conditions at strength 1 as run v32's QAT had them.
+TOWARD_QAT_RUNS = ("resnet_v32_qat", "resnet_v36_qat", "resnet_v36_qat_repeat", "resnet_v36_qat_wild1",
+                   "resnet_v36_qat_wild1_repeat")
+TOWARD_QAT_PAIRS = (("resnet_v36_qat", "resnet_v32_qat"), ("resnet_v36_qat_repeat", "resnet_v36_qat"),
+                    ("resnet_v36_qat_wild1_repeat", "resnet_v36_qat_wild1"),
+                    ("resnet_v36_qat_wild1", "resnet_v36_qat"))
+
+
+def toward_qat_section():
+    return _runs_table(TOWARD_QAT_RUNS, TOWARD_QAT_PAIRS, "_No QAT run yet._", HARD_KINDS,
+                       "QAT models (the best of 10 epochs on these faces)")
 
 
 def profiled_section():
@@ -991,11 +1007,12 @@ SECTIONS = {"headline": headline_section, "wild": wild_section, "precision": pre
             "threads": threads_section, "reproduce": reproduce_section,
             "profile": profile_section, "profiled": profiled_section,
             "confidence": confidence_section, "video": video_section, "pair": pair_section,
-            "turned": turned_section, "wide": wide_section, "small": small_section, "stem": stem_section, "toward": toward_section,
+            "turned": turned_section, "wide": wide_section, "small": small_section, "stem": stem_section,
+            "toward": toward_section, "toward_qat": toward_qat_section,
             "refine": refine_section}
 # Which generated sections each document holds.
 DOCUMENTS = {"README.md": ("headline", "reproduce", "threads"),
-             "docs/RESEARCH.md": ("wild", "toward", "wide", "stem", "profiled", "pair", "turned", "precision", "profile", "questions", "loss"),
+             "docs/RESEARCH.md": ("wild", "toward", "toward_qat", "wide", "stem", "profiled", "pair", "turned", "precision", "profile", "questions", "loss"),
              "docs/QUANTIZATION.md": ("benchmark", "techniques"),
              "docs/PREDICTOR.md": ("refine", "predictor", "speed", "small", "threads", "confidence",
                                    "video"),
