@@ -22,12 +22,14 @@ SMALL := --head_channels 96 --stages 32x3,64x2,96x2,128x1
 # The network of both bundled models since runs v29 (large-pose) and v31
 # (main): 64-256 channels (3.4 M parameters, a 3.5 MB int8 file).
 WIDER := --head_channels 160 --stages 64x3,128x2,192x2,256x1
-# The bundled main model, run v32: the wider network with a 32-filter stem
-# and one residual block at 64 px, 160 epochs, the last 40 calm (run v31,
-# bundled until 2026-12-06, was the same without the stem block).
+# The bundled main model, run v36: the wider network with a 32-filter stem
+# and one residual block at 64 px, 160 epochs, the last 40 calm, and the
+# wild conditions less likely than RECIPE's (--wild 0.7; the later flag
+# wins). Run v32, bundled until 2026-12-07, was the same at --wild 1; run
+# v31 before it had no stem block.
 EPOCHS ?= 160
-TRAIN_FLAGS ?= $(RECIPE) $(WIDER) --stem 32x1 --calm_epochs 40
-RUN ?= resnet_v32
+TRAIN_FLAGS ?= $(RECIPE) $(WIDER) --stem 32x1 --calm_epochs 40 --wild 0.7
+RUN ?= resnet_v36
 # The large-pose model the predictor pairs with it (run v30): the wider
 # network, 200 epochs (the last 50 calm), half of each epoch drawn from the
 # turned faces `make profile` writes (docs/RESEARCH.md, "Two models").

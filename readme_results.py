@@ -22,10 +22,10 @@ RESULTS = ROOT / "results"
 # The bundled recipes' files. Every validation figure is the split runs'
 # (trained on the split's training faces, their int8 files in assets/split/);
 # the bundle is the same recipes retrained on all faces (runs RUN_all).
-BUNDLE_RUN = "resnet_v32"
-BUNDLE_PREDICTOR_EVAL = "predictor_eval_v32_ensemble.json"
-PAIR_PREDICTOR_EVAL = "predictor_eval_v32_pair.json"
-SINGLE_PREDICTOR_EVAL = "predictor_eval_v32_flip.json"
+BUNDLE_RUN = "resnet_v36"
+BUNDLE_PREDICTOR_EVAL = "predictor_eval_v36_ensemble.json"
+PAIR_PREDICTOR_EVAL = "predictor_eval_v36_pair.json"
+SINGLE_PREDICTOR_EVAL = "predictor_eval_v36_flip.json"
 POSE_RUN = "resnet_v30"
 BUNDLED_POSE_INT8 = "assets/landmarks_300w_pose_int8.tflite"
 SECOND_RUN = "resnet_v31"
@@ -842,7 +842,7 @@ PROFILE_ROWS = (
     ("predictor_eval_profile_before_main.json", "run v21 alone, flip test (the bundle before the pair)",
      "photos only", "no"),
     ("predictor_eval_profile_before.json", "pair of runs v21 + v25", "photos only", "no"),
-    ("predictor_eval_profile_main.json", "run v32 alone, flip test", "photos + turned faces", "yes"),
+    ("predictor_eval_profile_main.json", "run v36 alone, flip test", "photos + turned faces", "yes"),
     ("predictor_eval_profile_v27.json", "pair of runs v28 + v27 (bundled until 2026-12-05)",
      "photos + turned faces", "yes"),
     ("predictor_eval_profile_v29.json", "pair of runs v28 + v29 (bundled until 2026-12-06)",
@@ -851,9 +851,11 @@ PROFILE_ROWS = (
      "photos + turned faces", "yes"),
     ("predictor_eval_profile_v32_pair.json", "pair of runs v32 + v30 (bundled until 2026-12-06)",
      "photos + turned faces", "yes"),
-    ("predictor_eval_profile_no_recrop.json", "ensemble of runs v32 + v31 + v30",
+    ("predictor_eval_profile_v32_ensemble.json",
+     "ensemble of runs v32 + v31 + v30 (bundled until 2026-12-07)", "photos + turned faces", "yes"),
+    ("predictor_eval_profile_no_recrop.json", "ensemble of runs v36 + v31 + v30",
      "photos + turned faces", "no"),
-    ("predictor_eval_profile.json", "ensemble of runs v32 + v31 + v30 (the default)",
+    ("predictor_eval_profile.json", "ensemble of runs v36 + v31 + v30 (the default)",
      "photos + turned faces", "yes"),
 )
 
