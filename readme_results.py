@@ -295,8 +295,9 @@ def _yaw_ratio(files, seed):
 PROFILE_KIND = hard_view.PROFILE
 # The comparison of the wild recipe with the bundle it replaces (trained on
 # every HELEN + AFW face, so only its LFPW figures are held out), and run
-# v22, the same recipe at --wild 0.5, where its file exists, runs v28 and v31 (wider), v32 (stem)
-# and v36 (--wild 0.7); the bound under the table is the last run's.
+# v22, the same recipe at --wild 0.5, where its file exists, runs v28 and
+# v31 (wider), v32 (stem) and v36 (--wild 0.7); the bound under the table
+# is the last run's.
 WILD_RUNS = ("bundle_v20", "resnet_v21", "resnet_v22", "resnet_v28", "resnet_v31", "resnet_v32",
              "resnet_v36")
 WILD_BASELINE = "bundle_v20"
@@ -1015,7 +1016,8 @@ SECTIONS = {"headline": headline_section, "wild": wild_section, "precision": pre
             "refine": refine_section}
 # Which generated sections each document holds.
 DOCUMENTS = {"README.md": ("headline", "reproduce", "threads"),
-             "docs/RESEARCH.md": ("wild", "toward", "toward_qat", "wide", "stem", "profiled", "pair", "turned", "precision", "profile", "questions", "loss"),
+             "docs/RESEARCH.md": ("wild", "toward", "toward_qat", "wide", "stem", "profiled", "pair",
+                                  "turned", "precision", "profile", "questions", "loss"),
              "docs/QUANTIZATION.md": ("benchmark", "techniques"),
              "docs/PREDICTOR.md": ("refine", "predictor", "speed", "small", "threads", "confidence",
                                    "video"),
