@@ -709,14 +709,14 @@ def toward_section():
     return _runs_table(TOWARD_RUNS, TOWARD_PAIRS, "_No run yet._", HARD_KINDS)
 
 
-# Runs v32 and v36 after QAT (`make qat`: 10 epochs, the best on the
+# Runs v32, v36 and v37 after QAT (`make qat`: 10 epochs, the best on the
 # validation faces kept), and run v36's QAT three times more: once alike,
 # twice with the wild conditions at strength 1 as run v32's QAT had them.
 TOWARD_QAT_RUNS = ("resnet_v32_qat", "resnet_v36_qat", "resnet_v36_qat_repeat", "resnet_v36_qat_wild1",
-                   "resnet_v36_qat_wild1_repeat")
+                   "resnet_v36_qat_wild1_repeat", "resnet_v37_qat")
 TOWARD_QAT_PAIRS = (("resnet_v36_qat", "resnet_v32_qat"), ("resnet_v36_qat_repeat", "resnet_v36_qat"),
                     ("resnet_v36_qat_wild1_repeat", "resnet_v36_qat_wild1"),
-                    ("resnet_v36_qat_wild1", "resnet_v36_qat"))
+                    ("resnet_v36_qat_wild1", "resnet_v36_qat"), ("resnet_v37_qat", "resnet_v36_qat"))
 
 
 def toward_qat_section():
