@@ -101,6 +101,10 @@ def headline_section():
     lines = ["| what | measured | from |", "| --- | --- | --- |"]
     bench = _load(BUNDLE_BENCHMARK)
     rows = {(r["model"], r["mode"]): r for r in (bench or {}).get("rows", [])}
+    val = _load(f"val_{BUNDLE_RUN}_qat.json")
+    # Split QAT kept its best epoch on these faces until SPLIT_QAT (Makefile).
+    picked = val and val.get("model", "").endswith("best.weights.h5")
+    picked_note = " (its QAT epoch picked on these faces: optimistic, docs/RESEARCH.md)" if picked else ""
     int8 = rows.get(("qat", "int8_only"))
     if int8 and int8.get("nme") is not None:
         groups = int8.get("groups")
@@ -111,14 +115,14 @@ def headline_section():
                 part = _group_nmes(int8["nmes"], groups, folders)
                 if part:
                     parts.append(f"{label} {100 * np.mean(part):.3f}% ({len(part)})")
-        lines.append(f"| main int8 model (alone), validation crops | {'; '.join(parts)} "
+        lines.append(f"| main int8 model (alone), validation crops{picked_note} | {'; '.join(parts)} "
                      f"| results/{BUNDLE_BENCHMARK} |")
-    val = _load(f"val_{BUNDLE_RUN}_qat.json")
     if val and "hard_view" in val:
         hard = val["hard_view"]["all"]
         lines.append(f"| the same faces made hard (hard view: blur, low resolution, occlusion, "
                      f"light, rotation, yaw) | NME {_pct(hard['nme'])}%, FR@0.10 "
-                     f"{100 * hard['fr']:.2f}% (QAT model) | results/val_{BUNDLE_RUN}_qat.json |")
+                     f"{100 * hard['fr']:.2f}% (QAT model{', epoch picked' if picked else ''}) "
+                     f"| results/val_{BUNDLE_RUN}_qat.json |")
     pair = _load("pair_study.json")
     if pair and "profile" in pair["views"]:
         cells = pair["scores"]["all"]["profile"]
