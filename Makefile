@@ -181,10 +181,11 @@ train-second: $(VENV)/.installed
 evaluate: $(VENV)/.installed
 	$(PY) landmark.py --eval_only --hard_view $(RECORDS) --metrics_out results/val_$(RUN).json
 
-# QAT keeps the last epoch of a weight average, never the epoch that scores
-# best on the validation faces: that pick read 0.095 points (s.e. 0.010)
-# better than run v37's QAT is (results/val_resnet_v37_qat_ema.json).
-# assets/split/ predates this rule; docs/RESEARCH.md says what it costs.
+# QAT starts from the float model's last checkpoint and keeps the last epoch
+# of a weight average, never the epoch that scores best on the validation
+# faces: that pick read 0.095 points (s.e. 0.010) better than run v37's QAT
+# is (results/val_resnet_v37_qat_ema.json). assets/split/ predates this
+# rule; docs/RESEARCH.md says what it costs.
 QAT_AVERAGE := --weight_average 0.995
 SPLIT_QAT := $(QAT_AVERAGE) --checkpoint last
 qat: $(VENV)/.installed
