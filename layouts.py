@@ -126,6 +126,21 @@ def with_mirrored(direct, mirrored, input_size):
     return averaged, values
 
 
+def mirrored_model(spread_fn, input_size):
+    """A spread_fn that runs `spread_fn` on the mirrored crops and maps its
+    marks and spreads back to the crops as given: the model's second look,
+    as a second model would give one."""
+
+    def predict(images):
+        marks, values = spread_fn(mirrored_crops(np.asarray(images)))
+        marks = np.array(marks, np.float64).reshape(len(images), -1, 2)
+        mirror = _mirror(marks.shape[1])
+        marks[..., 0] = (input_size - 1) / input_size - marks[..., 0]
+        return (marks[:, mirror].reshape(len(images), -1),
+                None if values is None else np.asarray(values)[:, mirror])
+    return predict
+
+
 @functools.lru_cache(maxsize=None)
 def _mirror(count):
     """The mirror permutation of the layout with `count` marks."""
@@ -263,7 +278,11 @@ def ensembled(spread_a, spread_c, spread_b, input_size, margin=PICK_MARGIN, yaw=
     (paired_flip, or paired() if not `turned_flip`), and every other face
     fuses a with c, weighted by their spreads and never one taken whole:
     two models trained alike average out each other's errors on the faces
-    they both see. Two invokes a face, three a turned one, as paired_flip."""
+    they both see. `spread_c` None puts a's look at the mirrored crop in
+    c's place (mirrored_model), fused the same way, so every face's spread
+    is on one scale. Two invokes a face, three a turned one, as paired_flip."""
+    if spread_c is None:
+        spread_c = mirrored_model(spread_a, input_size)
 
     def predict(images):
         images = np.asarray(images)

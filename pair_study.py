@@ -7,19 +7,20 @@ faces from MARGINS (the best profile-kind NME whose plain NME is no worse
 than the main model's beyond 2 paired s.e.); every figure is then given on
 all faces and on the odd-numbered ones alone, which did not choose it.
 Differences are paired, per face, against the main model as the predictor
-ran it before the pair: with the flip test, and against the pair as the
-predictor runs it ("predictor": margin PICK_MARGIN, and faces turned beyond
-layouts.TURNED_YAW take the large-pose model's flip test instead of the
-fusion; rows either side of that threshold). `--candidates` adds other landmark
+ran it before the pair: with the flip test ("vs_main"), and against the
+models as the predictor runs them ("predictor", "vs_pair": layouts.ensembled
+with the main model's look at the mirrored crop as the second opinion; a
+face the main model shows turned goes the pair's way, margin PICK_MARGIN,
+and faces turned beyond layouts.TURNED_YAW take the large-pose model's flip
+test instead of the fusion; pair rows either side of that threshold). `--candidates` adds other landmark
 models, each scored alone (with and without the flip test) and paired
 with the large-pose model and with the main one (as a pair, and the
 predictor's way), to see whether one can replace either;
 `--against MAIN POSE [SECOND]` adds an earlier pair (the bundle before;
 with a second main model, an earlier ensemble), paired against on every
 row as "vs_before". `--second_main` adds a second main
-model: the two fused on every face, and the ensemble (layouts.ensembled:
-the large-pose model's way for the faces the main model shows turned, the
-two main models fused on the rest).
+model: the two fused on every face, and the ensemble with it in the
+mirrored look's place (the predictor's default until 2026-12-07).
 
     python pair_study.py --model assets/landmarks_300w_int8.tflite \\
         --pose_model assets/landmarks_300w_pose_int8.tflite --out results/pair_study.json
@@ -36,11 +37,14 @@ from geometry import MODEL_SIZE
 from metrics import FAILURE_THRESHOLD, nme_per_face
 
 BEFORE = "pair before"
-# The predictor's way (predict.combine_spread_functions): with a second main
-# model the ensemble (layouts.ensembled), else the pair with the large-pose
-# model's flip test on faces turned beyond layouts.TURNED_YAW (PAIR_WAY).
+# The predictor's way with the bundled models (predict.combine_spread_functions,
+# predict.FLIP_SECOND).
 PREDICTOR = "predictor"
 TWO_MAINS = "two mains, fused"
+# The ensemble with a second main model (layouts.ensembled), the predictor's
+# default until 2026-12-07; the predictor now puts the main model's look at
+# the mirrored crop in the second model's place.
+SECOND_ENSEMBLE = "ensemble with the second main model"
 # The pair as the predictor ran it before the ensemble (layouts.paired_flip).
 PAIR_WAY = f"pair, large-pose flip test beyond {layouts.TURNED_YAW:g}°"
 MARGINS = (0.0, 0.1, 0.2, 0.3, 0.5, None)     # None: fuse every face, never take b whole
@@ -86,10 +90,10 @@ def study(model, pose_model, record, candidates=(), against=None, second_main=No
             TWO_MAINS: layouts.paired(spread_a, spread_c, None),
             # The large-pose model on every face: three invokes a face, four a turned one.
             f"{TWO_MAINS} + large-pose, {PREDICTOR}": layouts.paired_flip(
-                layouts.paired(spread_a, spread_c, None), spread_b, size)})
-    # What predictor() runs: the ensemble with a second main model, else the pair's way.
-    functions[PREDICTOR] = (layouts.ensembled(spread_a, spread_c, spread_b, size) if second_main
-                            else functions[PAIR_WAY])
+                layouts.paired(spread_a, spread_c, None), spread_b, size),
+            SECOND_ENSEMBLE: layouts.ensembled(spread_a, spread_c, spread_b, size)})
+    # What predictor() runs with the bundled models (predict.FLIP_SECOND).
+    functions[PREDICTOR] = layouts.ensembled(spread_a, None, spread_b, size)
     if against:
         _, before_a, _ = load_landmark_functions(against[0])
         _, before_b, _ = load_landmark_functions(against[1])

@@ -30,12 +30,13 @@ replaces it; a face the fused marks show turned beyond layouts.TURNED_YAW
 takes the large-pose model's flip test instead, a third invoke
 (`layouts.paired_flip`). `pose_model_path=False` runs the main model alone.
 
-A second main model (`second_model_path`; bundled: run v31, the main
-model's recipe without its wider stem) makes the three an ensemble
-(`layouts.ensembled`): the main model on every crop; a face it shows
-turned or is unsure of goes the pair's way above, and every other face
-fuses the two main models, which average out each other's errors. Still
-two invokes a face, three a turned one. `second_model_path=False` runs the pair.
+By default the predictor runs them as an ensemble (`layouts.ensembled`):
+the main model on every crop; a face it shows turned or is unsure of goes
+the pair's way above, and every other face takes the main model's flip
+test (`second_model_path="flip"`). A second main model's path there
+(bundled: run v31, `DEFAULT_SECOND_MODEL`) fuses the two main models on
+those faces instead, the default until 2026-12-07. Still two invokes a
+face, three a turned one. `second_model_path=False` runs the pair.
 """
 import argparse
 import json
@@ -69,11 +70,15 @@ DEFAULT_FLIP = True
 # the flip test added nothing to it on the validation faces (docs/RESEARCH.md).
 DEFAULT_POSE_MODEL = ASSETS / "landmarks_300w_pose_int8.tflite"
 PAIRED_FLIP = False
-# The second main model of the bundled ensemble (layouts.ensembled): run v31,
-# trained as the main model is but with the narrower stem. Against the pair,
-# as the predictor ran it, on the validation crops: plain -0.022 points, the
-# hard-view kinds -0.01 to -0.06, the turned faces unchanged (docs/RESEARCH.md).
+# The bundled second main model (run v31, the main recipe with the narrower
+# stem), for `second_model_path`: fused with run v32 or v36 as the main model
+# it beat the pair; with run v37 the main model's own flip test beats it.
 DEFAULT_SECOND_MODEL = ASSETS / "landmarks_300w_second_int8.tflite"
+# `second_model_path` FLIP_SECOND, the default with the bundled models: the
+# main model's flip test in a second model's place (layouts.ensembled,
+# spread_c None). With run v37 on the validation photos end to end, 0.028
+# points (s.e. 0.013) better than fusing run v31 (docs/RESEARCH.md).
+FLIP_SECOND = "flip"
 # refine=None: one more landmark pass, from a crop on the first marks, for a
 # face whose marks are narrower than REFINE_BELOW px or whose head pose turns
 # beyond REFINE_YAW degrees of yaw. The detector's box is least sure there:
@@ -113,21 +118,23 @@ def load_landmark_functions(path):
 
 
 def settle_pairing(model_path, pose_model_path, flip, second_model_path=None):
-    """(large-pose model Path or None, flip, second main model Path or None)
-    as predictor() settles them: the bundled large-pose and second main
-    models join the bundled main model (`model_path` None) unless given as
-    False or "none"; `flip` None is PAIRED_FLIP for a pair, DEFAULT_FLIP for
-    one model. The ensemble needs a large-pose model and runs without the
-    flip test: the bundled second model drops out where those are not so,
-    a second model given is refused."""
+    """(large-pose model Path or None, flip, second main model: Path,
+    FLIP_SECOND or None) as predictor() settles them: the bundled large-pose
+    model joins the bundled main model (`model_path` None), and the ensemble
+    with the main model's flip test (FLIP_SECOND) is its default, unless
+    given as False or "none"; `flip` None is PAIRED_FLIP for a pair,
+    DEFAULT_FLIP for one model. The ensemble needs a large-pose model and
+    runs without the flip test: the default drops out where those are not
+    so, a second model given is refused."""
     default_second = model_path is None and second_model_path is None
     if model_path is None:
         if pose_model_path is None and DEFAULT_POSE_MODEL.is_file():
             pose_model_path = DEFAULT_POSE_MODEL
-        if second_model_path is None and DEFAULT_SECOND_MODEL.is_file():
-            second_model_path = DEFAULT_SECOND_MODEL
+        if second_model_path is None:
+            second_model_path = FLIP_SECOND
     pose = Path(pose_model_path) if pose_model_path not in (None, False, "none") else None
-    second = Path(second_model_path) if second_model_path not in (None, False, "none") else None
+    second = (FLIP_SECOND if second_model_path == FLIP_SECOND
+              else Path(second_model_path) if second_model_path not in (None, False, "none") else None)
     if flip is None:
         flip = PAIRED_FLIP if pose else DEFAULT_FLIP
     if second is not None and (pose is None or flip):
@@ -155,8 +162,8 @@ def load_pair(model_path, pose_model_path=None, second_model_path=None):
     _, once, size = load_landmark_functions(model_path)
     others = []
     for path in (pose_model_path, second_model_path):
-        if path is None:
-            others.append(None)
+        if path is None or path == FLIP_SECOND:
+            others.append(path)
             continue
         _, other_once, other_size = load_landmark_functions(path)
         if other_size != size:
@@ -176,6 +183,8 @@ def combine_spread_functions(once, size, pose_once=None, flip=False, second_once
     if pose_once is None:
         return once, (flip_averaged(once, size) if flip else once)
     if second_once is not None:
+        # FLIP_SECOND: the main model's flip test stands in for a second model.
+        second_once = None if second_once == FLIP_SECOND else second_once
         return (ensembled(once, second_once, pose_once, size, turned_flip=False),
                 ensembled(once, second_once, pose_once, size))
     pair = paired(once, pose_once)
@@ -629,8 +638,8 @@ def main(argv=None):
                         "one when --model is not given; 'none': the main model alone)")
     p.add_argument("--second_model", default=None, metavar="PATH",
                    help="second main model, fused with --model on faces that are not turned "
-                        "(layouts.ensembled; default: the bundled one when --model is not "
-                        "given; 'none': the pair)")
+                        "(layouts.ensembled), or 'flip': --model's flip test there (the "
+                        "default when --model is not given); 'none': the pair")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average each pass with its mirror image (a second landmark invoke; "
                         "default: on for one model, off for the pair)")

@@ -39,7 +39,7 @@ def timed_turns(models, frames, rounds=10, runs=20):
 
 
 def main(argv=None):
-    from predict import ROOT, fitted_frame, image_paths, predictor
+    from predict import FLIP_SECOND, ROOT, fitted_frame, image_paths, predictor
     from tflite_model import cpu_info
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -74,6 +74,8 @@ def main(argv=None):
         sys.exit(f"error: {err}")
     times = timed_turns(models, frames, args.rounds, args.runs)
     def shown(path):
+        if str(path) == FLIP_SECOND:
+            return FLIP_SECOND
         path = Path(path).resolve()
         return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
     setups = {name: {"landmark_model": shown(model.landmark_model),

@@ -173,19 +173,37 @@ def test_the_ensemble_fuses_two_main_models_and_sends_only_turned_faces_on():
     marks, _ = layouts.ensembled(a, c, pose_model, 128, turned_flip=False)(images)
     assert calls == {"a": 3, "c": 2, "b": 1}
     np.testing.assert_allclose(marks[1], 0.5)
+    # With no second model, a's look at the mirrored crop stands in for c's,
+    # mapped back and fused the same way: a twice on the faces not turned.
+    calls.update(a=0, b=0, c=0)
+    marks, spread = layouts.ensembled(a, None, pose_model, 128)(images)
+    assert calls == {"a": 3 + 2, "c": 0, "b": 1 + 1}
+    rest = images[[0, 2]]
+    looked = layouts.mirrored_model(a, 128)(rest)
+    # The same look the flip test averages in (with_mirrored), marks and spreads.
+    flip_test = layouts.with_mirrored(a(rest), a(layouts.mirrored_crops(rest)), 128)
+    np.testing.assert_allclose((a(rest)[0] + looked[0]) / 2, flip_test[0])
+    np.testing.assert_allclose((a(rest)[1] + looked[1]) / 2, flip_test[1])
+    fused = layouts.fuse(*a(rest), *looked, None)
+    np.testing.assert_allclose(marks[[0, 2]], fused[0])
+    np.testing.assert_allclose(spread[[0, 2]], fused[1])
+    np.testing.assert_allclose(marks[1], layouts.with_mirrored(b, b, 128)[0][0])
     with pytest.raises(ValueError, match="score maps"):
         layouts.ensembled(lambda images: (np.zeros((len(images), 136)), None), c, pose_model,
                           128)(images)
 
 
 def test_the_second_main_model_joins_only_the_bundled_ensemble():
-    """settle_pairing: the bundled second main model joins the bundled pair,
-    drops out when the pair does (one model, or the flip test), and a
-    second model given where no ensemble can run is refused by name."""
-    from predict import DEFAULT_POSE_MODEL, DEFAULT_SECOND_MODEL, settle_pairing
+    """settle_pairing: the bundled pair runs as the ensemble with the main
+    model's flip test by default, or with a second main model given; the
+    default drops out when the pair does (one model, or the flip test), and
+    a second model given where no ensemble can run is refused by name."""
+    from predict import DEFAULT_POSE_MODEL, DEFAULT_SECOND_MODEL, FLIP_SECOND, settle_pairing
     if not (DEFAULT_POSE_MODEL.is_file() and DEFAULT_SECOND_MODEL.is_file()):
         pytest.skip("no bundled ensemble")
-    assert settle_pairing(None, None, None) == (DEFAULT_POSE_MODEL, False, DEFAULT_SECOND_MODEL)
+    assert settle_pairing(None, None, None) == (DEFAULT_POSE_MODEL, False, FLIP_SECOND)
+    assert (settle_pairing(None, None, None, DEFAULT_SECOND_MODEL)
+            == (DEFAULT_POSE_MODEL, False, DEFAULT_SECOND_MODEL))
     assert settle_pairing(None, None, None, "none") == (DEFAULT_POSE_MODEL, False, None)
     assert settle_pairing(None, False, None) == (None, True, None)
     assert settle_pairing(None, None, True) == (DEFAULT_POSE_MODEL, True, None)
@@ -196,16 +214,21 @@ def test_the_second_main_model_joins_only_the_bundled_ensemble():
         settle_pairing(None, None, True, "other.tflite")
 
 
-def test_the_bundled_ensemble_marks_a_face_as_the_pair_does_nearly():
-    from predict import DEFAULT_SECOND_MODEL, predictor
+@pytest.mark.parametrize("second", ["flip", "bundled"])
+def test_the_bundled_ensemble_marks_a_face_as_the_pair_does_nearly(second):
+    """The default ensemble (the main model's flip test) and the one with the
+    bundled second main model each mark a frontal face close to the pair."""
+    from predict import DEFAULT_SECOND_MODEL, FLIP_SECOND, predictor
     if not DEFAULT_SECOND_MODEL.is_file():
         pytest.skip("no bundled second main model")
-    ensemble, pair = predictor(), predictor(second_model_path=False)
-    assert ensemble.second_model == DEFAULT_SECOND_MODEL and pair.second_model is None
+    ensemble = predictor() if second == "flip" else predictor(second_model_path=DEFAULT_SECOND_MODEL)
+    pair = predictor(second_model_path=False)
+    expected = FLIP_SECOND if second == "flip" else DEFAULT_SECOND_MODEL
+    assert ensemble.second_model == expected and pair.second_model is None
     faces = ensemble.predict("test_images/grace_hopper.jpg")
     paired_faces = pair.predict("test_images/grace_hopper.jpg")
     assert len(faces) == len(paired_faces) == 1
     eyes = np.linalg.norm(faces[0]["marks"][36] - faces[0]["marks"][45])
     gap = np.mean(np.linalg.norm(faces[0]["marks"] - paired_faces[0]["marks"], axis=1))
-    assert 0 < gap < 0.05 * eyes          # another model's say, on a face both mark well
+    assert 0 < gap < 0.05 * eyes          # another say, on a face both mark well
     assert 0 <= faces[0]["landmark_score"] <= 1
