@@ -22,14 +22,14 @@ SMALL := --head_channels 96 --stages 32x3,64x2,96x2,128x1
 # The network of both bundled models since runs v29 (large-pose) and v31
 # (main): 64-256 channels (3.4 M parameters, a 3.5 MB int8 file).
 WIDER := --head_channels 160 --stages 64x3,128x2,192x2,256x1
-# The bundled main model, run v36: the wider network with a 32-filter stem
+# The bundled main model, run v37: the wider network with a 32-filter stem
 # and one residual block at 64 px, 160 epochs, the last 40 calm, and the
-# wild conditions less likely than RECIPE's (--wild 0.7; the later flag
-# wins). Run v32, bundled until 2026-12-07, was the same at --wild 1; run
-# v31 before it had no stem block.
+# wild conditions half as likely as RECIPE's (--wild 0.5; the later flag
+# wins). Runs v36 (--wild 0.7) and v32 (--wild 1) were bundled until
+# 2026-12-07; run v31 before them had no stem block.
 EPOCHS ?= 160
-TRAIN_FLAGS ?= $(RECIPE) $(WIDER) --stem 32x1 --calm_epochs 40 --wild 0.7
-RUN ?= resnet_v36
+TRAIN_FLAGS ?= $(RECIPE) $(WIDER) --stem 32x1 --calm_epochs 40 --wild 0.5
+RUN ?= resnet_v37
 # The large-pose model the predictor pairs with it (run v30): the wider
 # network, 200 epochs (the last 50 calm), half of each epoch drawn from the
 # turned faces `make profile` writes (docs/RESEARCH.md, "Two models").
@@ -64,7 +64,11 @@ BUNDLE := assets/landmarks_300w
 SPLIT_BUNDLE := assets/split/landmarks_300w
 SPLIT_MAIN := --model $(SPLIT_BUNDLE)_int8.tflite
 SPLIT_PAIR := $(SPLIT_MAIN) --pose_model $(SPLIT_BUNDLE)_pose_int8.tflite
-SPLIT_MODELS := $(SPLIT_PAIR) --second_model $(SPLIT_BUNDLE)_second_int8.tflite
+# The models as predictor() runs them: the pair's ensemble with the main
+# model's look at the mirrored crop as the second opinion (predict.FLIP_SECOND);
+# SPLIT_SECOND has the second main model there, the default until 2026-12-07.
+SPLIT_MODELS := $(SPLIT_PAIR) --second_model flip
+SPLIT_SECOND := $(SPLIT_PAIR) --second_model $(SPLIT_BUNDLE)_second_int8.tflite
 
 .PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all train-main-all train-second-all train-pose-all \
     bundle-main-all bundle-second-all bundle-pose-all \
@@ -135,7 +139,7 @@ evaluate-small: $(VENV)/.installed
 # REFINE_YAW): each end-to-end view again without it.
 evaluate-refine: $(VENV)/.installed
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json $(SPLIT_MODELS) --refine 0 \
-	    --out results/predictor_eval_$(SPLIT)_ensemble_refine0.json
+	    --out results/predictor_eval_$(SPLIT)_flip_ensemble_refine0.json
 	$(PY) evaluate_predictor.py --small tfrecords/test.record $(SPLIT_MODELS) --refine 0 \
 	    --out results/predictor_eval_small_refine0.json
 	$(PY) evaluate_predictor.py --profile tfrecords/test.record $(SPLIT_MODELS) --refine 0 \
@@ -184,8 +188,8 @@ evaluate: $(VENV)/.installed
 # QAT starts from the float model's last checkpoint and keeps the last epoch
 # of a weight average, never the epoch that scores best on the validation
 # faces: that pick read 0.095 points (s.e. 0.010) better than run v37's QAT
-# is (results/val_resnet_v37_qat_ema.json). assets/split/ predates this
-# rule; docs/RESEARCH.md says what it costs.
+# is (results/val_resnet_v37_qat_picked.json against _qat.json). The split
+# large-pose and second models predate this rule (docs/RESEARCH.md).
 QAT_AVERAGE := --weight_average 0.995
 SPLIT_QAT := $(QAT_AVERAGE) --checkpoint last
 qat: $(VENV)/.installed
@@ -268,8 +272,9 @@ bundle: $(VENV)/.installed
 
 # The large-pose model as int8 beside the split main model; the pair's confidence
 # curve; the whole predictor with the pair (`--second_model none`) on the
-# validation photos (bundle-second then does the same for the ensemble). The large-pose model gets its own confidence curve,
-# unflipped: a tracked face the pair hands to it runs it alone (tracking.py).
+# validation photos; then the same for the ensemble predictor() runs. The
+# large-pose model gets its own confidence curve, unflipped: a tracked face
+# the pair hands to it runs it alone (tracking.py).
 bundle-pose: $(VENV)/.installed
 	$(call bundle_int8,$(POSE_EXPORT),runs/bundle_pose,$(SPLIT_BUNDLE)_pose_int8.tflite)
 	$(PY) confidence.py $(SPLIT_PAIR) --second_model none --write_calibration \
@@ -278,14 +283,18 @@ bundle-pose: $(VENV)/.installed
 	    --write_calibration --out runs/bundle_pose/confidence.json --plot runs/bundle_pose/confidence.png
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json $(SPLIT_PAIR) \
 	    --out results/predictor_eval_$(SPLIT)_pair.json
-
-# The second main model as int8 beside the split main model; the ensemble's confidence
-# curve; the whole predictor (the ensemble, as predictor() runs it) on the
-# validation photos.
-bundle-second: $(VENV)/.installed
-	$(call bundle_int8,$(SECOND_EXPORT),runs/bundle_second,$(SPLIT_BUNDLE)_second_int8.tflite)
 	$(PY) confidence.py $(SPLIT_MODELS) --write_calibration
 	$(PY) evaluate_predictor.py --split tfrecords/summary.json $(SPLIT_MODELS) \
+	    --out results/predictor_eval_$(SPLIT)_flip_ensemble.json
+
+# The second main model as int8 beside the split main model; the confidence
+# curve and the whole predictor on the validation photos of the ensemble with
+# it in the mirrored look's place (`second_model_path=` its file).
+bundle-second: $(VENV)/.installed
+	$(call bundle_int8,$(SECOND_EXPORT),runs/bundle_second,$(SPLIT_BUNDLE)_second_int8.tflite)
+	$(PY) confidence.py $(SPLIT_SECOND) --write_calibration \
+	    --out runs/bundle_second/confidence.json --plot runs/bundle_second/confidence.png
+	$(PY) evaluate_predictor.py --split tfrecords/summary.json $(SPLIT_SECOND) \
 	    --out results/predictor_eval_$(SPLIT)_ensemble.json
 
 # The main model, the large-pose one and the pair on the validation crops

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import hard_view
-from pair_study import BEFORE, PAIR_WAY, TWO_MAINS
+from pair_study import BEFORE, PAIR_WAY, SECOND_ENSEMBLE, TWO_MAINS
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -22,10 +22,12 @@ RESULTS = ROOT / "results"
 # The bundled recipes' files. Every validation figure is the split runs'
 # (trained on the split's training faces, their int8 files in assets/split/);
 # the bundle is the same recipes retrained on all faces (runs RUN_all).
-BUNDLE_RUN = "resnet_v36"
-BUNDLE_PREDICTOR_EVAL = "predictor_eval_v36_ensemble.json"
-PAIR_PREDICTOR_EVAL = "predictor_eval_v36_pair.json"
-SINGLE_PREDICTOR_EVAL = "predictor_eval_v36_flip.json"
+BUNDLE_RUN = "resnet_v37"
+BUNDLE_PREDICTOR_EVAL = "predictor_eval_v37_flip_ensemble.json"
+# The ensemble with the second main model, the predictor's default until 2026-12-07.
+SECOND_PREDICTOR_EVAL = "predictor_eval_v37_ensemble.json"
+PAIR_PREDICTOR_EVAL = "predictor_eval_v37_pair.json"
+SINGLE_PREDICTOR_EVAL = "predictor_eval_v37_flip.json"
 POSE_RUN = "resnet_v30"
 BUNDLED_POSE_INT8 = "assets/landmarks_300w_pose_int8.tflite"
 SECOND_RUN = "resnet_v31"
@@ -151,7 +153,9 @@ def headline_section():
     end = _load(BUNDLE_PREDICTOR_EVAL)
     if end:
         others = []
-        for name, what in ((PAIR_PREDICTOR_EVAL, "the pair without the second main model"),
+        for name, what in ((SECOND_PREDICTOR_EVAL, "with the second main model in place of the "
+                            "mirrored look, the default until 2026-12-07"),
+                           (PAIR_PREDICTOR_EVAL, "the pair alone"),
                            (SINGLE_PREDICTOR_EVAL, "the main model alone with the flip test")):
             other = _load(name)
             if other:
@@ -159,7 +163,9 @@ def headline_section():
                 others.append(f"{what}: {_pct(other['nme'])}%, {diff[0]:+.3f} points, paired "
                               f"s.e. {diff[1]:.3f}")
         against = f" ({'; '.join(others)})" if others else ""
-        lines.append(f"| whole predictor (detector + the three int8 landmark models) on the "
+        models = ("the main and large-pose int8 models, the main one also on the mirrored crop"
+                  if end.get("second_model") == "flip" else "the three int8 landmark models")
+        lines.append(f"| whole predictor (detector + {models}) on the "
                      f"validation photos | NME {_pct(end['nme'])}%{against}, {end['missed']} of "
                      f"{end['faces']} faces missed | results/{BUNDLE_PREDICTOR_EVAL} |")
     wflw, wflw_split = _load("wflw_sample.json"), _load("wflw_sample_split.json")
@@ -196,7 +202,7 @@ def headline_section():
                         f"(results/pair_study.json)")
         ensemble = _load("speed_ratio_ensemble.json")
         if ensemble:
-            against += (f"; {ensemble['ratio']:.2f}× the pair without the second main model "
+            against += (f"; {ensemble['ratio']:.2f}× the pair alone "
                         f"(results/speed_ratio_ensemble.json)")
         lines.append(f"| predictor per {speed['frame'][0]}×{speed['frame'][1]} frame, one face, "
                      f"1 thread, median | {frames} on {_cpu(speed)}{against} | "
@@ -539,8 +545,9 @@ def predictor_section():
         previous = nmes
         detectors = r.get("detector", "default")
         detectors = " → ".join(f"`{d}`" for d in detectors) if isinstance(detectors, list) else detectors
-        model = f"`{r['model']}`" + "".join(f" + `{Path(r[k]).name}`" for k in ("pose_model", "second_model")
-                                            if r.get(k))
+        model = f"`{r['model']}`" + "".join(
+            " + its mirrored look" if r[k] == "flip" else f" + `{Path(r[k]).name}`"
+            for k in ("pose_model", "second_model") if r.get(k))
         lines.append(f"| results/{p.name} | {model} | {detectors} "
                      f"| {'yes' if r.get('flip') else 'no'} "
                      f"| {r['faces']} | **{r['missed']}** ({100 * r['missed_share']:.1f}%) "
@@ -575,10 +582,11 @@ def bundle_section():
              + " | FR@0.10 % | hard view NME % | hard view FR@0.10 % | file |",
              "| --- |" + " --- |" * (len(GROUPS) + 5)]
     found = False
-    for suffix, label in (("", "float (best epoch)"), ("_qat", "QAT (best epoch)")):
+    for suffix, label in (("", "float"), ("_qat", "QAT")):
         m = _load(f"val_{BUNDLE_RUN}{suffix}.json")
         if not m:
             continue
+        label += " (best epoch)" if m.get("model", "").endswith("best.weights.h5") else " (last epoch)"
         found = True
         scores = {g: _run_scores(m, folders)["plain"] for g, folders in GROUPS.items()}
         hard = m.get("hard_view", {}).get("all")
@@ -713,19 +721,23 @@ def toward_section():
     return _runs_table(TOWARD_RUNS, TOWARD_PAIRS, "_No run yet._", HARD_KINDS)
 
 
-# Runs v32, v36 and v37 after QAT (`make qat`: 10 epochs, the best on the
-# validation faces kept), and run v36's QAT three times more: once alike,
-# twice with the wild conditions at strength 1 as run v32's QAT had them.
+# Runs v32, v36 and v37 after QAT as `make qat` ran it until 2026-12-07
+# (10 epochs, the best on the validation faces kept), and run v36's QAT three
+# times more: once alike, twice with the wild conditions at strength 1 as run
+# v32's QAT had them. Last, run v37's QAT under today's rule (a weight
+# average, its last epoch kept) against its picked one.
 TOWARD_QAT_RUNS = ("resnet_v32_qat", "resnet_v36_qat", "resnet_v36_qat_repeat", "resnet_v36_qat_wild1",
-                   "resnet_v36_qat_wild1_repeat", "resnet_v37_qat")
+                   "resnet_v36_qat_wild1_repeat", "resnet_v37_qat_picked", "resnet_v37_qat")
 TOWARD_QAT_PAIRS = (("resnet_v36_qat", "resnet_v32_qat"), ("resnet_v36_qat_repeat", "resnet_v36_qat"),
                     ("resnet_v36_qat_wild1_repeat", "resnet_v36_qat_wild1"),
-                    ("resnet_v36_qat_wild1", "resnet_v36_qat"), ("resnet_v37_qat", "resnet_v36_qat"))
+                    ("resnet_v36_qat_wild1", "resnet_v36_qat"), ("resnet_v37_qat_picked", "resnet_v36_qat"),
+                    ("resnet_v37_qat", "resnet_v37_qat_picked"))
 
 
 def toward_qat_section():
     return _runs_table(TOWARD_QAT_RUNS, TOWARD_QAT_PAIRS, "_No QAT run yet._", HARD_KINDS,
-                       "QAT models (the best of 10 epochs on these faces)")
+                       "QAT models (the best of 10 epochs on these faces; `resnet_v37_qat` "
+                       "the last of a weight average)")
 
 
 def profiled_section():
@@ -783,12 +795,17 @@ def pair_section():
     chosen = _pair_row(r)
     fused = f"pair, margin {r['margin_in_code']}"
     ensemble = bool(r.get("second_main"))
+    # Files before 2026-12-07 have no SECOND_ENSEMBLE row: their predictor was it.
+    second_row = ensemble and SECOND_ENSEMBLE in r["scores"]["all"]["plain"]
     names = ["main, flip test", "large-pose, flip test", fused] + (
-        [PAIR_WAY, TWO_MAINS] if ensemble else []) + [chosen]
+        [PAIR_WAY, TWO_MAINS] if ensemble else []) + ([SECOND_ENSEMBLE] if second_row else []) + [chosen]
     before = bool(r.get("against"))
     heads = ["main model, flip test", "large-pose model, flip test", "pair, fused"] + (
         ["pair, large-pose flip test on turned faces (the predictor until 2026-12-06)",
-         "two main models, fused", "predictor: the ensemble"] if ensemble else
+         "two main models, fused"] if ensemble else []) + (
+        ["ensemble with the second main model (the predictor until 2026-12-07)",
+         "predictor: the ensemble with the main model's mirrored look"] if second_row else
+        ["predictor: the ensemble"] if ensemble else
         ["predictor (pair; turned faces: large-pose flip test)"])
     heads += ["predictor − main, points (paired s.e.), all faces", "the same, odd faces only"]
     if before:
@@ -815,7 +832,18 @@ def pair_section():
                 found.append(f"{view} {-100 * diff['mean']:+.3f} (s.e. {100 * diff['se']:.3f})")
         return "; ".join(found) or "none"
     import layouts
-    if ensemble:
+    if second_row:
+        lines += ["", f"The predictor is the ensemble (`layouts.ensembled`): the main model on "
+                  f"every crop; a face its marks show turned beyond {layouts.CASCADE_YAW:g}° of "
+                  f"yaw, or whose maps are unsure, goes the pair's way (the large-pose model "
+                  f"fused in, its flip test where the face is turned beyond "
+                  f"{layouts.TURNED_YAW:g}°); every other face fuses the main model's marks "
+                  f"with its own on the mirrored crop (`layouts.mirrored_model`), as it fused "
+                  f"them with a second main model's until 2026-12-07. Two invokes a face, three "
+                  f"a turned one. Against the ensemble with the second main model, beyond 2 "
+                  f"s.e.: {beyond(SECOND_ENSEMBLE)} points; against the pair's way: "
+                  f"{beyond(PAIR_WAY)} points; the other views are level."]
+    elif ensemble:
         lines += ["", f"The predictor is the ensemble (`layouts.ensembled`): the main model on "
                   f"every crop; a face its marks show turned beyond {layouts.CASCADE_YAW:g}° of "
                   f"yaw, or whose maps are unsure, goes the pair's way (the large-pose model "
@@ -849,7 +877,7 @@ PROFILE_ROWS = (
     ("predictor_eval_profile_before_main.json", "run v21 alone, flip test (the bundle before the pair)",
      "photos only", "no"),
     ("predictor_eval_profile_before.json", "pair of runs v21 + v25", "photos only", "no"),
-    ("predictor_eval_profile_main.json", "run v36 alone, flip test", "photos + turned faces", "yes"),
+    ("predictor_eval_profile_main.json", "run v37 alone, flip test", "photos + turned faces", "yes"),
     ("predictor_eval_profile_v27.json", "pair of runs v28 + v27 (bundled until 2026-12-05)",
      "photos + turned faces", "yes"),
     ("predictor_eval_profile_v29.json", "pair of runs v28 + v29 (bundled until 2026-12-06)",
@@ -860,9 +888,11 @@ PROFILE_ROWS = (
      "photos + turned faces", "yes"),
     ("predictor_eval_profile_v32_ensemble.json",
      "ensemble of runs v32 + v31 + v30 (bundled until 2026-12-07)", "photos + turned faces", "yes"),
-    ("predictor_eval_profile_no_recrop.json", "ensemble of runs v36 + v31 + v30",
+    ("predictor_eval_profile_v36_ensemble.json",
+     "ensemble of runs v36 + v31 + v30 (bundled until 2026-12-07)", "photos + turned faces", "yes"),
+    ("predictor_eval_profile_no_recrop.json", "ensemble of runs v37 + v31 + v30",
      "photos + turned faces", "no"),
-    ("predictor_eval_profile.json", "ensemble of runs v36 + v31 + v30 (the default)",
+    ("predictor_eval_profile.json", "ensemble of runs v37 + v31 + v30 (the default)",
      "photos + turned faces", "yes"),
 )
 

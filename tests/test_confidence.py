@@ -41,7 +41,8 @@ def test_split_models_and_the_bundle_share_fitted_curves():
     bundle carries the same ones (make bundle-all copies them)."""
     split, bundle = ROOT / "assets" / "split", ROOT / "assets"
     main, pose, second = (f"landmarks_300w_{n}int8.tflite" for n in ("", "pose_", "second_"))
-    for m, p, s in ((main, None, None), (pose, None, None), (main, pose, None), (main, pose, second)):
+    for m, p, s in ((main, None, None), (pose, None, None), (main, pose, None), (main, pose, second),
+                    (main, pose, "flip")):
         path = confidence.calibration_path(split / m, p and split / p, s and split / s)
         assert path.is_file(), path
         assert (bundle / path.name).read_text() == path.read_text()
