@@ -33,7 +33,7 @@ def calibration_path(model_path, pose_model_path=None, second_model_path=None):
     """The calibration file beside a landmark model: NAME.confidence.json;
     for a pair with a large-pose model (predict.py), NAME+POSE_NAME.confidence.json;
     for the ensemble with a second main model, NAME+SECOND_NAME+POSE_NAME.confidence.json
-    (SECOND_NAME "flip" where the main model's flip test stands in for one)."""
+    (SECOND_NAME "flip" where the main model's mirrored look stands in for one)."""
     path = Path(model_path)
     if pose_model_path is not None:
         others = [p for p in (second_model_path, pose_model_path) if p is not None]
@@ -196,7 +196,7 @@ def main(argv=None):
                    help="the flip test (default: as the predictor, on for one model, off for a pair)")
     p.add_argument("--second_model", default=None,
                    help="second main model of the ensemble as the predictor runs it, or 'flip': "
-                        "the main model's flip test in its place (default: 'flip' with the "
+                        "the main model's mirrored look in its place (default: 'flip' with the "
                         "bundled --model; 'none': the pair)")
     p.add_argument("--out", default="results/confidence.json")
     p.add_argument("--plot", default="results/confidence_reliability.png")

@@ -253,8 +253,8 @@ def main(argv=None):
                    help="large-pose model paired with --model (default: the predictor's: the "
                         "bundled pair when --model is not given; 'none': one model)")
     p.add_argument("--second_model", default=None,
-                   help="second main model of the ensemble, or 'flip': the main model's flip "
-                        "test in its place (default: the predictor's, 'flip' when --model is "
+                   help="second main model of the ensemble, or 'flip': the main model's "
+                        "mirrored look in its place (default: the predictor's, 'flip' when --model is "
                         "not given; 'none': the pair)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average with the mirrored crop (the predictor's default: on for one "

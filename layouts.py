@@ -113,17 +113,18 @@ def with_mirrored(direct, mirrored, input_size):
     """flip_averaged's average of a model's outputs on crops (`direct`) and
     on their mirror images (`mirrored`): marks, or (marks, values)."""
     extra = isinstance(direct, tuple)
-    marks, mirrored_marks = (direct[0], mirrored[0]) if extra else (direct, mirrored)
-    marks = np.asarray(marks, np.float64)
-    # A copy: the caller's array is not to be flipped in place.
-    mirrored_marks = np.array(mirrored_marks, np.float64).reshape(len(marks), -1, 2)
-    mirror = _mirror(mirrored_marks.shape[1])
-    mirrored_marks[..., 0] = (input_size - 1) / input_size - mirrored_marks[..., 0]
-    averaged = (marks + mirrored_marks[:, mirror].reshape(len(marks), -1)) / 2
+    marks = np.asarray(direct[0] if extra else direct, np.float64)
+    back, back_values = _mapped_back(mirrored[0] if extra else mirrored,
+                                     mirrored[1] if extra else None, input_size)
+    averaged = (marks + back) / 2
     if not extra:
         return averaged
-    values = None if direct[1] is None else (np.asarray(direct[1]) + np.asarray(mirrored[1])[:, mirror]) / 2
-    return averaged, values
+    return averaged, None if direct[1] is None else (np.asarray(direct[1]) + back_values) / 2
+
+
+# A second model's name (predict's second_model_path, confidence curves'
+# file names, result files) for the main model's mirrored look.
+FLIP_SECOND = "flip"
 
 
 def mirrored_model(spread_fn, input_size):
@@ -132,13 +133,20 @@ def mirrored_model(spread_fn, input_size):
     as a second model would give one."""
 
     def predict(images):
-        marks, values = spread_fn(mirrored_crops(np.asarray(images)))
-        marks = np.array(marks, np.float64).reshape(len(images), -1, 2)
-        mirror = _mirror(marks.shape[1])
-        marks[..., 0] = (input_size - 1) / input_size - marks[..., 0]
-        return (marks[:, mirror].reshape(len(images), -1),
-                None if values is None else np.asarray(values)[:, mirror])
+        return _mapped_back(*spread_fn(mirrored_crops(np.asarray(images))), input_size)
     return predict
+
+
+def _mapped_back(marks, values, input_size):
+    """A model's (B, 2N) marks and (B, N) values (or None) on mirrored
+    crops, as on the crops given: x -> (S-1)/S - x, marks relabelled by the
+    layout's mirror."""
+    # A copy: the caller's array is not to be flipped in place.
+    marks = np.array(marks, np.float64).reshape(len(marks), -1, 2)
+    mirror = _mirror(marks.shape[1])
+    marks[..., 0] = (input_size - 1) / input_size - marks[..., 0]
+    return (marks[:, mirror].reshape(len(marks), -1),
+            None if values is None else np.asarray(values)[:, mirror])
 
 
 @functools.lru_cache(maxsize=None)

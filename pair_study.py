@@ -38,7 +38,7 @@ from metrics import FAILURE_THRESHOLD, nme_per_face
 
 BEFORE = "pair before"
 # The predictor's way with the bundled models (predict.combine_spread_functions,
-# predict.FLIP_SECOND).
+# layouts.FLIP_SECOND).
 PREDICTOR = "predictor"
 TWO_MAINS = "two mains, fused"
 # The ensemble with a second main model (layouts.ensembled), the predictor's
@@ -92,7 +92,7 @@ def study(model, pose_model, record, candidates=(), against=None, second_main=No
             f"{TWO_MAINS} + large-pose, {PREDICTOR}": layouts.paired_flip(
                 layouts.paired(spread_a, spread_c, None), spread_b, size),
             SECOND_ENSEMBLE: layouts.ensembled(spread_a, spread_c, spread_b, size)})
-    # What predictor() runs with the bundled models (predict.FLIP_SECOND).
+    # What predictor() runs with the bundled models (layouts.FLIP_SECOND).
     functions[PREDICTOR] = layouts.ensembled(spread_a, None, spread_b, size)
     if against:
         _, before_a, _ = load_landmark_functions(against[0])

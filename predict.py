@@ -32,8 +32,8 @@ takes the large-pose model's flip test instead, a third invoke
 
 By default the predictor runs them as an ensemble (`layouts.ensembled`):
 the main model on every crop; a face it shows turned or is unsure of goes
-the pair's way above, and every other face takes the main model's flip
-test (`second_model_path="flip"`). A second main model's path there
+the pair's way above, and every other face is fused with the main model's
+own look at the mirrored crop (`second_model_path="flip"`). A second main model's path there
 (bundled: run v31, `DEFAULT_SECOND_MODEL`) fuses the two main models on
 those faces instead, the default until 2026-12-07. Still two invokes a
 face, three a turned one. `second_model_path=False` runs the pair.
@@ -53,7 +53,7 @@ from face_detector import DEFAULT_MODELS, FaceDetector, detect_faces
 from images import read_image
 from confidence import load_calibration, spread_confidence
 from head_pose import draw_axes, head_pose
-from layouts import ensembled, flip_averaged, paired, paired_flip
+from layouts import FLIP_SECOND, ensembled, flip_averaged, mirrored_model, paired, paired_flip
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
@@ -72,13 +72,12 @@ DEFAULT_POSE_MODEL = ASSETS / "landmarks_300w_pose_int8.tflite"
 PAIRED_FLIP = False
 # The bundled second main model (run v31, the main recipe with the narrower
 # stem), for `second_model_path`: fused with run v32 or v36 as the main model
-# it beat the pair; with run v37 the main model's own flip test beats it.
+# it beat the pair; with run v37 the main model's mirrored look beats it.
 DEFAULT_SECOND_MODEL = ASSETS / "landmarks_300w_second_int8.tflite"
-# `second_model_path` FLIP_SECOND, the default with the bundled models: the
-# main model's flip test in a second model's place (layouts.ensembled,
-# spread_c None). With run v37 on the validation photos end to end, 0.028
-# points (s.e. 0.013) better than fusing run v31 (docs/RESEARCH.md).
-FLIP_SECOND = "flip"
+# `second_model_path` FLIP_SECOND ("flip"), the default with the bundled
+# models: the main model's look at the mirrored crop in a second model's
+# place (layouts.mirrored_model). With run v37 on the validation photos end
+# to end, 0.029 points (s.e. 0.013) better than fusing run v31 (docs/RESEARCH.md).
 # refine=None: one more landmark pass, from a crop on the first marks, for a
 # face whose marks are narrower than REFINE_BELOW px or whose head pose turns
 # beyond REFINE_YAW degrees of yaw. The detector's box is least sure there:
@@ -121,7 +120,7 @@ def settle_pairing(model_path, pose_model_path, flip, second_model_path=None):
     """(large-pose model Path or None, flip, second main model: Path,
     FLIP_SECOND or None) as predictor() settles them: the bundled large-pose
     model joins the bundled main model (`model_path` None), and the ensemble
-    with the main model's flip test (FLIP_SECOND) is its default, unless
+    with the main model's mirrored look (FLIP_SECOND) is its default, unless
     given as False or "none"; `flip` None is PAIRED_FLIP for a pair,
     DEFAULT_FLIP for one model. The ensemble needs a large-pose model and
     runs without the flip test: the default drops out where those are not
@@ -158,12 +157,13 @@ def landmark_spread_functions(model_path, pose_model_path=None, flip=False,
 
 def load_pair(model_path, pose_model_path=None, second_model_path=None):
     """(spread_fn of `model_path`, of `pose_model_path` or None, input size,
-    spread_fn of `second_model_path` or None)."""
+    spread_fn of `second_model_path` (FLIP_SECOND: the main model's mirrored
+    look) or None)."""
     _, once, size = load_landmark_functions(model_path)
     others = []
     for path in (pose_model_path, second_model_path):
         if path is None or path == FLIP_SECOND:
-            others.append(path)
+            others.append(None if path is None else mirrored_model(once, size))
             continue
         _, other_once, other_size = load_landmark_functions(path)
         if other_size != size:
@@ -183,8 +183,6 @@ def combine_spread_functions(once, size, pose_once=None, flip=False, second_once
     if pose_once is None:
         return once, (flip_averaged(once, size) if flip else once)
     if second_once is not None:
-        # FLIP_SECOND: the main model's flip test stands in for a second model.
-        second_once = None if second_once == FLIP_SECOND else second_once
         return (ensembled(once, second_once, pose_once, size, turned_flip=False),
                 ensembled(once, second_once, pose_once, size))
     pair = paired(once, pose_once)
@@ -638,8 +636,8 @@ def main(argv=None):
                         "one when --model is not given; 'none': the main model alone)")
     p.add_argument("--second_model", default=None, metavar="PATH",
                    help="second main model, fused with --model on faces that are not turned "
-                        "(layouts.ensembled), or 'flip': --model's flip test there (the "
-                        "default when --model is not given); 'none': the pair")
+                        "(layouts.ensembled), or 'flip': --model's look at the mirrored crop "
+                        "there (the default when --model is not given); 'none': the pair")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average each pass with its mirror image (a second landmark invoke; "
                         "default: on for one model, off for the pair)")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import hard_view
+from layouts import FLIP_SECOND
 from pair_study import BEFORE, PAIR_WAY, SECOND_ENSEMBLE, TWO_MAINS
 
 ROOT = Path(__file__).resolve().parent
@@ -164,7 +165,7 @@ def headline_section():
                               f"s.e. {diff[1]:.3f}")
         against = f" ({'; '.join(others)})" if others else ""
         models = ("the main and large-pose int8 models, the main one also on the mirrored crop"
-                  if end.get("second_model") == "flip" else "the three int8 landmark models")
+                  if end.get("second_model") == FLIP_SECOND else "the three int8 landmark models")
         lines.append(f"| whole predictor (detector + {models}) on the "
                      f"validation photos | NME {_pct(end['nme'])}%{against}, {end['missed']} of "
                      f"{end['faces']} faces missed | results/{BUNDLE_PREDICTOR_EVAL} |")
@@ -546,7 +547,7 @@ def predictor_section():
         detectors = r.get("detector", "default")
         detectors = " → ".join(f"`{d}`" for d in detectors) if isinstance(detectors, list) else detectors
         model = f"`{r['model']}`" + "".join(
-            " + its mirrored look" if r[k] == "flip" else f" + `{Path(r[k]).name}`"
+            " + its mirrored look" if r[k] == FLIP_SECOND else f" + `{Path(r[k]).name}`"
             for k in ("pose_model", "second_model") if r.get(k))
         lines.append(f"| results/{p.name} | {model} | {detectors} "
                      f"| {'yes' if r.get('flip') else 'no'} "
@@ -890,9 +891,9 @@ PROFILE_ROWS = (
      "ensemble of runs v32 + v31 + v30 (bundled until 2026-12-07)", "photos + turned faces", "yes"),
     ("predictor_eval_profile_v36_ensemble.json",
      "ensemble of runs v36 + v31 + v30 (bundled until 2026-12-07)", "photos + turned faces", "yes"),
-    ("predictor_eval_profile_no_recrop.json", "ensemble of runs v37 + v31 + v30",
+    ("predictor_eval_profile_no_recrop.json", "ensemble of run v37, its mirrored look and run v30",
      "photos + turned faces", "no"),
-    ("predictor_eval_profile.json", "ensemble of runs v37 + v31 + v30 (the default)",
+    ("predictor_eval_profile.json", "ensemble of run v37, its mirrored look and run v30 (the default)",
      "photos + turned faces", "yes"),
 )
 

@@ -288,8 +288,8 @@ def main(argv=None):
     p.add_argument("--pose_model", default=None,
                    help="large-pose model (default: the bundled one when --model is not given)")
     p.add_argument("--second_model", default=None,
-                   help="second main model, or 'flip': the main model's flip test in its "
-                        "place (default: 'flip' when --model is not given; 'none': the pair)")
+                   help="second main model, or 'flip': the main model's mirrored look in "
+                        "its place (default: 'flip' when --model is not given; 'none': the pair)")
     args = p.parse_args(argv)
     # The predictor first: a bad model is named before the clips are made.
     try:
