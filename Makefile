@@ -72,7 +72,7 @@ SPLIT_SECOND := $(SPLIT_PAIR) --second_model $(SPLIT_BUNDLE)_second_int8.tflite
 
 .PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce bundle train-all train-main-all train-second-all train-pose-all \
     bundle-main-all bundle-second-all bundle-pose-all \
-    evaluate-predictor speed speed-ratio bundle-before training-speed precision-check train-pose bundle-pose train-second bundle-second pair-study box-mapping evaluate-profile \
+    evaluate-predictor speed speed-ratio bundle-before training-speed precision-check train-pose bundle-pose train-second bundle-second pair-study gate-study box-mapping evaluate-profile \
     evaluate-small evaluate-refine data-all bundle-all wflw-sample
 
 $(VENV)/.installed: requirements.txt
@@ -251,8 +251,8 @@ readme: $(VENV)/.installed
 	$(PY) readme_results.py
 
 reproduce: data profile box-mapping train evaluate qat export benchmark techniques evaluate-predictor \
-    bundle train-pose bundle-pose train-second bundle-second pair-study evaluate-profile evaluate-small evaluate-refine \
-    video-benchmark data-all train-all bundle-all wflw-sample speed speed-ratio readme
+    bundle train-pose bundle-pose train-second bundle-second pair-study gate-study evaluate-profile evaluate-small \
+    evaluate-refine video-benchmark data-all train-all bundle-all wflw-sample speed speed-ratio readme
 
 # A QAT export as the integer-only file the predictor loads:
 # $(call bundle_int8,FLOAT_EXPORT,OUT_DIR,TARGET[,QAT_EXPORT: FLOAT_EXPORT_quantized]).
@@ -303,6 +303,11 @@ pair-study: $(VENV)/.installed bundle-before
 	$(PY) pair_study.py $(SPLIT_PAIR) --second_main $(SPLIT_BUNDLE)_second_int8.tflite \
 	    --against runs/bundle_before/landmarks_300w_int8.tflite \
 	    runs/bundle_before/landmarks_300w_pose_int8.tflite --out results/pair_study.json
+
+# The ensemble's gate (layouts.CASCADE_YAW, CASCADE_SPREAD) on a grid, the
+# predictor's way on the validation crops; chooses it on half the faces.
+gate-study: $(VENV)/.installed
+	$(PY) gate_study.py $(SPLIT_PAIR) --out results/gate_study.json
 
 # Video: tracking and smoothing against detect-every-frame on clips made
 # from validation photos, with a sweep of the tracker's settings.

@@ -186,14 +186,14 @@ def views(store_images, store_marks, kind, seed=SEED):
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def profile_views(store_images, store_marks, seed=SEED, model_dir=None):
-    """The profile kind: each face turned in 3D to |yaw| in PROFILE_YAW
+def profile_views(store_images, store_marks, seed=SEED, model_dir=None, yaw_range=PROFILE_YAW):
+    """The profile kind: each face turned in 3D to |yaw| in `yaw_range`
     (its own way if it is already turned), cropped around its moved marks
     -> (images (F, 128, 128, 3) uint8, marks (F, N, 2)), or None when the
     3D face model is not there."""
     import profile_faces
 
-    canvases = profile_canvases(store_images, store_marks, seed, model_dir)
+    canvases = profile_canvases(store_images, store_marks, seed, model_dir, yaw_range)
     if canvases is None:
         return None
     offset = int(round(STORE_CENTER - CROP_CENTER))
@@ -205,7 +205,7 @@ def profile_views(store_images, store_marks, seed=SEED, model_dir=None):
     return np.stack(images), np.stack(marks)
 
 
-def profile_canvases(store_images, store_marks, seed=SEED, model_dir=None):
+def profile_canvases(store_images, store_marks, seed=SEED, model_dir=None, yaw_range=PROFILE_YAW):
     """The profile kind's rendered faces before cropping: [(canvas (H, W, 3)
     uint8, marks (N, 2) in its pixels)], the stored crop turned with its
     margin; None when the 3D face model is not there."""
@@ -220,7 +220,7 @@ def profile_canvases(store_images, store_marks, seed=SEED, model_dir=None):
         fit = model.fit(face_marks, image.shape[1], image.shape[0])
         rng = np.random.default_rng([seed, len(KINDS), index])
         side = np.sign(fit.yaw) if abs(fit.yaw) > profile_faces.FACING else rng.choice([-1, 1])
-        yaw = side * rng.uniform(*PROFILE_YAW)
+        yaw = side * rng.uniform(*yaw_range)
         out.append(profile_faces.profile(image, face_marks, fit, yaw - fit.yaw,
                                          rng.uniform(-5, 5)))
     return out

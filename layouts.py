@@ -200,20 +200,30 @@ def fuse(marks_a, sa, marks_b, sb, margin=PICK_MARGIN):
     return marks.reshape(len(sa), -1), spread
 
 
-# The pair as a cascade (cascaded): a face the main model's first marks show
-# turned beyond CASCADE_YAW degrees of yaw (head_pose.py), or whose score
-# maps spread beyond CASCADE_SPREAD (mean log spread, in cells), goes to the
-# pair; any other takes the main model's flip test. On the validation crops
-# this scored as the pair on every view (docs/RESEARCH.md, "Two models").
-CASCADE_YAW = 20.0
+# The gate of the cascade (cascaded) and the ensemble (ensembled): a face the
+# main model's first marks show turned beyond CASCADE_YAW degrees of yaw
+# (head_pose.py), or whose score maps spread beyond CASCADE_SPREAD (mean log
+# spread, in cells), goes to the pair; in the ensemble an unsure face only
+# where the large-pose model claims it (ensembled). The yaw was chosen on
+# half the validation faces by gate_study.py (results/gate_study.json; 20
+# until 2026-12-07, when every unsure face went on, occluded frontal ones too).
+CASCADE_YAW = 15.0
 CASCADE_SPREAD = 0.65
 
 
-def turned_faces(marks, spread, input_size):
+def turned_faces(marks, spread, input_size, gate=None):
     """(B,) whether cascaded() sends each face to the pair: (B, N, 2) marks in
-    crop pixels and (B, N) spreads of the main model."""
-    unsure = np.log(np.maximum(spread, 1e-3)).mean(axis=-1) > CASCADE_SPREAD
-    return (_yaws(marks, input_size) > CASCADE_YAW) | unsure
+    crop pixels and (B, N) spreads of the main model. `gate` is (yaw degrees,
+    mean log spread), default (CASCADE_YAW, CASCADE_SPREAD)."""
+    turned, unsure = _gate(marks, spread, input_size, gate)
+    return turned | unsure
+
+
+def _gate(marks, spread, input_size, gate=None):
+    """turned_faces()'s two tests apart: (B,) turned beyond the yaw, (B,) unsure."""
+    yaw, spread_limit = gate or (CASCADE_YAW, CASCADE_SPREAD)
+    unsure = np.log(np.maximum(spread, 1e-3)).mean(axis=-1) > spread_limit
+    return _yaws(marks, input_size) > yaw, unsure
 
 
 def cascaded(spread_a, spread_b, input_size, margin=PICK_MARGIN):
@@ -279,16 +289,21 @@ def _pair_turned_flip(outputs_a, outputs_b, images, spread_b, input_size, margin
 
 
 def ensembled(spread_a, spread_c, spread_b, input_size, margin=PICK_MARGIN, yaw=TURNED_YAW,
-              turned_flip=True):
+              turned_flip=True, gate=None, claim=True):
     """Two main models, a and c, and the large-pose model b, as a cascade:
     a on every crop; a face that turned_faces() flags on a's marks (turned
     beyond CASCADE_YAW, or a's maps unsure) goes the pair's way with b
     (paired_flip, or paired() if not `turned_flip`), and every other face
     fuses a with c, weighted by their spreads and never one taken whole:
     two models trained alike average out each other's errors on the faces
-    they both see. `spread_c` None puts a's look at the mirrored crop in
-    c's place (mirrored_model), fused the same way, so every face's spread
-    is on one scale. Two invokes a face, three a turned one, as paired_flip."""
+    they both see. With `claim`, a face flagged only as unsure goes the
+    pair's way only if b's maps are sharper than a's by more than `margin`
+    (b claims a turned face a misread); otherwise it is fused with c too, as
+    an occluded or blurred frontal face marks better that way. `spread_c`
+    None puts a's look at the mirrored crop in c's place (mirrored_model),
+    fused the same way, so every face's spread is on one scale. `gate`
+    overrides turned_faces()'s thresholds. Two invokes a face, three a
+    flagged one, as paired_flip."""
     if spread_c is None:
         spread_c = mirrored_model(spread_a, input_size)
 
@@ -299,15 +314,24 @@ def ensembled(spread_a, spread_c, spread_b, input_size, margin=PICK_MARGIN, yaw=
             raise ValueError("an ensemble needs score maps (an integral head) in its main models")
         marks_a = np.asarray(marks_a, np.float64).reshape(len(images), -1)
         sa = np.asarray(sa, np.float64)
-        turned = turned_faces(marks_a.reshape(len(images), -1, 2) * input_size, sa, input_size)
+        turned, unsure = _gate(marks_a.reshape(len(images), -1, 2) * input_size, sa, input_size,
+                               gate)
+        asked = turned | unsure
+        paired_way = asked.copy()
         marks, spread = marks_a.copy(), sa.copy()
-        if turned.any():
-            outputs_b = spread_b(images[turned])
-            marks[turned], spread[turned] = (
-                _pair_turned_flip((marks_a[turned], sa[turned]), outputs_b, images[turned],
-                                  spread_b, input_size, margin, yaw) if turned_flip
-                else fuse(marks_a[turned], sa[turned], *outputs_b, margin))
-        rest = ~turned
+        if asked.any():
+            marks_b, sb = spread_b(images[asked])
+            marks_b, sb = np.asarray(marks_b, np.float64).reshape(len(sb), -1), np.asarray(sb)
+            taken = (turned[asked] | (sharper_by(sa[asked], sb) > margin) if claim
+                     else np.ones(len(sb), bool))
+            paired_way[asked] = taken
+            if taken.any():
+                outputs_b = (marks_b[taken], sb[taken])
+                marks[paired_way], spread[paired_way] = (
+                    _pair_turned_flip((marks_a[paired_way], sa[paired_way]), outputs_b,
+                                      images[paired_way], spread_b, input_size, margin, yaw)
+                    if turned_flip else fuse(marks_a[paired_way], sa[paired_way], *outputs_b, margin))
+        rest = ~paired_way
         if rest.any():
             marks[rest], spread[rest] = fuse(marks_a[rest], sa[rest], *spread_c(images[rest]), None)
         return marks, spread

@@ -31,9 +31,10 @@ takes the large-pose model's flip test instead, a third invoke
 (`layouts.paired_flip`). `pose_model_path=False` runs the main model alone.
 
 By default the predictor runs them as an ensemble (`layouts.ensembled`):
-the main model on every crop; a face it shows turned or is unsure of goes
-the pair's way above, and every other face is fused with the main model's
-own look at the mirrored crop (`second_model_path="flip"`). A second main model's path there
+the main model on every crop; a face it shows turned, or is unsure of and
+the large-pose model is sure of, goes the pair's way above, and every other
+face is fused with the main model's own look at the mirrored crop
+(`second_model_path="flip"`). A second main model's path there
 (bundled: run v31, `DEFAULT_SECOND_MODEL`) fuses the two main models on
 those faces instead, the default until 2026-12-07. Still two invokes a
 face, three a turned one. `second_model_path=False` runs the pair.

@@ -767,6 +767,37 @@ STEM_PAIRS = (("resnet_v32", "resnet_v31"), ("resnet_v33", "resnet_v30"))
 REGION_RUNS = ("resnet_v31", "resnet_v32")
 
 
+def gate_section():
+    """gate_study.py's grid: the gate chosen on the even faces against the
+    one before it, the main model alone and no gate at all."""
+    r = _load("gate_study.json")
+    if not r:
+        return "_No gate study yet: `gate_study.py`._"
+    from gate_study import BEFORE, MAIN_FLIP, TURNED, gate_name
+
+    chosen = gate_name(r["chosen_on_even"])
+    never = gate_name((float("inf"), float("inf")))
+    names = [MAIN_FLIP, never, BEFORE, chosen]
+    heads = ["main model alone, flip test", "no gate (every face fused with its mirrored look)",
+             "gate before: yaw 20°, spread 0.65, every unsure face sent on",
+             f"chosen: {chosen}, unsure faces where the large-pose model claims them",
+             "chosen − before, points (paired s.e.), all faces", "the same, odd faces only"]
+    lines = ["| view (NME %) | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(heads)]
+    for view in r["views"]:
+        cells, odd = r["scores"]["all"][view], r["scores"]["odd"][view][chosen]["vs_before"]
+        diff = cells[chosen]["vs_before"]
+        lines.append(f"| {view} | " + " | ".join(f"{100 * cells[n]['nme']:.2f}" for n in names)
+                     + f" | {100 * diff['mean']:+.3f} ({100 * diff['se']:.3f}) | "
+                     f"{100 * odd['mean']:+.3f} ({100 * odd['se']:.3f}) |")
+    lo, hi = r["turned_range"]
+    lines += ["", f"results/gate_study.json: the split int8 models on the 201 validation crops; "
+              f"`{TURNED}` is the same faces turned in 3D to {lo:g}-{hi:g}° of yaw, `profile` "
+              f"to 50-75°. The file holds every gate of the grid (yaw "
+              + ", ".join(f"{y:g}" for y in sorted({g[0] for g in r["gates"]}))
+              + "°; spread " + ", ".join(f"{s:g}" for s in sorted({g[1] for g in r["gates"]})) + ")."]
+    return "\n".join(lines)
+
+
 def stem_section():
     table = _runs_table(STEM_RUNS, STEM_PAIRS, "_No stem run yet._")
     runs = [(name, _load(f"val_{name}.json")) for name in REGION_RUNS]
@@ -836,7 +867,8 @@ def pair_section():
     if second_row:
         lines += ["", f"The predictor is the ensemble (`layouts.ensembled`): the main model on "
                   f"every crop; a face its marks show turned beyond {layouts.CASCADE_YAW:g}° of "
-                  f"yaw, or whose maps are unsure, goes the pair's way (the large-pose model "
+                  f"yaw, or whose maps are unsure where the large-pose model's are sharper, goes "
+                  f"the pair's way (the large-pose model "
                   f"fused in, its flip test where the face is turned beyond "
                   f"{layouts.TURNED_YAW:g}°); every other face fuses the main model's marks "
                   f"with its own on the mirrored crop (`layouts.mirrored_model`), as it fused "
@@ -1049,11 +1081,11 @@ SECTIONS = {"headline": headline_section, "wild": wild_section, "precision": pre
             "profile": profile_section, "profiled": profiled_section,
             "confidence": confidence_section, "video": video_section, "pair": pair_section,
             "turned": turned_section, "wide": wide_section, "small": small_section, "stem": stem_section,
-            "toward": toward_section, "toward_qat": toward_qat_section,
+            "toward": toward_section, "toward_qat": toward_qat_section, "gate": gate_section,
             "refine": refine_section}
 # Which generated sections each document holds.
 DOCUMENTS = {"README.md": ("headline", "reproduce", "threads"),
-             "docs/RESEARCH.md": ("wild", "toward", "toward_qat", "wide", "stem", "profiled", "pair",
+             "docs/RESEARCH.md": ("wild", "toward", "toward_qat", "wide", "stem", "profiled", "pair", "gate",
                                   "turned", "precision", "profile", "questions", "loss"),
              "docs/QUANTIZATION.md": ("benchmark", "techniques"),
              "docs/PREDICTOR.md": ("refine", "predictor", "speed", "small", "threads", "confidence",

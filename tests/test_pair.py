@@ -78,6 +78,12 @@ def test_the_cascade_sends_turned_and_unsure_faces_to_the_pair():
     flags = layouts.turned_faces(np.stack([frontal, turned, frontal]),
                                  np.stack([sure, sure, unsure]), 128)
     assert flags.tolist() == [False, True, True]
+    # A gate of its own moves both thresholds: past the turned face's yaw and
+    # the unsure face's spread, nothing is sent on.
+    flags = layouts.turned_faces(np.stack([frontal, turned, frontal]),
+                                 np.stack([sure, sure, unsure]), 128,
+                                 gate=(layouts.CASCADE_YAW + 30, layouts.CASCADE_SPREAD + 1))
+    assert flags.tolist() == [False, False, False]
 
 
 def test_the_cascade_runs_two_invokes_a_face_and_the_second_model_only_where_sent():
@@ -232,3 +238,54 @@ def test_the_bundled_ensemble_marks_a_face_as_the_pair_does_nearly(second):
     gap = np.mean(np.linalg.norm(faces[0]["marks"] - paired_faces[0]["marks"], axis=1))
     assert 0 < gap < 0.05 * eyes          # another say, on a face both mark well
     assert 0 <= faces[0]["landmark_score"] <= 1
+
+
+def test_the_gate_study_picks_the_best_pooled_gate_that_keeps_the_profile_faces():
+    """gate_study.choose: the lowest mean NME over the views other than
+    profile, among gates whose profile NME is within 2 paired s.e. of the
+    gate before."""
+    import gate_study
+    better, worse_on_profile = (30.0, 1.0), (50.0, 1.0)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.001, 40)
+    nmes = {("plain", gate_study.BEFORE): 0.040 + noise,
+            ("plain", gate_study.gate_name(better)): 0.039 + noise,
+            ("plain", gate_study.gate_name(worse_on_profile)): 0.038 + noise,
+            ("profile", gate_study.BEFORE): 0.10 + noise,
+            ("profile", gate_study.gate_name(better)): 0.10 + noise,
+            ("profile", gate_study.gate_name(worse_on_profile)): 0.12 + noise}
+    gates = [better, worse_on_profile]
+    assert gate_study.choose(nmes, ["plain", "profile"], gates) == better
+    # Without a profile view every gate is allowed.
+    assert gate_study.choose(nmes, ["plain"], gates) == worse_on_profile
+
+
+def test_an_unsure_face_goes_the_pairs_way_only_where_the_large_pose_model_claims_it():
+    """ensembled(claim=True): frontal faces with unsure main-model maps; the
+    large-pose model is run on both, and only the one where its maps are
+    the sharper takes the pair's way (here its marks whole); the other is
+    fused with the second main model as an unflagged face is."""
+    import layouts
+    frontal = generic_face(0) / 128
+    unsure = np.exp(layouts.CASCADE_SPREAD + 0.5)
+
+    def main_model(spread):
+        return lambda images: (np.repeat(frontal.reshape(1, -1), len(images), 0),
+                               np.full((len(images), 68), spread))
+
+    def pose_model(images):
+        # Face 1's crop is marked 1: there the large-pose model is sure.
+        sure = np.array([image[0, 0, 0] == 1 for image in images])
+        return (np.full((len(images), 136), 0.5),
+                np.where(sure[:, None], 0.1, unsure * 4) * np.ones((len(images), 68)))
+
+    images = np.zeros((2, 128, 128, 3), np.uint8)
+    images[1] = 1
+    a, c = main_model(unsure), main_model(unsure)
+    marks, _ = layouts.ensembled(a, c, pose_model, 128, turned_flip=False)(images)
+    np.testing.assert_allclose(marks[0], frontal.reshape(-1))
+    np.testing.assert_allclose(marks[1], 0.5)
+    # Without the claim every unsure face goes the pair's way; face 0 is
+    # then fused with the blurrier large-pose model, no longer the main's marks.
+    marks, _ = layouts.ensembled(a, c, pose_model, 128, turned_flip=False, claim=False)(images)
+    assert not np.allclose(marks[0], frontal.reshape(-1))
