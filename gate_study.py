@@ -65,13 +65,15 @@ def gate_name(gate):
 
 
 def views_for_gates(record):
-    """confidence.views_with_truth's views plus TURNED (None where the 3D
-    face model is missing)."""
+    """confidence.views_with_truth's views plus TURNED, where the 3D face
+    model is present and the layout is its 68 points."""
     import dataset
     import hard_view
     from confidence import views_with_truth
 
     views, layout = views_with_truth(record)
+    if layout.num_marks != 68:      # the 3D face model has the 68-point layout
+        return views, layout
     faces = list(dataset._load(record, layout.num_marks).as_numpy_iterator())
     turned = hard_view.profile_views([f["image"] for f in faces], [f["marks"] for f in faces],
                                      seed=hard_view.SEED + 1, yaw_range=TURNED_RANGE)

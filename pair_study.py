@@ -98,7 +98,9 @@ def study(model, pose_model, record, candidates=(), against=None, second_main=No
         _, before_a, _ = load_landmark_functions(against[0])
         _, before_b, _ = load_landmark_functions(against[1])
         if len(against) > 2:
-            _, before_c, _ = load_landmark_functions(against[2])
+            # FLIP_SECOND: the earlier main model's own mirrored look, as predictor() runs it.
+            before_c = (None if against[2] == layouts.FLIP_SECOND
+                        else load_landmark_functions(against[2])[1])
             functions[BEFORE] = layouts.ensembled(before_a, before_c, before_b, size)
         else:
             functions[BEFORE] = layouts.paired(before_a, before_b)
@@ -118,7 +120,7 @@ def main(argv=None):
                    help="other landmark models to score alone and paired with --pose_model")
     p.add_argument("--against", nargs="+", default=None, metavar="TFLITE",
                    help="an earlier pair to compare with, MAIN POSE (e.g. the bundle before), "
-                        "or an ensemble, MAIN POSE SECOND")
+                        "or an ensemble, MAIN POSE SECOND (SECOND 'flip': MAIN's mirrored look)")
     p.add_argument("--second_main", default=None, metavar="TFLITE",
                    help="a second main model, fused with --model (layouts.ensembled; default: "
                         "the bundled one with the bundled --model; 'none': the pair)")
@@ -133,7 +135,8 @@ def main(argv=None):
     for name in ("model", "pose_model", "record"):
         if not Path(getattr(args, name)).exists():
             sys.exit(f"error: --{name} {getattr(args, name)}: no such file")
-    for flag, paths in (("candidates", args.candidates), ("against", args.against or []),
+    against_files = [p for p in args.against or [] if p != layouts.FLIP_SECOND]
+    for flag, paths in (("candidates", args.candidates), ("against", against_files),
                         ("second_main", [args.second_main] if args.second_main else [])):
         for path in paths:
             if not Path(path).is_file():
