@@ -147,3 +147,19 @@ def test_hard_view_profile_kind_turns_validation_faces(model):
     assert width < 0.8 * np.ptp(marks[[36, 45], 0]) / np.ptp(marks[:, 1])
     again, _ = hard_view.profile_views([image], [marks], seed=1, model_dir=MODEL_DIR)
     np.testing.assert_array_equal(images, again)
+
+
+@needs_model
+def test_a_milder_yaw_range_turns_faces_less(model):
+    """gate_study's turned view: the same face turned to 25-45 degrees keeps
+    its eyes wider apart than turned to the profile kind's 50-75."""
+    import hard_view
+
+    marks, image = known_face(model)
+    _, strong = hard_view.profile_views([image], [marks], seed=1, model_dir=MODEL_DIR)
+    _, mild = hard_view.profile_views([image], [marks], seed=1, model_dir=MODEL_DIR,
+                                      yaw_range=(25.0, 45.0))
+
+    def eye_width(m):
+        return np.ptp(m[[36, 45], 0]) / np.ptp(m[:, 1])
+    assert eye_width(strong[0]) < eye_width(mild[0]) < eye_width(marks)
