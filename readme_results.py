@@ -798,6 +798,13 @@ def gate_section():
     return "\n".join(lines)
 
 
+def pose_wild_section():
+    """The large-pose recipe with the wild conditions as likely as the main
+    model's since run v37 (run v38) against run v30."""
+    return _runs_table(("resnet_v30", "resnet_v38"), (("resnet_v38", "resnet_v30"),),
+                       "_No run v38 yet._")
+
+
 def stem_section():
     table = _runs_table(STEM_RUNS, STEM_PAIRS, "_No stem run yet._")
     runs = [(name, _load(f"val_{name}.json")) for name in REGION_RUNS]
@@ -1082,11 +1089,12 @@ SECTIONS = {"headline": headline_section, "wild": wild_section, "precision": pre
             "confidence": confidence_section, "video": video_section, "pair": pair_section,
             "turned": turned_section, "wide": wide_section, "small": small_section, "stem": stem_section,
             "toward": toward_section, "toward_qat": toward_qat_section, "gate": gate_section,
+            "pose_wild": pose_wild_section,
             "refine": refine_section}
 # Which generated sections each document holds.
 DOCUMENTS = {"README.md": ("headline", "reproduce", "threads"),
              "docs/RESEARCH.md": ("wild", "toward", "toward_qat", "wide", "stem", "profiled", "pair", "gate",
-                                  "turned", "precision", "profile", "questions", "loss"),
+                                  "pose_wild", "turned", "precision", "profile", "questions", "loss"),
              "docs/QUANTIZATION.md": ("benchmark", "techniques"),
              "docs/PREDICTOR.md": ("refine", "predictor", "speed", "small", "threads", "confidence",
                                    "video"),
