@@ -25,10 +25,6 @@ RESULTS = ROOT / "results"
 # the bundle is the same recipes retrained on all faces (runs RUN_all).
 BUNDLE_RUN = "resnet_v37"
 BUNDLE_PREDICTOR_EVAL = "predictor_eval_v37_flip_ensemble.json"
-# The ensemble with the second main model, the predictor's default until 2026-12-07.
-SECOND_PREDICTOR_EVAL = "predictor_eval_v37_ensemble.json"
-PAIR_PREDICTOR_EVAL = "predictor_eval_v37_pair.json"
-SINGLE_PREDICTOR_EVAL = "predictor_eval_v37_flip.json"
 POSE_RUN = "resnet_v30"
 BUNDLED_POSE_INT8 = "assets/landmarks_300w_pose_int8.tflite"
 SECOND_RUN = "resnet_v31"
@@ -100,133 +96,114 @@ def _cpu(report):
 # ----------------------------------------------------------------- README --
 
 def headline_section():
-    """One row each: the bundle's accuracy, size, speed and quantization costs."""
-    lines = ["| what | measured | from |", "| --- | --- | --- |"]
+    """The front page's figures, in three short tables: the whole predictor
+    on the validation photos and harder versions of them, the main model
+    alone on crops, then speed, size and the rest. Comparisons with other
+    ways of running the models are in docs/PREDICTOR.md and docs/RESEARCH.md."""
+    out = []
+    whole = ["| faces | NME | FR@0.10 | missed | from |", "| --- | --- | --- | --- | --- |"]
+    for name, what in ((BUNDLE_PREDICTOR_EVAL, "{faces} validation photos"),
+                       ("predictor_eval_small.json", "the same, shrunk to a 30-80 px face in a "
+                                                     "1024×768 frame"),
+                       ("predictor_eval_profile.json", "the same, turned 50-75° in 3D, the face "
+                                                       "40-160 px in a 640×480 frame")):
+        r = _load(name)
+        if r and r["nme"] is not None:
+            nme = f"**{_pct(r['nme'])}%**" if name == BUNDLE_PREDICTOR_EVAL else f"{_pct(r['nme'])}%"
+            whole.append(f"| {what.format(faces=r['faces'])} | {nme} | {100 * r['fr']:.1f}% "
+                         f"| {r['missed']} | results/{name} |")
+    wflw, wflw_split = _load("wflw_sample.json"), _load("wflw_sample_split.json")
+    if wflw and wflw_split and wflw["nme"] is not None and wflw_split["nme"] is not None:
+        whole.append(f"| {wflw['faces']} real WFLW crowd faces, the only ones here no model "
+                     f"trained on (68 of their 98 marks; the jaw's convention differs) "
+                     f"| {_pct(wflw['nme'])}% bundled, {_pct(wflw_split['nme'])}% split "
+                     f"| {100 * wflw['fr']:.1f}% | {wflw['missed']} "
+                     f"| results/wflw_sample.json, results/wflw_sample_split.json |")
+    if len(whole) > 2:
+        out += ["**The whole predictor** (its face detectors and int8 landmark models, as "
+                "`predictor()` runs them) on faces the models never trained on:", ""] + whole
+
+    crops = ["| crops | NME | FR@0.10 | from |", "| --- | --- | --- | --- |"]
     bench = _load(BUNDLE_BENCHMARK)
     rows = {(r["model"], r["mode"]): r for r in (bench or {}).get("rows", [])}
-    val = _load(f"val_{BUNDLE_RUN}_qat.json")
-    # Split QAT kept its best epoch on these faces until SPLIT_QAT (Makefile).
-    picked = val and val.get("model", "").endswith("best.weights.h5")
-    picked_note = " (its QAT epoch picked on these faces: optimistic, docs/RESEARCH.md)" if picked else ""
     int8 = rows.get(("qat", "int8_only"))
     if int8 and int8.get("nme") is not None:
         groups = int8.get("groups")
-        parts = [f"NME **{_pct(int8['nme'])}%**, FR@0.10 {100 * int8['fr']:.2f}%, "
-                 f"AUC@0.10 {int8['auc']:.4f} on all {len(int8['nmes'])} faces"]
-        if groups:
-            for label, folders in GROUPS.items():
-                part = _group_nmes(int8["nmes"], groups, folders)
-                if part:
-                    parts.append(f"{label} {100 * np.mean(part):.3f}% ({len(part)})")
-        lines.append(f"| main int8 model (alone), validation crops{picked_note} | {'; '.join(parts)} "
+        parts = [f"{label}: {100 * np.mean(part):.3f}% on {len(part)}" for label, part in
+                 ((label, _group_nmes(int8["nmes"], groups, folders))
+                  for label, folders in GROUPS.items()) if groups and part]
+        crops.append(f"| all {len(int8['nmes'])}" + (f" ({'; '.join(parts)})" if parts else "")
+                     + f" | **{_pct(int8['nme'])}%** | {100 * int8['fr']:.2f}% "
                      f"| results/{BUNDLE_BENCHMARK} |")
+    val = _load(f"val_{BUNDLE_RUN}_qat.json")
     if val and "hard_view" in val:
         hard = val["hard_view"]["all"]
-        lines.append(f"| the same faces made hard (hard view: blur, low resolution, occlusion, "
-                     f"light, rotation, yaw) | NME {_pct(hard['nme'])}%, FR@0.10 "
-                     f"{100 * hard['fr']:.2f}% (QAT model{', epoch picked' if picked else ''}) "
-                     f"| results/val_{BUNDLE_RUN}_qat.json |")
+        kinds = ", ".join(k.replace("_", " ") for k in hard_view.KINDS)
+        crops.append(f"| made hard (the hard view, pooled over its {len(hard_view.KINDS)} "
+                     f"seeded kinds: {kinds}), QAT model | {_pct(hard['nme'])}% "
+                     f"| {100 * hard['fr']:.2f}% | results/val_{BUNDLE_RUN}_qat.json |")
     pair = _load("pair_study.json")
     if pair and "profile" in pair["views"]:
         cells = pair["scores"]["all"]["profile"]
         main, both = cells["main, flip test"], cells[_pair_row(pair)]
-        lines.append(f"| the same faces turned 50-75° in 3D (hard view's profile kind), int8 | "
-                     f"NME {_pct(both['nme'])}% as the predictor runs the models (the large-pose "
-                     f"one takes these faces), against "
-                     f"{_pct(main['nme'])}% for the main model alone "
-                     f"({100 * (both['nme'] / main['nme'] - 1):+.0f}%)"
-                     + (f"; FR@0.10 {100 * both['fr']:.0f}% against {100 * main['fr']:.0f}%"
-                        if "fr" in both else "") + " | results/pair_study.json |")
-    turned, before = _load("predictor_eval_profile.json"), _load(PROFILE_ROWS[0][0])
-    if turned and before:
-        lines.append(f"| whole predictor on those turned faces, each in a 640×480 frame at "
-                     f"40-160 px | NME {_pct(turned['nme'])}%, FR@0.10 {100 * turned['fr']:.0f}%, "
-                     f"{turned['missed']} of {turned['faces']} missed; run v21 alone (the bundle "
-                     f"before the pair) with the crop fitted on photos only: {_pct(before['nme'])}%, FR@0.10 "
-                     f"{100 * before['fr']:.0f}% | results/predictor_eval_profile.json |")
-    small, unsearched = _load("predictor_eval_small.json"), _load("predictor_eval_small_no_squares.json")
-    if small and unsearched:
-        lines.append(f"| whole predictor on small faces: the validation photos shrunk to a face of "
-                     f"30-80 px in a 1024×768 frame | {small['missed']} of {small['faces']} missed "
-                     f"({unsearched['missed']} without the search in squares), NME "
-                     f"{_pct(small['nme'])}%, FR@0.10 {100 * small['fr']:.1f}% | "
-                     f"results/predictor_eval_small.json |")
-    end = _load(BUNDLE_PREDICTOR_EVAL)
-    if end:
-        others = []
-        for name, what in ((SECOND_PREDICTOR_EVAL, "with the second main model in place of the "
-                            "mirrored look, the default until 2026-12-07"),
-                           (PAIR_PREDICTOR_EVAL, "the pair alone"),
-                           (SINGLE_PREDICTOR_EVAL, "the main model alone with the flip test")):
-            other = _load(name)
-            if other:
-                diff = paired_difference(end["nmes"], other["nmes"])
-                others.append(f"{what}: {_pct(other['nme'])}%, {diff[0]:+.3f} points, paired "
-                              f"s.e. {diff[1]:.3f}")
-        against = f" ({'; '.join(others)})" if others else ""
-        models = ("the main and large-pose int8 models, the main one also on the mirrored crop"
-                  if end.get("second_model") == FLIP_SECOND else "the three int8 landmark models")
-        lines.append(f"| whole predictor (detector + {models}) on the "
-                     f"validation photos | NME {_pct(end['nme'])}%{against}, {end['missed']} of "
-                     f"{end['faces']} faces missed | results/{BUNDLE_PREDICTOR_EVAL} |")
-    wflw, wflw_split = _load("wflw_sample.json"), _load("wflw_sample_split.json")
-    if wflw and wflw_split and wflw["nme"] is not None and wflw_split["nme"] is not None:
-        lines.append(f"| whole predictor on {wflw['faces']} real WFLW faces (crowd photos; their 98 "
-                     f"marks cut to the 68), the only faces here no model trained on | bundle NME "
-                     f"{_pct(wflw['nme'])}% "
-                     f"({_pct(wflw['regions']['without_jaw']['nme'])}% without the jaw, whose "
-                     f"convention differs: docs/PREDICTOR.md), split models "
-                     f"{_pct(wflw_split['nme'])}% "
-                     f"({_pct(wflw_split['regions']['without_jaw']['nme'])}%); "
-                     f"{wflw['missed']} missed | results/wflw_sample.json, "
-                     f"results/wflw_sample_split.json |")
-    sizes = [f"{(ROOT / f).stat().st_size / 1e6:.2f} MB (`{f}`)"
-             for f in (BUNDLED_INT8, BUNDLED_POSE_INT8, BUNDLED_SECOND_INT8) if (ROOT / f).is_file()]
-    if sizes:
-        lines.append(f"| int8 landmark models: main, large-pose, second main | {', '.join(sizes)} "
-                     f"| assets/ |")
+        fr = (f"{100 * main['fr']:.0f}%; {100 * both['fr']:.0f}%" if "fr" in both else "")
+        crops.append(f"| turned 50-75° in 3D: the main model alone; as the predictor runs "
+                     f"the models (the large-pose one takes these faces) "
+                     f"| {_pct(main['nme'])}%; {_pct(both['nme'])}% | {fr} "
+                     f"| results/pair_study.json |")
+    if len(crops) > 2:
+        out += ["", "**The main int8 landmark model**, on the same faces' crops:", ""] + crops
+
+    rest = ["| what | measured | from |", "| --- | --- | --- |"]
     speed = _load("predict_speed.json")
     if speed:
-        frames = ", ".join(f"{f['median_ms']:.1f} ms (`{Path(f['image']).name}`, "
-                           f"`{f['detector'].split('.')[0]}`)" for f in speed["frames"])
-        ratio = _load("speed_ratio.json")
-        against = (f"; {ratio['ratio']:.2f}× the pair bundled before, the two taking turns"
-                   if ratio else "")
-        study = _load("pair_study.json")
-        if ratio and study and study.get("against"):
+        frames = ", ".join(f"{f['median_ms']:.1f} ms (`{Path(f['image']).name}`)"
+                           for f in speed["frames"])
+        rest.append(f"| predictor per {speed['frame'][0]}×{speed['frame'][1]} frame, one face, "
+                    f"1 thread, median | {frames} on {_cpu(speed)} | results/predict_speed.json |")
+    ratio, study = _load("speed_ratio.json"), _load("pair_study.json")
+    ensemble = _load("speed_ratio_ensemble.json")
+    if ratio:
+        bought, files = "", ["results/speed_ratio.json"]
+        if study and study.get("against"):
             # What the extra time buys: the predictor against that pair, crop by crop.
             cells, row = study["scores"]["all"], _pair_row(study)
             gains = [f"{label} {100 * cells[view][row]['vs_before']['mean']:+.2f}"
                      for view, label in (("plain", "plain"), ("occlusion", "occluded"),
                                          ("profile", "turned")) if view in cells]
-            against += (f", for {', '.join(gains)} points of NME on the validation crops "
-                        f"(results/pair_study.json)")
-        ensemble = _load("speed_ratio_ensemble.json")
+            bought = f", for {', '.join(gains)} points of NME on the crops"
+            files.append("results/pair_study.json")
         if ensemble:
-            against += (f"; {ensemble['ratio']:.2f}× the pair alone "
-                        f"(results/speed_ratio_ensemble.json)")
-        lines.append(f"| predictor per {speed['frame'][0]}×{speed['frame'][1]} frame, one face, "
-                     f"1 thread, median | {frames} on {_cpu(speed)}{against} | "
-                     f"results/predict_speed.json" + (", results/speed_ratio.json"
-                                                      if ratio else "") + " |")
+            bought += f"; {ensemble['ratio']:.2f}× the pair alone"
+            files.append("results/speed_ratio_ensemble.json")
+        rest.append(f"| what the ensemble costs | {ratio['ratio']:.2f}× the time of the pair "
+                    f"bundled before (the two taking turns){bought} | {', '.join(files)} |")
     video = _load("video_benchmark.json")
     if video and "track+smooth" in video["ratios"]:
-        ratio, m = video["ratios"]["track+smooth"], video["modes"]["track+smooth"]
-        lines.append(f"| video, tracking + smoothing (the default) against detecting every "
-                     f"frame | jitter {ratio['jitter']:.2f}×, still-face jitter "
-                     f"{ratio['still_jitter']:.2f}×, NME {ratio['nme_points']:+.2f} points, time "
-                     f"{ratio['ms']:.2f}×, {m['unmarked_frames']} faces in view unmarked "
-                     f"({_cpu(video)}) | results/video_benchmark.json |")
+        r, m = video["ratios"]["track+smooth"], video["modes"]["track+smooth"]
+        rest.append(f"| video: tracking and smoothing (the default) against detecting every "
+                    f"frame | jitter {r['jitter']:.2f}× (a still face's {r['still_jitter']:.2f}×), "
+                    f"NME {r['nme_points']:+.2f} points, time {r['ms']:.2f}×, "
+                    f"{m['unmarked_frames']} faces in view unmarked ({_cpu(video)}) "
+                    f"| results/video_benchmark.json |")
     conf = _load("confidence.json")
     if conf:
-        lines.append(f"| per-mark confidence: how well low confidence flags marks off by more "
-                     f"than 0.1 eye distance | AUROC {conf['all']['auroc']:.3f} on held-back "
-                     f"validation faces, plain and hard | results/confidence.json |")
+        rest.append(f"| per-mark confidence: how well it flags marks off by more than 0.1 eye "
+                    f"distance | AUROC {conf['all']['auroc']:.3f} on held-back validation faces, "
+                    f"plain and hard | results/confidence.json |")
+    sizes = [f"{(ROOT / f).stat().st_size / 1e6:.2f} MB" for f in
+             (BUNDLED_INT8, BUNDLED_POSE_INT8, BUNDLED_SECOND_INT8) if (ROOT / f).is_file()]
+    if sizes:
+        rest.append(f"| int8 landmark files: main, large-pose, second main | {', '.join(sizes)} "
+                    f"| assets/ |")
+    if len(rest) > 2:
+        out += ["", "**Speed, size and the rest:**", ""] + rest
     if bench and rows.get(("float", "float32")):
-        lines += ["", modes_table(rows)]
-    if len(lines) == 2:
+        out += ["", "**Every TFLite conversion** of the main model, float and QAT:", "",
+                modes_table(rows)]
+    if not out:
         return "_No results yet: `make reproduce` writes them._"
-    return "\n".join(lines)
+    return "\n".join(out).lstrip("\n")
 
 
 def modes_table(rows):
@@ -599,70 +576,55 @@ def bundle_section():
 
 
 def reproduce_section():
-    """What `make reproduce` costs on 2 cores, from the bundled models' own runs."""
-    trainings, files, total, unnamed = [], [], 0.0, []
+    """What `make reproduce` costs on 2 cores: a table of the bundled
+    recipes' trainings, from their own runs' files."""
+    rows, total, unnamed = [], 0.0, 0
 
-    def timed(name):
-        """A run's training summary, its file noted, if it has one."""
+    def cell(name):
+        """'93 min: 160 epochs at 63 images/s' of a run's file, its CPUs and file."""
         t = (_load(f"val_{name}.json") or {}).get("training") or {}
-        if "train_minutes" in t:
-            files.append(f"results/val_{name}.json")
-            if not t.get("cpus"):
-                unnamed.append(name)
-        return t.get("train_minutes") and t
+        if "train_minutes" not in t:
+            return None
+        return (t["train_minutes"], f"{t['train_minutes']:.0f} min: {t['epochs']} epochs at "
+                f"{t['images_per_s_median']:.0f} images/s", t.get("cpus"), f"results/val_{name}.json")
 
-    def on(cpus):
-        return f" on {_and(cpus)}" if cpus else ""
-
-    for run, what in ((BUNDLE_RUN, "the main model's"),
-                      (POSE_RUN, "the large-pose model's (`make train-pose`)"),
-                      (SECOND_RUN, "the second main model's (`make train-second`)")):
-        parts = []
-        for suffix, step in (("", "training"), ("_qat", "QAT")):
-            t = timed(run + suffix)
-            if t:
-                parts.append(f"{step} {t['train_minutes']:.0f} min ({t['epochs']} epochs at "
-                             f"{t['images_per_s_median']:.0f} images/s{on(t.get('cpus'))})")
-                total += t["train_minutes"]
-        if parts:
-            trainings.append(f"{what} " + " and ".join(parts))
-    if not trainings:
+    for run, what in ((BUNDLE_RUN, "main model (`make train`)"),
+                      (POSE_RUN, "large-pose model (`make train-pose`)"),
+                      (SECOND_RUN, "second main model (`make train-second`)"),
+                      (BUNDLE_RUN + "_all", "main model on all 2,012 faces (`make train-all`)"),
+                      (POSE_RUN + "_all", "large-pose model on all faces"),
+                      (SECOND_RUN + "_all", "second main model on all faces")):
+        cells = [c for c in (cell(run), cell(run + "_qat")) if c]
+        if not cells:
+            continue
+        by_step = {c[3].endswith("_qat.json"): c for c in cells}
+        cpus = sorted({cpu for c in cells for cpu in (c[2] or ["not recorded"])})
+        unnamed += sum(not c[2] for c in cells)
+        total += sum(c[0] for c in cells)
+        rows.append(f"| {what} | {by_step[False][1] if False in by_step else '—'} "
+                    f"| {by_step[True][1] if True in by_step else '—'} | {', '.join(cpus)} "
+                    f"| {', '.join(c[3] for c in cells)} |")
+    if not rows:
         return ""
-    # The same three recipes again on all faces, for the bundle (make train-all).
-    retrained, done, cpus = 0.0, [], []
-    for run, what in ((BUNDLE_RUN, "main"), (SECOND_RUN, "second main"), (POSE_RUN, "large-pose")):
-        for suffix in ("_all", "_all_qat"):
-            t = timed(run + suffix)
-            if t:
-                retrained += t["train_minutes"]
-                cpus.append(t.get("cpus"))
-                if suffix == "_all":
-                    done.append(what)
-    if retrained:
-        trainings.append(f"the bundle's retraining on all 2,012 faces (`make train-all`) "
-                         f"{retrained:.0f} min with QAT for the {_and(done)} model"
-                         + ("s" if len(done) > 1 else "")
-                         # named only when every one of them recorded its CPU
-                         + on(sorted({c for run in cpus for c in run}) if all(cpus) else None))
-        total += retrained
-    text = ("`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
+    text = ["`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
             "benchmarks → predictor check → split models → large-pose model → second main model "
             "→ pair study → turned and small faces end to end → video benchmark → the bundle "
-            "retrained on all faces → WFLW sample → speed → these tables) "
-            f"spends most of its time in the landmark models' trainings, {total / 60:.1f} h "
-            "in all: " + "; ".join(trainings) + f" ({', '.join(files)}); then in the PTQ "
-            "techniques' AdaRound passes and the benchmarks' conversions.")
+            "retrained on all faces → WFLW sample → speed → these tables) spends most of its "
+            f"time in the landmark models' trainings, {total / 60:.1f} h in all on 2 cores:", "",
+            "| model | training | QAT | CPU | from |", "| --- | --- | --- | --- | --- |", *rows, ""]
+    tail = ("The rest goes to the PTQ techniques' AdaRound passes and the benchmarks' "
+            "conversions. The trainings ran on different 2-core machines, so speeds compare "
+            "only on one CPU")
     if unnamed:
         # Runs trained before landmark.py recorded the CPU name none.
-        text += (" The trainings ran on different 2-core machines; "
-                 f"{len(unnamed)} of them predate landmark.py's record of the CPU, so "
-                 "their speeds do not compare one with another.")
+        tail += f"; {unnamed} of them predate landmark.py's record of the CPU"
+    tail += "."
     profiled = _load("profiled.json")
     if profiled:
-        text += (f" Turning the {profiled['faces']:,} training faces ({profiled['written']:,} "
+        tail += (f" Turning the {profiled['faces']:,} training faces ({profiled['written']:,} "
                  f"views, `make profile`) took {profiled['seconds'] / 60:.1f} min with "
                  f"{profiled['processes']} processes on {_cpu(profiled)} (results/profiled.json).")
-    return text
+    return "\n".join(text + [tail])
 
 
 # The profiled-faces test (issue: large poses): the bundle's recipe (run

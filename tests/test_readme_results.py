@@ -38,7 +38,7 @@ def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp
            groups=groups, nmes=[0.05] * 4, training={"epochs": 100, "train_minutes": 30.0,
                                                      "images_per_s_median": 75.0,
                                                      "cpus": ["AMD EPYC"]})
-    # A retraining whose QAT recorded no CPU: the sum names none.
+    # A retraining whose QAT recorded no CPU.
     for suffix, cpus in (("_all", ["AMD EPYC"]), ("_all_qat", None)):
         _write(results, f"val_{bundle}{suffix}.json", nme=0.04, fr=0.0, num_faces=4,
                groups=groups, nmes=[0.04] * 4,
@@ -52,13 +52,17 @@ def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp
     readme_results.main()
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme
-    assert "NME **4.100%**" in readme and "HELEN + AFW 3.000% (2); LFPW 5.250% (2)" in readme
+    assert "| all 4 (HELEN + AFW: 3.000% on 2; LFPW: 5.250% on 2) | **4.100%** |" in readme
     assert "| `int8_only` | — | +0.100, 0.33× | — / 900 |" in readme
     assert "| `16x8` | — | not converted (not supported) | — / — |" in readme
-    assert "training 40 min (200 epochs at 150 images/s)" in readme
-    assert "training 30 min (100 epochs at 75 images/s on AMD EPYC)" in readme
+    assert "| main model (`make train`) | 40 min: 200 epochs at 150 images/s | — | not recorded |" in readme
+    assert ("| large-pose model (`make train-pose`) | 30 min: 100 epochs at 75 images/s | — "
+            "| AMD EPYC |") in readme
     assert "2 of them predate landmark.py's record of the CPU" in readme
-    assert "(`make train-all`) 10 min with QAT for the main model (" in readme
+    # A retraining whose QAT recorded no CPU says so beside the one that did.
+    assert ("(`make train-all`) | 5 min: 10 epochs at 40 images/s | 5 min: 10 epochs at "
+            "40 images/s | AMD EPYC, not recorded |") in readme
+    assert "trainings, 1.3 h in all" in readme     # 40 + 30 + 5 + 5 min
     research = (tmp_path / "docs" / "RESEARCH.md").read_text()
     # The wild table on the LFPW faces, and the paired change against the old bundle.
     assert "| `bundle_v20` | 5.500 | 7.500 | 7.500 |" in research
