@@ -590,10 +590,8 @@ def reproduce_section():
 
     for run, what in ((BUNDLE_RUN, "main model (`make train`)"),
                       (POSE_RUN, "large-pose model (`make train-pose`)"),
-                      (SECOND_RUN, "second main model (`make train-second`)"),
                       (BUNDLE_RUN + "_all", "main model on all 2,012 faces (`make train-all`)"),
-                      (POSE_RUN + "_all", "large-pose model on all faces"),
-                      (SECOND_RUN + "_all", "second main model on all faces")):
+                      (POSE_RUN + "_all", "large-pose model on all faces")):
         cells = [c for c in (cell(run), cell(run + "_qat")) if c]
         if not cells:
             continue
@@ -607,7 +605,7 @@ def reproduce_section():
     if not rows:
         return ""
     text = ["`make reproduce` (records → turned faces → box mapping → train → QAT → export → "
-            "benchmarks → predictor check → split models → large-pose model → second main model "
+            "benchmarks → predictor check → split models → large-pose model "
             "→ pair study → turned and small faces end to end → video benchmark → the bundle "
             "retrained on all faces → WFLW sample → speed → these tables) spends most of its "
             f"time in the landmark models' trainings, {total / 60:.1f} h in all on 2 cores:", "",
@@ -619,6 +617,12 @@ def reproduce_section():
         # Runs trained before landmark.py recorded the CPU name none.
         tail += f"; {unnamed} of them predate landmark.py's record of the CPU"
     tail += "."
+    # The second main model is rebuilt only on request (the Makefile's `second`).
+    second = [c for run in (SECOND_RUN, SECOND_RUN + "_all") for c in (cell(run), cell(run + "_qat")) if c]
+    if second:
+        tail += (f" The second main model, which predictor() no longer runs by default, is not "
+                 f"retrained: `make second` would add {sum(c[0] for c in second):.0f} min "
+                 f"({', '.join(c[3] for c in second)}).")
     profiled = _load("profiled.json")
     if profiled:
         tail += (f" Turning the {profiled['faces']:,} training faces ({profiled['written']:,} "
