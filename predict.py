@@ -571,6 +571,19 @@ def _time_frames(model, image_paths, runs, size, repeats):
     return frames
 
 
+def open_video(video):
+    """(cv2.VideoCapture, first frame) of `video`; ValueError naming it if it
+    does not open or yields no frame."""
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise ValueError(f"cannot open video {video}")
+    ok, frame = capture.read()
+    if not ok:
+        capture.release()
+        raise ValueError(f"video {video} opens but yields no frame")
+    return capture, frame
+
+
 def run_video(model, video, out_dir, tracker=None, pose=False):
     """Annotate every frame of `video` into out_dir/NAME_marks.mp4 and write
     each frame's faces to NAME_marks.json. With a tracking.FaceTracker the
@@ -578,16 +591,11 @@ def run_video(model, video, out_dir, tracker=None, pose=False):
     alone. Nothing is written for a video that yields no frame; a video that
     ends before the frame count its header declares is written as far as it
     goes, and says so."""
-    capture = cv2.VideoCapture(str(video))
-    if not capture.isOpened():
-        raise ValueError(f"cannot open video {video}")
+    capture, frame = open_video(video)
+    ok = True
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    ok, frame = capture.read()
-    if not ok:
-        capture.release()
-        raise ValueError(f"video {video} opens but yields no frame")
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / f"{Path(video).stem}_marks.mp4"
     partial = out_dir / f".{out_path.name}.partial.mp4"
@@ -668,6 +676,10 @@ def main(argv=None):
     if not args.inputs and not args.video:
         p.error("give images/folders or --video")
     try:
+        if args.video:
+            # Before anything is written: the images' outputs would otherwise
+            # be left beside a video that fails.
+            open_video(args.video)[0].release()
         model = predictor(args.detector, args.model, args.threshold, args.refine, args.flip,
                           args.pose_model, small_faces=args.small_faces,
                           second_model_path=args.second_model)

@@ -413,6 +413,11 @@ def test_cli_writes_annotated_images_marks_and_video(tiny_models, tmp_path):
     assert len(json.loads((out / "clip_marks.json").read_text())) == 3
     with pytest.raises(SystemExit, match="cannot open video"):
         main(["--video", str(tmp_path / "none.mp4"), "--model", str(tiny_models / "saved")])
+    # Images with a video that fails: refused before the images' outputs are written.
+    with pytest.raises(SystemExit, match="cannot open video .*none.mp4"):
+        main([str(PORTRAITS[1]), "--video", str(tmp_path / "none.mp4"), "--model",
+              str(tiny_models / "saved"), "--out", str(tmp_path / "both")])
+    assert not (tmp_path / "both").exists()
     # 0 is refused, by name, before anything is written (it used to mean the default).
     with pytest.raises(SystemExit, match="detect_every must be a whole number >= 1, got 0"):
         main(["--video", str(video), "--model", str(tiny_models / "saved"), "--detect_every", "0",
