@@ -140,7 +140,10 @@ def main(argv=None):
     for name in ("model", "pose_model", "record"):
         if not Path(getattr(args, name)).exists():
             sys.exit(f"error: --{name} {getattr(args, name)}: no such file")
-    nmes, views, gates = study(args.model, args.pose_model, args.record)
+    try:
+        nmes, views, gates = study(args.model, args.pose_model, args.record)
+    except ValueError as err:   # a record or model that is not what it should be; it names the file
+        sys.exit(f"error: {err}")
     current = (layouts.CASCADE_YAW, layouts.CASCADE_SPREAD)
     halves = {"all": slice(None), "even": slice(0, None, 2), "odd": slice(1, None, 2)}
     chosen = choose(nmes, views, gates, BEFORE, halves["even"])

@@ -141,8 +141,11 @@ def main(argv=None):
         for path in paths:
             if not Path(path).is_file():
                 sys.exit(f"error: --{flag} {path}: no such file")
-    nmes, views = study(args.model, args.pose_model, args.record, args.candidates, args.against,
-                        args.second_main)
+    try:
+        nmes, views = study(args.model, args.pose_model, args.record, args.candidates,
+                            args.against, args.second_main)
+    except ValueError as err:   # a record or model that is not what it should be; it names the file
+        sys.exit(f"error: {err}")
     base, default = "main, flip test", PREDICTOR
     names = sorted({name for _, name in nmes}, key=lambda n: (n != base, n))
     halves = {"all": slice(None), "even": slice(0, None, 2), "odd": slice(1, None, 2)}

@@ -289,3 +289,16 @@ def test_an_unsure_face_goes_the_pairs_way_only_where_the_large_pose_model_claim
     # then fused with the blurrier large-pose model, no longer the main's marks.
     marks, _ = layouts.ensembled(a, c, pose_model, 128, turned_flip=False, claim=False)(images)
     assert not np.allclose(marks[0], frontal.reshape(-1))
+
+
+@pytest.mark.parametrize("script", ["pair_study", "gate_study"])
+def test_the_studies_name_a_record_that_is_not_one(script, tmp_path):
+    """A file given as --record that is not a records file: one line naming
+    it, and no output file (it was a traceback)."""
+    main = __import__(script).main
+    record = tmp_path / "notes.txt"
+    record.write_text("not a record\n")
+    out = tmp_path / "study.json"
+    with pytest.raises(SystemExit, match="notes.txt is not a TFRecord file"):
+        main(["--record", str(record), "--out", str(out)])
+    assert not out.exists()
