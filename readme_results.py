@@ -385,16 +385,24 @@ def precision_section():
 
 
 def profile_section():
-    r = _load("training_profile.json")
-    if not r:
-        return "_Not profiled yet: `profile_training.py`._"
-    parts = r["ms_per_step"]
-    step = parts.get("train step, with heatmap regulariser")
-    lines = ["| part | ms per training step | share of the step |", "| --- | --- | --- |"]
-    lines += [f"| {name} | {ms:.1f} | {100 * ms / step:.0f}% |" for name, ms in parts.items()]
-    lines += ["", f"Batch {r['batch_size']}, {r['steps_per_epoch']} steps an epoch, "
-              f"{r['precision']}, {_cpu(r)} (results/training_profile.json)."]
-    return "\n".join(lines)
+    """One table per profile_training.py file: the bundled recipe's, then
+    others (training_profile_*.json, e.g. another network or CPU)."""
+    files = [RESULTS / "training_profile.json"] + _in_order(RESULTS.glob("training_profile_*.json"))
+    out = []
+    for path in files:
+        r = _load(path.name)
+        if not r:
+            continue
+        parts = r["ms_per_step"]
+        step = parts.get("train step, with heatmap regulariser")
+        recipe = r.get("recipe", [])
+        stages = recipe[recipe.index("--stages") + 1] if "--stages" in recipe[:-1] else "default"
+        lines = ["| part | ms per training step | share of the step |", "| --- | --- | --- |"]
+        lines += [f"| {name} | {ms:.1f} | {100 * ms / step:.0f}% |" for name, ms in parts.items()]
+        lines += ["", f"Stages {stages}, batch {r['batch_size']}, {r['steps_per_epoch']} steps an "
+                  f"epoch, {r['precision']}, {_cpu(r)} (results/{path.name})."]
+        out.append("\n".join(lines))
+    return "\n\n".join(out) or "_Not profiled yet: `profile_training.py`._"
 
 
 # (question, [(change, before file, after file)]): what each step bought, on
