@@ -159,8 +159,14 @@ def headline_section():
     if speed:
         frames = ", ".join(f"{f['median_ms']:.1f} ms (`{Path(f['image']).name}`)"
                            for f in speed["frames"])
+        frames += f" on {_cpu(speed)}"
+        other, files = _load("predict_speed_no_vnni.json"), "results/predict_speed.json"
+        if other:   # the same bundle on a CPU without int8 dot products, where int8 gains nothing
+            frames += "; " + ", ".join(f"{f['median_ms']:.1f} ms" for f in other["frames"]) + \
+                f" on {_cpu(other)}"
+            files += ", results/predict_speed_no_vnni.json"
         rest.append(f"| predictor per {speed['frame'][0]}×{speed['frame'][1]} frame, one face, "
-                    f"1 thread, median | {frames} on {_cpu(speed)} | results/predict_speed.json |")
+                    f"1 thread, median | {frames} | {files} |")
     ratio, study = _load("speed_ratio.json"), _load("pair_study.json")
     ensemble = _load("speed_ratio_ensemble.json")
     if ratio:
@@ -470,8 +476,33 @@ def benchmark_section():
     path = RESULTS / "ptq_benchmark.md"
     if not path.is_file():
         return "_No benchmark yet: `make benchmark` writes results/ptq_benchmark.md._"
-    return (path.read_text().strip() + "\n\nFrom results/ptq_benchmark.md and "
+    text = (path.read_text().strip() + "\n\nFrom results/ptq_benchmark.md and "
             "results/ptq_benchmark.json; CED curves per mode: results/ced.png")
+    # What a mode's 1-thread latency is against float32 depends on the CPU:
+    # int8 pays only where it has int8 dot-product instructions.
+    lines = []
+    for p in [path.with_suffix(".json")] + _in_order(RESULTS.glob("ptq_benchmark_*.json")):
+        r = _load(p.name)
+        rows = {(x["model"], x["mode"]): x for x in (r or {}).get("rows", [])}
+        base = rows.get(("float", "float32"))
+        if not base:
+            continue
+        cells = []
+        for model, mode in (("qat", "int8_only"), ("qat", "dynamic_range"), ("float", "float16")):
+            x = rows.get((model, mode))
+            cells.append(f"{x['latency_ms_1thread_median'] / base['latency_ms_1thread_median']:.2f}×"
+                         if x and x.get("latency_ms_1thread_median") else "—")
+        lines.append(f"| results/{p.name} | `{r['models']['float']}` | {_cpu(r)} "
+                     f"| {base['latency_ms_1thread_median']:.2f} "
+                     f"| {' | '.join(cells)} |")
+    if len(lines) > 1:
+        text += ("\n\nThe main model's network, 1-thread latency against its float32 file, "
+                 "on CPUs with and without int8 dot-product instructions (`ptq_benchmark.py`, "
+                 "each file one run on one machine, the models taking turns):\n\n"
+                 "| file | float model | CPU | float32 ms | QAT `int8_only` | QAT `dynamic_range` "
+                 "| float `float16` |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+                 + "\n".join(lines))
+    return text
 
 
 def techniques_section():
@@ -502,6 +533,18 @@ def speed_section():
               f"| {f['p90_ms']:.2f} | " + ", ".join(f"{m:.1f}" for m in f.get("round_medians_ms", []))
               + f" | {_cpu(speed) or 'not recorded'} |"
               for p, speed in runs for f in speed["frames"]]
+    ratios = [(p, json.loads(p.read_text())) for p in sorted(RESULTS.glob("speed_ratio*.json"))]
+    if ratios:
+        def models(setup):
+            names = ["mirrored look" if setup[k] == FLIP_SECOND else f"`{setup[k]}`"
+                     for k in ("landmark_model", "pose_model", "second_model") if setup.get(k)]
+            return " + ".join(names)
+        lines += ["", "Per-frame time of one set-up against another, taking turns in one run "
+                  "(`speed_ratio.py`; mean of the photos' ratios of medians):", "",
+                  "| file | before | after | after / before | CPU |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| results/{p.name} | {models(r['setups']['before'])} "
+                  f"| {models(r['setups']['after'])} | **{r['ratio']:.2f}×** | {_cpu(r)} |"
+                  for p, r in ratios if "setups" in r]
     return "\n".join(lines)
 
 
