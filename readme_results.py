@@ -492,7 +492,7 @@ def benchmark_section():
             x = rows.get((model, mode))
             cells.append(f"{x['latency_ms_1thread_median'] / base['latency_ms_1thread_median']:.2f}×"
                          if x and x.get("latency_ms_1thread_median") else "—")
-        lines.append(f"| results/{p.name} | `{r['models']['float']}` | {_cpu(r)} "
+        lines.append(f"| results/{p.name} | `{r.get('models', {}).get('float', '?')}` | {_cpu(r)} "
                      f"| {base['latency_ms_1thread_median']:.2f} "
                      f"| {' | '.join(cells)} |")
     if len(lines) > 1:
@@ -517,31 +517,34 @@ def techniques_section():
 
 def speed_section():
     runs = [(p, json.loads(p.read_text())) for p in sorted(RESULTS.glob("predict_speed*.json"))]
-    if not runs:
-        return "_No speed run yet: `predict.py test_images/ --speed results/predict_speed.json`._"
-    first = runs[0][1]
-    lines = [f"Detector + int8 landmarks per {first['frame'][0]}×{first['frame'][1]} frame, "
-             f"{first['threads']} thread, {first.get('rounds', 1)} rounds of {first['runs']} runs "
-             "per photo (`predict.py test_images/ --speed FILE`):", "",
-             "| file | landmark model | re-crop passes | flip test | photo in the frame | faces "
-             "| widest face / frame width | detector used | median ms | p90 ms "
-             "| median of each round, ms | CPU |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| results/{p.name} | `{speed.get('landmark_model', 'bundled')}` | {speed['refine']} "
-              f"| {'yes' if speed['flip'] else 'no'} | `{Path(f['image']).name}` | {f['faces']} "
-              f"| {f['face_share']:.2f} | `{f['detector']}` | **{f['median_ms']:.2f}** "
-              f"| {f['p90_ms']:.2f} | " + ", ".join(f"{m:.1f}" for m in f.get("round_medians_ms", []))
-              + f" | {_cpu(speed) or 'not recorded'} |"
-              for p, speed in runs for f in speed["frames"]]
     ratios = [(p, json.loads(p.read_text())) for p in sorted(RESULTS.glob("speed_ratio*.json"))]
+    if not runs and not ratios:
+        return "_No speed run yet: `predict.py test_images/ --speed results/predict_speed.json`._"
+    lines = []
+    if runs:
+        first = runs[0][1]
+        lines = [f"Detector + int8 landmarks per {first['frame'][0]}×{first['frame'][1]} frame, "
+                 f"{first['threads']} thread, {first.get('rounds', 1)} rounds of {first['runs']} runs "
+                 "per photo (`predict.py test_images/ --speed FILE`):", "",
+                 "| file | landmark model | re-crop passes | flip test | photo in the frame | faces "
+                 "| widest face / frame width | detector used | median ms | p90 ms "
+                 "| median of each round, ms | CPU |",
+                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| results/{p.name} | `{speed.get('landmark_model', 'bundled')}` | {speed['refine']} "
+                  f"| {'yes' if speed['flip'] else 'no'} | `{Path(f['image']).name}` | {f['faces']} "
+                  f"| {f['face_share']:.2f} | `{f['detector']}` | **{f['median_ms']:.2f}** "
+                  f"| {f['p90_ms']:.2f} | " + ", ".join(f"{m:.1f}" for m in f.get("round_medians_ms", []))
+                  + f" | {_cpu(speed) or 'not recorded'} |"
+                  for p, speed in runs for f in speed["frames"]]
     if ratios:
         def models(setup):
             names = ["mirrored look" if setup[k] == FLIP_SECOND else f"`{setup[k]}`"
                      for k in ("landmark_model", "pose_model", "second_model") if setup.get(k)]
             return " + ".join(names)
-        lines += ["", "Per-frame time of one set-up against another, taking turns in one run "
-                  "(`speed_ratio.py`; mean of the photos' ratios of medians):", "",
-                  "| file | before | after | after / before | CPU |", "| --- | --- | --- | --- | --- |"]
+        lines += ([""] if lines else []) + [
+            "Per-frame time of one set-up against another, taking turns in one run "
+            "(`speed_ratio.py`; mean of the photos' ratios of medians):", "",
+            "| file | before | after | after / before | CPU |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| results/{p.name} | {models(r['setups']['before'])} "
                   f"| {models(r['setups']['after'])} | **{r['ratio']:.2f}×** | {_cpu(r)} |"
                   for p, r in ratios if "setups" in r]

@@ -27,6 +27,15 @@ def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp
          "latency_ms_1thread_median": 1.0, "size_kb": 900, "nmes": [0.03, 0.03, 0.05, 0.055],
          "groups": groups},
         {"model": "qat", "mode": "16x8", "nme": None, "note": "not supported"}])
+    (results / "ptq_benchmark.md").write_text("the benchmark's own tables\n")
+    # The same models timed on a CPU without int8 dot products.
+    _write(results, "ptq_benchmark_no_vnni.json", cpu={"model": "EPYC", "int8_dot_product": False},
+           models={"float": "exported"}, rows=[
+               {"model": "float", "mode": "float32", "latency_ms_1thread_median": 4.0},
+               {"model": "qat", "mode": "int8_only", "latency_ms_1thread_median": 4.4}])
+    _write(results, "speed_ratio_other.json", cpu={"model": "EPYC", "int8_dot_product": False},
+           ratio=2.5, setups={"before": {"landmark_model": "old.tflite"},
+                              "after": {"landmark_model": "new.tflite", "second_model": "flip"}})
     hard = {"seed": 1, "kinds": {"blur": {"nmes": [0.05, 0.06, 0.07, 0.08]}},
             "all": {"nme": 0.065, "fr": 0.0}}
     bundle = readme_results.BUNDLE_RUN
@@ -63,6 +72,12 @@ def test_every_document_is_rebuilt_from_result_files_and_idempotent(results, tmp
     assert ("(`make train-all`) | 5 min: 10 epochs at 40 images/s | 5 min: 10 epochs at "
             "40 images/s | AMD EPYC, not recorded |") in readme
     assert "trainings, 1.3 h in all" in readme     # 40 + 30 + 5 + 5 min
+    quantization = (tmp_path / "docs" / "QUANTIZATION.md").read_text()
+    assert "| results/ptq_benchmark.json | `?` | Xeon (int8 dot product: yes) | 3.00 | 0.33× | — | — |" in quantization
+    assert ("| results/ptq_benchmark_no_vnni.json | `exported` | EPYC (int8 dot product: no) "
+            "| 4.00 | 1.10× | — | — |") in quantization
+    assert ("| results/speed_ratio_other.json | `old.tflite` | `new.tflite` + mirrored look "
+            "| **2.50×** | EPYC (int8 dot product: no) |") in (tmp_path / "docs" / "PREDICTOR.md").read_text()
     research = (tmp_path / "docs" / "RESEARCH.md").read_text()
     # The wild table on the LFPW faces, and the paired change against the old bundle.
     assert "| `bundle_v20` | 5.500 | 7.500 | 7.500 |" in research
