@@ -74,7 +74,7 @@ SPLIT_PAIR := $(SPLIT_MAIN) --pose_model $(SPLIT_BUNDLE)_pose_int8.tflite
 SPLIT_MODELS := $(SPLIT_PAIR) --second_model flip
 SPLIT_SECOND := $(SPLIT_PAIR) --second_model $(SPLIT_BUNDLE)_second_int8.tflite
 
-.PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce second bundle train-all train-main-all train-second-all train-pose-all \
+.PHONY: test demo data profile profiled-study video-benchmark train evaluate qat export benchmark techniques loss-study readme reproduce second figures timed bundle train-all train-main-all train-second-all train-pose-all \
     bundle-main-all bundle-second-all bundle-pose-all \
     evaluate-predictor speed speed-ratio bundle-before training-speed precision-check train-pose bundle-pose train-second bundle-second pair-study gate-study box-mapping evaluate-profile \
     evaluate-small evaluate-refine data-all bundle-all wflw-sample
@@ -349,9 +349,18 @@ bundle-before:
 	done
 
 # Per-frame speed of the bundled pair against the pair before, taking turns in one run.
+# Then what the mirrored look costs: the bundled pair alone against predictor().
 speed-ratio: $(VENV)/.installed bundle-before
 	$(PY) speed_ratio.py test_images/ --before runs/bundle_before/landmarks_300w_int8.tflite \
 	    runs/bundle_before/landmarks_300w_pose_int8.tflite --rounds 20 --out results/speed_ratio.json
+	$(PY) speed_ratio.py test_images/ --before $(BUNDLE)_int8.tflite $(BUNDLE)_pose_int8.tflite \
+	    --rounds 20 --out results/speed_ratio_ensemble.json
+
+# After a new model is put in place (`make bundle`, `bundle-pose`, then
+# `bundle-main-all` or `bundle-pose-all`): every figure that depends on the
+# models, then the timed ones on a machine with nothing else running.
+figures: pair-study gate-study evaluate-profile evaluate-small evaluate-refine wflw-sample readme
+timed: video-benchmark speed speed-ratio readme
 
 # The bundle: the main and large-pose recipes retrained on all 2,012 faces
 # (the second main model's by `make second`), in folders of
@@ -405,3 +414,4 @@ bundle-second-all: $(VENV)/.installed
 
 bundle-pose-all: $(VENV)/.installed
 	$(call bundle_int8,$(POSE_ALL_EXPORT),runs/bundle_pose_all,$(BUNDLE)_pose_int8.tflite)
+	cp assets/split/*.confidence.json assets/
