@@ -349,12 +349,15 @@ bundle-before:
 	done
 
 # Per-frame speed of the bundled pair against the pair before, taking turns in one run.
-# Then what the mirrored look costs: the bundled pair alone against predictor().
+# Then what the mirrored look costs: the bundled pair alone against predictor();
+# and predictor() with each interpreter on two threads against one.
 speed-ratio: $(VENV)/.installed bundle-before
 	$(PY) speed_ratio.py test_images/ --before runs/bundle_before/landmarks_300w_int8.tflite \
 	    runs/bundle_before/landmarks_300w_pose_int8.tflite --rounds 20 --out results/speed_ratio.json
 	$(PY) speed_ratio.py test_images/ --before $(BUNDLE)_int8.tflite $(BUNDLE)_pose_int8.tflite \
 	    --rounds 20 --out results/speed_ratio_ensemble.json
+	$(PY) speed_ratio.py test_images/ --before default --threads 1 2 --rounds 20 \
+	    --out results/speed_ratio_threads.json
 
 # After a new model is put in place (`make bundle`, `bundle-pose`, then
 # `bundle-main-all` or `bundle-pose-all`): every figure that depends on the

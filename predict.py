@@ -97,10 +97,11 @@ def load_landmark_model(path):
     return predict_fn, size
 
 
-def load_landmark_functions(path):
+def load_landmark_functions(path, threads=1):
     """(predict_fn, spread_fn, input size S) of one loaded landmark model:
     spread_fn gives (B, 2N) marks and the (B, N) spread of each mark's
-    score map (None for a model that outputs marks)."""
+    score map (None for a model that outputs marks). `threads`: a .tflite
+    interpreter's threads."""
     from tflite_model import marks_and_spread
     path = Path(path)
     if path.is_dir():
@@ -110,7 +111,7 @@ def load_landmark_functions(path):
         return predict_fn, lambda images: marks_and_spread(raw_fn(images)), card["input_size"]
     if path.suffix == ".tflite":
         from tflite_model import TFLiteModel
-        model = TFLiteModel(path)
+        model = TFLiteModel(path, threads)
         check_landmark_tflite(model, path)
         return model.predict, model.predict_with_spread, model.input_size
     raise FileNotFoundError(f"{path} is neither an exported SavedModel directory "
@@ -156,17 +157,17 @@ def landmark_spread_functions(model_path, pose_model_path=None, flip=False,
     return (*combine_spread_functions(once, size, pose_once, flip, second_once), size)
 
 
-def load_pair(model_path, pose_model_path=None, second_model_path=None):
+def load_pair(model_path, pose_model_path=None, second_model_path=None, threads=1):
     """(spread_fn of `model_path`, of `pose_model_path` or None, input size,
     spread_fn of `second_model_path` (FLIP_SECOND: the main model's mirrored
     look) or None)."""
-    _, once, size = load_landmark_functions(model_path)
+    _, once, size = load_landmark_functions(model_path, threads)
     others = []
     for path in (pose_model_path, second_model_path):
         if path is None or path == FLIP_SECOND:
             others.append(None if path is None else mirrored_model(once, size))
             continue
-        _, other_once, other_size = load_landmark_functions(path)
+        _, other_once, other_size = load_landmark_functions(path, threads)
         if other_size != size:
             raise ValueError(f"{path} takes {other_size}-px crops, {model_path} "
                              f"{size}-px: paired models must share the crop")
@@ -258,7 +259,10 @@ class predictor:  # noqa: N801  (the original's name, which users call)
 
     def __init__(self, detector_face_model_path=None, cnn_model_path=None,
                  threshold=None, refine=None, flip=None, pose_model_path=None, recrop=RECROP_SHIFT,
-                 small_faces=True, second_model_path=None):
+                 small_faces=True, second_model_path=None, threads=1):
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+        self.threads = threads    # each TFLite interpreter's; calls from threads still take turns
         if refine is not None and (int(refine) != refine or refine < 0):
             raise ValueError(f"refine must be a whole number >= 0, or None, got {refine}")
         if recrop is not None and not recrop > 0:
@@ -270,13 +274,13 @@ class predictor:  # noqa: N801  (the original's name, which users call)
         paths = detector_face_model_path or DEFAULT_MODELS
         if isinstance(paths, (str, Path)):
             paths = [paths]
-        self.detectors = [FaceDetector(path, threshold) for path in paths]
+        self.detectors = [FaceDetector(path, threshold, threads) for path in paths]
         self.landmark_model = Path(cnn_model_path or DEFAULT_LANDMARK_MODEL)
         self.pose_model, flip, self.second_model = settle_pairing(
             cnn_model_path, pose_model_path, flip, second_model_path)
         self.refine, self.flip = refine, flip
         once, pose_once, self.input_size, second_once = load_pair(
-            self.landmark_model, self.pose_model, self.second_model)
+            self.landmark_model, self.pose_model, self.second_model, threads)
         # Each model of a pair on its own, without the flip test, with its
         # own confidence curve: a tracked face runs the one it was found with.
         self._single = {}
@@ -501,20 +505,20 @@ def run_images(model, inputs, out_dir, montage_path=None, pose=False):
 
 def speed(model, image_paths, out_path, runs=200, size=(640, 480), repeats=5):
     """Median / p90 ms of predict() on each photo fitted into a 640×480
-    frame (detector + landmarks, 1 thread each), written as JSON with the
-    faces found, the widest one's share of the frame width and the detector
-    that answered (the full-range one runs too when faces are small).
-    OpenCV is held to one thread as well (it would split resizes over the
-    cores), so the whole frame runs on one core."""
+    frame (detector + landmarks, at the predictor's threads), written as
+    JSON with the faces found, the widest one's share of the frame width and
+    the detector that answered (the full-range one runs too when faces are
+    small). OpenCV is held to as many threads (it would split resizes over
+    the cores), so at 1 thread the whole frame runs on one core."""
     from tflite_model import cpu_info
     threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(model.threads)
     try:
         frames = _time_frames(model, image_paths, runs, size, repeats)
     finally:
         cv2.setNumThreads(threads)
     model_path = model.landmark_model.resolve()
-    result = {"frame": list(size), "runs": runs, "rounds": repeats, "threads": 1,
+    result = {"frame": list(size), "runs": runs, "rounds": repeats, "threads": model.threads,
               "landmark_model": str(model_path.relative_to(ROOT) if model_path.is_relative_to(ROOT)
                                     else model_path),
               "pose_model": None if model.pose_model is None else model.pose_model.name,
@@ -672,6 +676,9 @@ def main(argv=None):
     p.add_argument("--montage", default=None, help="also write all annotated images side by side here")
     p.add_argument("--speed", default=None, metavar="JSON",
                    help="time detector + landmarks on each image fitted into a 640x480 frame")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads of each model's interpreter (default 1; more cut one "
+                        "stream's latency where cores are free)")
     args = p.parse_args(argv)
     if not args.inputs and not args.video:
         p.error("give images/folders or --video")
@@ -682,7 +689,7 @@ def main(argv=None):
             open_video(args.video)[0].release()
         model = predictor(args.detector, args.model, args.threshold, args.refine, args.flip,
                           args.pose_model, small_faces=args.small_faces,
-                          second_model_path=args.second_model)
+                          second_model_path=args.second_model, threads=args.threads)
         if args.inputs:
             run_images(model, args.inputs, Path(args.out), args.montage, args.pose)
             if args.speed:

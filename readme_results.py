@@ -540,7 +540,8 @@ def speed_section():
         def models(setup):
             names = ["mirrored look" if setup[k] == FLIP_SECOND else f"`{setup[k]}`"
                      for k in ("landmark_model", "pose_model", "second_model") if setup.get(k)]
-            return " + ".join(names)
+            threads = setup.get("threads", 1)
+            return " + ".join(names) + (f", {threads} threads" if threads > 1 else "")
         lines += ([""] if lines else []) + [
             "Per-frame time of one set-up against another, taking turns in one run "
             "(`speed_ratio.py`; mean of the photos' ratios of medians):", "",

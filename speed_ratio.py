@@ -46,29 +46,37 @@ def main(argv=None):
     p.add_argument("inputs", nargs="+", help="photos or folders of photos")
     p.add_argument("--before", nargs="+", required=True, metavar="TFLITE",
                    help="landmark model, optionally the large-pose model paired with it, and "
-                        "optionally a second main model (the ensemble)")
+                        "optionally a second main model or 'flip' (the ensemble); 'default': "
+                        "the bundled models, as predictor() runs them")
     p.add_argument("--after", nargs="+", default=None, metavar="TFLITE",
                    help="the same (default: the bundled models, as predictor() runs them)")
+    p.add_argument("--threads", nargs=2, type=int, default=(1, 1), metavar=("BEFORE", "AFTER"),
+                   help="each set-up's interpreter threads (predictor(threads=); default 1 1)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--runs", type=int, default=20, help="timed frames per photo and round")
     p.add_argument("--out", default="results/speed_ratio.json")
     args = p.parse_args(argv)
-    for paths in (args.before, args.after or []):
+    if args.before == ["default"]:
+        args.before = None
+    for paths in (args.before or [], args.after or []):
         if len(paths) > 3:
             p.error("give a landmark model, at most one large-pose model and one second "
                     "main model")
-        for path in paths:
-            if not Path(path).is_file():
+        for k, path in enumerate(paths):
+            if not (k == 2 and path == FLIP_SECOND) and not Path(path).is_file():
                 p.error(f"{path}: no such file")
+    if min(args.threads) < 1:
+        p.error(f"--threads must be >= 1, got {args.threads[0]} {args.threads[1]}")
     cv2.setNumThreads(1)
 
-    def build(paths):
+    def build(paths, threads):
         if paths is None:
-            return predictor()
+            return predictor(threads=threads)
         return predictor(None, paths[0], pose_model_path=paths[1] if len(paths) > 1 else False,
-                         second_model_path=paths[2] if len(paths) > 2 else False)
+                         second_model_path=paths[2] if len(paths) > 2 else False, threads=threads)
     try:
-        models = {"before": build(args.before), "after": build(args.after)}
+        models = {"before": build(args.before, args.threads[0]),
+                  "after": build(args.after, args.threads[1])}
         frames = {str(path): fitted_frame(path) for path in image_paths(args.inputs)}
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
@@ -82,12 +90,14 @@ def main(argv=None):
                      "pose_model": None if model.pose_model is None else shown(model.pose_model),
                      "second_model": None if model.second_model is None
                      else shown(model.second_model),
-                     "flip": model.flip} for name, model in models.items()}
+                     "flip": model.flip, "threads": model.threads}
+              for name, model in models.items()}
     photos = {photo: {name: float(np.median(times[name][photo])) for name in models}
               for photo in frames}
     for photo, ms in photos.items():
         ms["ratio"] = ms["after"] / ms["before"]
-    result = {"cpu": cpu_info(), "threads": 1, "frame": [640, 480], "rounds": args.rounds,
+    result = {"cpu": cpu_info(), "threads": list(args.threads), "frame": [640, 480],
+              "rounds": args.rounds,
               "runs": args.runs, "timing": "the set-ups take turns each round; median ms",
               "setups": setups, "photos": photos,
               "ratio": float(np.mean([ms["ratio"] for ms in photos.values()]))}

@@ -527,6 +527,20 @@ def test_box_mapping_fit_on_annotated_photos(tmp_path):
         predictor(copy).predict(PORTRAITS[0])
 
 
+def test_interpreter_threads_give_the_same_marks_and_are_checked():
+    """predictor(threads=2) runs each interpreter on two threads: the marks
+    are one thread's; a count that is not a whole number >= 1 is refused."""
+    from predict import predictor
+    one, two = predictor(), predictor(threads=2)
+    for photo in PORTRAITS:
+        a, b = one.predict(str(photo)), two.predict(str(photo))
+        assert len(a) == len(b) >= 1
+        assert all(np.allclose(x["marks"], y["marks"], atol=1e-4) for x, y in zip(a, b))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be a whole number >= 1"):
+            predictor(threads=bad)
+
+
 def test_one_predictor_shared_by_four_threads_answers_as_one_thread():
     """The bundled int8 predictor from 4 threads, 25 calls each on two
     photos: no exception, and every answer identical to one thread's."""

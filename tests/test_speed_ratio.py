@@ -59,3 +59,19 @@ def test_speed_ratio_refuses_a_fourth_model(capsys):
         speed_ratio.main(["test_images", "--before", "a.tflite", "b.tflite", "c.tflite",
                           "d.tflite"])
     assert "at most one large-pose model and one second main model" in capsys.readouterr().err
+
+
+def test_the_bundled_setup_at_two_threads_against_one(tmp_path, capsys):
+    """`--before default --threads 1 2`: the bundled predictor against itself
+    at two interpreter threads; both set-ups and their threads are recorded."""
+    import json
+    out = tmp_path / "ratio.json"
+    speed_ratio.main(["test_images/grace_hopper.jpg", "--before", "default", "--threads", "1", "2",
+                      "--rounds", "1", "--runs", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert [result["setups"][k]["threads"] for k in ("before", "after")] == [1, 2]
+    assert result["setups"]["before"]["second_model"] == "flip"
+    assert result["ratio"] > 0
+    with pytest.raises(SystemExit):
+        speed_ratio.main(["test_images", "--before", "default", "--threads", "0", "1"])
+    assert "--threads must be >= 1, got 0 1" in capsys.readouterr().err
