@@ -816,6 +816,26 @@ def gate_section():
               f"to 50-75°. The file holds every gate of the grid (yaw "
               + ", ".join(f"{y:g}" for y in sorted({g[0] for g in r["gates"]}))
               + "°; spread " + ", ".join(f"{s:g}" for s in sorted({g[1] for g in r["gates"]})) + ")."]
+    real = r.get("real_turned")
+    if real:
+        # The trade the yaw threshold makes, at the chosen spread: real turned
+        # faces against the rendered turns the large-pose model trained on.
+        spread = r["chosen_on_even"][1]
+        rows = [MAIN_FLIP] + [gate_name(g) for g in r["gates"] if g[1] == spread]
+        views = [v for v in (TURNED, "profile") if v in r["views"]]
+        lines += ["", f"The {real['faces']} real faces among them turned {real['min_yaw']:g}° or "
+                  f"more (their annotated marks fitted in their photos, `head_pose.py`), plain "
+                  f"crops, against the rendered turns, by the gate's yaw (spread {spread:g}):", "",
+                  "| gate | real turned faces, NME % | − main model alone, points (paired s.e.) | "
+                  + " | ".join(f"`{v}` NME %" for v in views) + " |",
+                  "| --- | --- | --- |" + " --- |" * len(views)]
+        for name in rows:
+            cell = real["scores"][name]
+            lines.append(f"| {name} | {100 * cell['nme']:.2f} | "
+                         + ("" if name == MAIN_FLIP else
+                            f"{100 * cell['vs_main']['mean']:+.3f} ({100 * cell['vs_main']['se']:.3f})")
+                         + " | " + " | ".join(f"{100 * r['scores']['all'][v][name]['nme']:.2f}"
+                                              for v in views) + " |")
     return "\n".join(lines)
 
 
