@@ -836,7 +836,40 @@ def gate_section():
                             f"{100 * cell['vs_main']['mean']:+.3f} ({100 * cell['vs_main']['se']:.3f})")
                          + " | " + " | ".join(f"{100 * r['scores']['all'][v][name]['nme']:.2f}"
                                               for v in views) + " |")
+        lines += _real_turns_end_to_end(r, real["min_yaw"])
     return "\n".join(lines)
+
+
+# The whole predictor on the validation photos (in the record's order, as
+# gate_study's true yaws are), split by the annotated turn.
+REAL_TURN_FILES = (("predictor_eval_v37_flip.json", "main model alone, flip test"),
+                   ("predictor_eval_v37_pair.json", "the pair"),
+                   (BUNDLE_PREDICTOR_EVAL, "predictor() (run v30 as the large-pose model)"),
+                   ("predictor_eval_v38_candidate.json", "the same with run v38"))
+
+
+def _real_turns_end_to_end(r, min_yaw):
+    yaws = np.array([np.nan if y is None else y for y in r.get("true_yaws", [])], float)
+    base = _load(BUNDLE_PREDICTOR_EVAL)
+    if not len(yaws) or not base or len(base["nmes"]) != len(yaws):
+        return []
+    turned = np.isfinite(yaws) & (yaws >= min_yaw)
+    reference = np.array(base["nmes"], float)
+    lines = ["", f"End to end on the validation photos (detector included), the same "
+             f"{int(turned.sum())} turned faces and the other {int((~turned).sum())}:", "",
+             "| set-up | turned faces, NME % | − predictor(), points (paired s.e.) "
+             "| other faces, NME % | file |", "| --- | --- | --- | --- | --- |"]
+    for name, label in REAL_TURN_FILES:
+        other = _load(name)
+        if not other or len(other["nmes"]) != len(yaws):
+            continue
+        nmes = np.array(other["nmes"], float)
+        both = turned & np.isfinite(nmes) & np.isfinite(reference)
+        diff = "" if name == BUNDLE_PREDICTOR_EVAL else \
+            "{:+.3f} ({:.3f})".format(*paired_difference(nmes[both], reference[both]))
+        lines.append(f"| {label} | {100 * np.nanmean(nmes[turned]):.3f} | {diff} "
+                     f"| {100 * np.nanmean(nmes[~turned]):.3f} | results/{name} |")
+    return lines
 
 
 def pose_wild_section():
