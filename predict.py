@@ -41,6 +41,7 @@ face, three a turned one. `second_model_path=False` runs the pair.
 """
 import argparse
 import json
+import numbers
 import sys
 from pathlib import Path
 
@@ -260,9 +261,9 @@ class predictor:  # noqa: N801  (the original's name, which users call)
     def __init__(self, detector_face_model_path=None, cnn_model_path=None,
                  threshold=None, refine=None, flip=None, pose_model_path=None, recrop=RECROP_SHIFT,
                  small_faces=True, second_model_path=None, threads=1):
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
             raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
-        self.threads = threads    # each TFLite interpreter's; calls from threads still take turns
+        self.threads = threads = int(threads)    # each TFLite interpreter's; calls from threads still take turns
         if refine is not None and (int(refine) != refine or refine < 0):
             raise ValueError(f"refine must be a whole number >= 0, or None, got {refine}")
         if recrop is not None and not recrop > 0:
