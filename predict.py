@@ -498,7 +498,9 @@ def run_images(model, inputs, out_dir, montage_path=None, pose=False):
         cv2.imwrite(str(out_dir / f"{path.stem}_marks.jpg"), image)
     (out_dir / "marks.json").write_text(json.dumps(marks, indent=1))
     if montage_path and drawn:
-        cv2.imwrite(str(montage_path), montage(list(drawn.values())))
+        Path(montage_path).parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(montage_path), montage(list(drawn.values()))):
+            raise ValueError(f"--montage {montage_path}: could not write it")
         print(f"wrote {montage_path}")
     counts = ", ".join(f"{Path(k).name}: {len(v)}" for k, v in marks.items())
     print(f"faces per image: {counts}\nwrote {out_dir}/*_marks.jpg and marks.json")
@@ -683,6 +685,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not args.inputs and not args.video:
         p.error("give images/folders or --video")
+    if args.montage and Path(args.montage).suffix.lower() not in IMAGE_SUFFIXES:
+        p.error(f"--montage {args.montage}: give an image file name ("
+                + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
     try:
         if args.video:
             # Before anything is written: the images' outputs would otherwise

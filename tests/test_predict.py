@@ -380,12 +380,17 @@ def test_cli_writes_annotated_images_marks_and_video(tiny_models, tmp_path):
 
     from predict import main
     out = tmp_path / "out"
+    # The montage's folder need not exist yet (it was written nowhere, silently).
     main([str(ROOT / "test_images"), "--model", str(tiny_models / "saved"), "--out", str(out),
-          "--montage", str(tmp_path / "montage.png")])
+          "--montage", str(tmp_path / "new" / "montage.png")])
     marks = json.loads((out / "marks.json").read_text())
     assert {Path(k).name for k in marks} == {p.name for p in PORTRAITS}
     assert all(len(faces) == 1 and len(faces[0]["marks"]) == 68 for faces in marks.values())
-    assert (out / "astronaut_marks.jpg").is_file() and (tmp_path / "montage.png").is_file()
+    assert (out / "astronaut_marks.jpg").is_file() and (tmp_path / "new" / "montage.png").is_file()
+    with pytest.raises(SystemExit):      # not an image name: refused before anything is written
+        main([str(ROOT / "test_images"), "--model", str(tiny_models / "saved"),
+              "--out", str(tmp_path / "none"), "--montage", str(tmp_path / "montage")])
+    assert not (tmp_path / "none").exists()
 
     from predict import predictor as make, speed
     speed(make(cnn_model_path=tiny_models / "model.tflite"), PORTRAITS, tmp_path / "speed.json",
