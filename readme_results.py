@@ -170,7 +170,7 @@ def headline_section():
             files += ", results/predict_speed_no_vnni.json"
         rest.append(f"| predictor per {speed['frame'][0]}×{speed['frame'][1]} frame, one face, "
                     f"1 thread, median | {frames} | {files} |")
-    ratio, study = _load("speed_ratio.json"), _load("pair_study.json")
+    ratio, study = _load("speed_ratio.json"), pair
     ensemble = _load("speed_ratio_ensemble.json")
     if ratio:
         bought, files = "", ["results/speed_ratio.json"]
@@ -215,12 +215,17 @@ def headline_section():
     return "\n".join(out).lstrip("\n")
 
 
+def _true_yaws(study):
+    """gate_study.json's per-face |yaw| of the validation photos, NaN where none."""
+    return np.array([np.nan if y is None else y for y in study.get("true_yaws", [])], float)
+
+
 def _real_turned_row(end):
     """The validation photos' really turned faces (gate_study's true yaws),
     as a row of the whole-predictor table; none without those yaws."""
     study = _load("gate_study.json") or {}
     real = study.get("real_turned")
-    yaws = np.array([np.nan if y is None else y for y in study.get("true_yaws", [])], float)
+    yaws = _true_yaws(study)
     if not real or len(yaws) != len(end["nmes"]):
         return []
     nmes = np.array([np.nan if n is None else n for n in end["nmes"]], float)[yaws >= real["min_yaw"]]
@@ -868,7 +873,7 @@ REAL_TURN_FILES = (("predictor_eval_v37_flip.json", "main model alone, flip test
 
 
 def _real_turns_end_to_end(r, min_yaw):
-    yaws = np.array([np.nan if y is None else y for y in r.get("true_yaws", [])], float)
+    yaws = _true_yaws(r)
     base = _load(BUNDLE_PREDICTOR_EVAL)
     if not len(yaws) or not base or len(base["nmes"]) != len(yaws):
         return []
