@@ -113,7 +113,7 @@ data: $(VENV)/.installed
 # yaw, re-render), two per face; validation faces are refused.
 profile: $(VENV)/.installed
 	$(PY) profile_faces.py --record tfrecords/train.record --out tfrecords/profiled.record \
-	    --views 2 --seed 0 --examples results/profiled_examples.png --summary results/profiled.json
+	    --views 2 --seed 0 --examples tfrecords/profiled_examples.png --summary results/profiled.json
 
 # Where each detector's box puts the landmark crop (assets/*.box_mapping.json),
 # fitted on the training photos and on 1,000 of their turned views, so a

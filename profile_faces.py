@@ -26,7 +26,7 @@ training faces may be profiled: a face listed as a validation face in the
 records' summary.json is refused.
 
     python profile_faces.py --record tfrecords/train.record --out tfrecords/profiled.record \
-        --views 2 --examples results/profiled_examples.png
+        --views 2 --examples tfrecords/profiled_examples.png
 """
 import argparse
 import json
