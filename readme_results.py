@@ -896,6 +896,49 @@ def _real_turns_end_to_end(r, min_yaw):
     return lines
 
 
+# The research log's summary: each recipe the bundle has carried, in order,
+# with what it changed and what that bought over the one before it.
+LINEAGE = {
+    "main model": (("resnet_v21", "more faces (LFPW) and the wild conditions"),
+                   ("resnet_v28", "a network 1.5× as wide"),
+                   ("resnet_v31", "wider again (64-256 channels)"),
+                   ("resnet_v32", "a wider stem"),
+                   ("resnet_v36", "the wild conditions less likely (0.7)"),
+                   ("resnet_v37", "less likely again (0.5)")),
+    "large-pose model": (("resnet_v25", "a quarter of each epoch turned in 3D"),
+                         ("resnet_v27", "a network 1.5× as wide"),
+                         ("resnet_v29", "wider again (64-256 channels)"),
+                         ("resnet_v30", "half of each epoch turned"),
+                         ("resnet_v38", "the wild conditions at 0.5, as the main model's")),
+}
+LINEAGE_COLUMNS = ("plain", "hard view", PROFILE_KIND)
+
+
+def lineage_section():
+    lines = ["| model | run | what it changed | plain | hard view | profile "
+             "| − the run before, points (paired s.e.): plain; hard view; profile |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    files = []
+    for model, runs in LINEAGE.items():
+        before = None
+        for name, change in runs:
+            m = _load(f"val_{name}.json")
+            if not m:
+                continue
+            files.append(f"results/val_{name}.json")
+            scores = _run_scores(m)
+            cells = [f"{100 * np.mean(scores[c]):.3f}" if scores.get(c) else "—" for c in LINEAGE_COLUMNS]
+            delta = ("; ".join(cell.split(";")[0] for cell in _paired_cells(scores, before, LINEAGE_COLUMNS))
+                     if before else "")
+            lines.append(f"| {model} | `{name}` | {change} | " + " | ".join(cells) + f" | {delta} |")
+            before = scores
+    if not files:
+        return "_No run yet._"
+    return "\n".join(lines + ["", "NME % of the float models (best epoch) on the 201 validation crops; the "
+                               "hard view pools its seven kinds, `profile` is the faces turned in 3D to "
+                               "50-75° (hard_view.py). Files: " + ", ".join(files) + "."])
+
+
 def pose_wild_section():
     """The large-pose recipe with the wild conditions as likely as the main
     model's since run v37 (run v38) against run v30."""
@@ -1187,11 +1230,11 @@ SECTIONS = {"headline": headline_section, "wild": wild_section, "precision": pre
             "confidence": confidence_section, "video": video_section, "pair": pair_section,
             "turned": turned_section, "wide": wide_section, "small": small_section, "stem": stem_section,
             "toward": toward_section, "toward_qat": toward_qat_section, "gate": gate_section,
-            "pose_wild": pose_wild_section,
+            "pose_wild": pose_wild_section, "lineage": lineage_section,
             "refine": refine_section}
 # Which generated sections each document holds.
 DOCUMENTS = {"README.md": ("headline", "reproduce", "threads"),
-             "docs/RESEARCH.md": ("wild", "toward", "toward_qat", "wide", "stem", "profiled", "pair", "gate",
+             "docs/RESEARCH.md": ("lineage", "wild", "toward", "toward_qat", "wide", "stem", "profiled", "pair", "gate",
                                   "pose_wild", "turned", "precision", "profile", "questions", "loss"),
              "docs/QUANTIZATION.md": ("benchmark", "techniques"),
              "docs/PREDICTOR.md": ("refine", "predictor", "speed", "small", "threads", "confidence",

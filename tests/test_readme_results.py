@@ -105,6 +105,19 @@ def test_question_rows_are_paired_differences(results, monkeypatch):
     assert "**Q?**" in table and "| a → b | 5.000 | 4.500 | -0.500 (0.000) |" in table
 
 
+def test_lineage_compares_each_run_with_the_one_before_it_in_its_line(results, monkeypatch):
+    hard = {"kinds": {"blur": {"nmes": [0.05, 0.06]}, "profile": {"nmes": [0.2, 0.3]}}}
+    _write(results, "val_a.json", nmes=[0.04, 0.06], hard_view=hard)
+    _write(results, "val_c.json", nmes=[0.03, 0.05], hard_view=hard)
+    monkeypatch.setattr(readme_results, "LINEAGE", {"main": (("a", "first"), ("b", "never run"),
+                                                             ("c", "second"))})
+    rows = readme_results.lineage_section().splitlines()[2:4]
+    assert rows[0] == "| main | `a` | first | 5.000 | 5.500 | 25.000 |  |"
+    # Run b has no file, so c is set against a.
+    assert rows[1] == ("| main | `c` | second | 4.000 | 5.500 | 25.000 "
+                       "| -1.000 (0.000); +0.000 (0.000); +0.000 (0.000) |")
+
+
 def test_predictor_rows_compare_with_the_row_above(results):
     common = {"faces": 3, "missed": 0, "missed_share": 0.0, "fr": 0.0, "auc": 0.6,
               "model": "m.tflite"}
