@@ -471,7 +471,7 @@ def train(args):
     resume_from = checkpoint_dir / "last.weights.h5"
     if args.initial_epoch and not resume_from.is_file():
         raise FileNotFoundError(f"--initial_epoch {args.initial_epoch}: no {resume_from} to resume from")
-    resume_state = load_resume_state(checkpoint_dir / "resume.npz", args.initial_epoch)
+    resume_state = load_resume_state(checkpoint_dir / "resume.npz", args.initial_epoch, args.epochs)
     steps = train_count // args.batch_size
     print(f"{layout_name}: {train_count} training faces ({steps} steps of {args.batch_size}), "
           f"{val_count} validation faces")
@@ -542,9 +542,14 @@ def train(args):
             # saved weights, which are the old average.
             trained.optimizer.iterations.assign(args.initial_epoch * steps)
     card["precision"] = precision
+    # A run resumed after its last epoch (stopped during QAT or export)
+    # trains nothing and goes on from its checkpoints.
+    left = args.epochs - args.initial_epoch
+    if not left:
+        print(f"all {args.epochs} epochs trained already: going on from {checkpoint_dir}'s checkpoints")
     # The CPUs a run trained on, one per start: a resumed run may move machines.
     before = (read_card(checkpoint_dir) or {}) if args.initial_epoch else {}
-    card["cpus"] = [*before.get("cpus", []), cpu_info()["model"]]
+    card["cpus"] = [*before.get("cpus", []), *([cpu_info()["model"]] if left else [])]
     (checkpoint_dir / "model.json").write_text(json.dumps(card, indent=1))
 
     # The weight average must be swapped in before the checkpoints save.
@@ -573,19 +578,20 @@ def train(args):
     # One iterator for the whole run (repeat + steps_per_epoch): Keras made a
     # new one each epoch, and freeing the old one waited about 11 s an epoch
     # for the pipeline's threads (a third of an epoch of the bundled recipes).
-    trained.fit(dataset.train_dataset(args.train_record, args.batch_size, layout_name,
-                                    rotation_deg=augmentation["rotation_deg"],
-                                    shift_fraction=augmentation["shift_fraction"],
-                                    scale_range=(1 - jitter, 1 + jitter),
-                                    occlusion=augmentation["occlusion"], calm=calm,
-                                    wild=augmentation["wild"],
-                                    calm_rotation_deg=augmentation["calm_rotation_deg"],
-                                    profiled=augmentation["profiled_record"],
-                                    profiled_share=augmentation["profiled_share"]).repeat(),
-              steps_per_epoch=steps,
-              validation_data=dataset.eval_dataset(args.val_record, 64, layout_name),
-              epochs=args.epochs, initial_epoch=args.initial_epoch,
-              callbacks=callbacks, verbose=2)
+    if left:
+        trained.fit(dataset.train_dataset(args.train_record, args.batch_size, layout_name,
+                                        rotation_deg=augmentation["rotation_deg"],
+                                        shift_fraction=augmentation["shift_fraction"],
+                                        scale_range=(1 - jitter, 1 + jitter),
+                                        occlusion=augmentation["occlusion"], calm=calm,
+                                        wild=augmentation["wild"],
+                                        calm_rotation_deg=augmentation["calm_rotation_deg"],
+                                        profiled=augmentation["profiled_record"],
+                                        profiled_share=augmentation["profiled_share"]).repeat(),
+                  steps_per_epoch=steps,
+                  validation_data=dataset.eval_dataset(args.val_record, 64, layout_name),
+                  epochs=args.epochs, initial_epoch=args.initial_epoch,
+                  callbacks=callbacks, verbose=2)
     # Later steps (export, evaluation) run a float32 copy of the weights.
     keras.mixed_precision.set_global_policy("float32")
     if precision != "float32":
@@ -612,10 +618,11 @@ def make_output_dir(path):
         raise ValueError(f"cannot write to output folder {path}: {err.strerror}") from None
 
 
-def load_resume_state(path, initial_epoch):
+def load_resume_state(path, initial_epoch, epochs=None):
     """ResumeState.load(path) when resuming after `initial_epoch` epochs and
     `path` holds that epoch's state; otherwise None, and the log says that
-    the resumed run goes on from last.weights.h5 with a fresh optimizer."""
+    the resumed run goes on from last.weights.h5 with a fresh optimizer.
+    A run said to be done (`initial_epoch` == `epochs`) must be, by `path`."""
     if not initial_epoch:
         return None
     try:
@@ -623,6 +630,10 @@ def load_resume_state(path, initial_epoch):
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:   # damaged or foreign
         raise ValueError(f"{path}: not a resume state ({err}); delete it to resume "
                          "from last.weights.h5 with a fresh optimizer") from None
+    if state and initial_epoch == epochs and state["epochs_done"] != epochs:
+        raise ValueError(f"--initial_epoch {initial_epoch}: {path} says {state['epochs_done']} "
+                         f"epochs were trained, not all {epochs}; resume with --initial_epoch "
+                         f"{state['epochs_done']}")
     if state and state["epochs_done"] == initial_epoch:
         print(f"resuming from {path}: weights, optimizer and weight average after "
               f"epoch {initial_epoch}")
@@ -805,8 +816,8 @@ def parse_args(argv=None):
         p.error(f"--weight_decay must be >= 0, got {args.weight_decay}")
     if not 0 <= args.weight_average < 1:
         p.error(f"--weight_average is a decay between 0 and 1 (0: off), got {args.weight_average}")
-    if not args.export_only and not args.eval_only and not 0 <= args.initial_epoch < args.epochs:
-        p.error(f"--initial_epoch must be in [0, --epochs={args.epochs}), got {args.initial_epoch}")
+    if not args.export_only and not args.eval_only and not 0 <= args.initial_epoch <= args.epochs:
+        p.error(f"--initial_epoch must be in [0, --epochs={args.epochs}], got {args.initial_epoch}")
     if args.heatmap_loss is not None and args.heatmap_loss < 0:
         p.error(f"--heatmap_loss must be >= 0, got {args.heatmap_loss}")
     if args.heatmap_sigma <= 0:

@@ -136,7 +136,7 @@ def test_bad_stem_flag_is_named(text, capsys):
                                          (["--integral_cells", "24"], "--integral_cells"),
                                          (["--calm_epochs=-1"], "--calm_epochs"),
                                          (["--integral_cells", "32"], "--integral_cells"),
-                                         (["--initial_epoch", "10"], "--initial_epoch"),
+                                         (["--initial_epoch", "11"], "--initial_epoch"),
                                          (["--initial_epoch=-1"], "--initial_epoch"),
                                          (["--heatmap_loss=-1"], "--heatmap_loss"),
                                          (["--heatmap_loss", "1"], "--heatmap_loss"),
@@ -288,11 +288,22 @@ def test_resume_goes_on_with_the_schedule_and_keeps_the_best(tmp_path, monkeypat
     # a run stopped after two epochs takes its own.
     assert "fresh optimizer: whole/resume.npz is from after epoch 3" in capsys.readouterr().out
     landmark.main(flags + ["--checkpoint_dir", "part", "--epochs", "2"])
+    with pytest.raises(SystemExit, match="part/resume.npz says 2 epochs were trained, not all 3"):
+        landmark.main(flags + ["--checkpoint_dir", "part", "--initial_epoch", "3"])
     landmark.main(flags + ["--checkpoint_dir", "part", "--initial_epoch", "2"])
     assert "resuming from part/resume.npz: weights, optimizer" in capsys.readouterr().out
     cpu = landmark.cpu_info()["model"]   # one per start: a resumed run may move machines
     assert landmark.read_card(tmp_path / "part")["cpus"] == [cpu, cpu]
     assert landmark.training_summary(tmp_path / "part", 8)["cpus"] == [cpu]
+    # Resumed after its last epoch (stopped in QAT): nothing trains, nothing
+    # is added to its history, and its checkpoints go on to what follows.
+    last = (tmp_path / "part" / "last.weights.h5").read_bytes()
+    landmark.main(flags + ["--checkpoint_dir", "part", "--initial_epoch", "3",
+                           "--metrics_out", "part.json"])
+    assert "all 3 epochs trained already" in capsys.readouterr().out
+    assert len(history("part")) == 3 and landmark.read_card(tmp_path / "part")["cpus"] == [cpu, cpu]
+    assert (tmp_path / "part" / "last.weights.h5").read_bytes() == last
+    assert (tmp_path / "part.json").is_file()
     (tmp_path / "part" / "resume.npz").write_bytes(b"PK not a zip")
     with pytest.raises(SystemExit, match="part/resume.npz: not a resume state"):
         landmark.main(flags + ["--checkpoint_dir", "part", "--initial_epoch", "2"])
