@@ -533,8 +533,15 @@ def techniques_section():
     path = RESULTS / "ptq_techniques.md"
     if not path.is_file():
         return "_No technique comparison yet: `make techniques` writes results/ptq_techniques.md._"
+    note = ""
+    run, benchmark = _load("ptq_techniques.json") or {}, _load("ptq_benchmark.json") or {}
+    faces = {len(row["nmes"]) for row in benchmark.get("rows", []) if row.get("nmes")}
+    if run.get("num_faces") and faces and run["num_faces"] not in faces:
+        note = (f" It was made on {run['num_faces']} validation faces, not today's "
+                f"{max(faces)}: its float model is named as the path stood then, which now holds "
+                "another model; `make techniques` makes it again for the current one.")
     return (path.read_text().strip() + "\n\nFrom results/ptq_techniques.md and "
-            "results/ptq_techniques.json; plot: results/ptq_techniques.png")
+            "results/ptq_techniques.json; plot: results/ptq_techniques.png." + note)
 
 
 # -------------------------------------------------------------- predictor --
