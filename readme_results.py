@@ -904,7 +904,8 @@ def _real_turns_end_to_end(r, min_yaw):
 
 
 # The research log's summary: each recipe the bundle has carried, in order,
-# with what it changed and what that bought over the one before it.
+# and the candidate to follow, with what each changed and what that bought
+# over the one before it.
 LINEAGE = {
     "main model": (("resnet_v21", "more faces (LFPW) and the wild conditions"),
                    ("resnet_v28", "a network 1.5× as wide"),
@@ -916,7 +917,8 @@ LINEAGE = {
                          ("resnet_v27", "a network 1.5× as wide"),
                          ("resnet_v29", "wider again (64-256 channels)"),
                          ("resnet_v30", "half of each epoch turned"),
-                         ("resnet_v38", "the wild conditions at 0.5, as the main model's")),
+                         ("resnet_v38", "the wild conditions at 0.5, as the main model's "
+                                        "(not bundled yet)")),
 }
 LINEAGE_COLUMNS = ("plain", "hard view", PROFILE_KIND)
 
