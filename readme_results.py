@@ -950,9 +950,11 @@ def lineage_section():
 
 def pose_wild_section():
     """The large-pose recipe with the wild conditions as likely as the main
-    model's since run v37 (run v38) against run v30."""
-    return _runs_table(("resnet_v30", "resnet_v38"), (("resnet_v38", "resnet_v30"),),
-                       "_No run v38 yet._")
+    model's since run v37 (run v38) against run v30, and its two runs (the
+    first one's files lost but for their scores) against each other."""
+    return _runs_table(("resnet_v30", "resnet_v38_first", "resnet_v38"),
+                       (("resnet_v38_first", "resnet_v30"), ("resnet_v38", "resnet_v30"),
+                        ("resnet_v38", "resnet_v38_first")), "_No run v38 yet._")
 
 
 def stem_section():
