@@ -618,7 +618,7 @@ def make_output_dir(path):
         raise ValueError(f"cannot write to output folder {path}: {err.strerror}") from None
 
 
-def load_resume_state(path, initial_epoch, epochs=None):
+def load_resume_state(path, initial_epoch, epochs):
     """ResumeState.load(path) when resuming after `initial_epoch` epochs and
     `path` holds that epoch's state; otherwise None, and the log says that
     the resumed run goes on from last.weights.h5 with a fresh optimizer.

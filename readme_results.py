@@ -56,18 +56,30 @@ def paired_difference(nmes, reference):
     return diff.mean(), diff.std(ddof=1) / np.sqrt(len(diff))
 
 
-def _paired_cells(scores, reference, columns):
-    """Table cells "difference (paired s.e.); relative" of two runs' per-face
-    NMEs ({column: nmes}), "—" where a column is missing or unpaired."""
+def _paired_cells(scores, reference, columns, relative=True):
+    """Table cells "difference (paired s.e.); relative" (without the relative
+    part if not `relative`) of two runs' per-face NMEs ({column: nmes}), "—"
+    where a column is missing or unpaired."""
     cells = []
     for c in columns:
         a, b = scores.get(c), reference.get(c)
         if a and b and len(a) == len(b) > 1:
             d, se = paired_difference(a, b)
-            cells.append(f"{d:+.3f} ({se:.3f}); {100 * (np.mean(a) / np.mean(b) - 1):+.0f}%")
+            cells.append(f"{d:+.3f} ({se:.3f})" + (f"; {100 * (np.mean(a) / np.mean(b) - 1):+.0f}%"
+                                                   if relative else ""))
         else:
             cells.append("—")
     return cells
+
+
+def _nme_cells(columns, names):
+    """NME % cells of a run's {column: per-face NMEs}, "—" where missing."""
+    return [f"{100 * np.mean(columns[c]):.3f}" if columns.get(c) else "—" for c in names]
+
+
+# What the float-model tables score, after their files are named.
+CROPS_NOTE = ("on the 201 validation crops; the hard view pools its seven kinds; `profile` is the "
+              "validation faces turned in 3D to 50-75 degrees of yaw (hard_view.py).")
 
 
 def _group_nmes(nmes, groups, folders):
@@ -745,17 +757,14 @@ def _runs_table(run_names, pairs, empty, kinds=(), models="Float models (best ep
     names = ["plain", "HELEN + AFW", "LFPW", "hard view", *kinds, PROFILE_KIND]
     lines = ["| run (NME %) | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     for name, columns in scores.items():
-        lines.append(f"| `{name}` | " + " | ".join(
-            f"{100 * np.mean(columns[c]):.3f}" if columns.get(c) else "—" for c in names) + " |")
+        lines.append(f"| `{name}` | " + " | ".join(_nme_cells(columns, names)) + " |")
     for a, b in pairs:
         if a not in scores or b not in scores:
             continue
         cells = _paired_cells(scores[a], scores[b], names)
         lines.append(f"| `{a}` − `{b}`, points (paired s.e.); relative | " + " | ".join(cells) + " |")
     lines += ["", "Files: " + ", ".join(f"results/val_{name}.json" for name in runs)
-              + f". {models} on the 201 validation crops; the hard view pools its "
-              "seven kinds; `profile` is the validation faces turned in 3D to 50-75 degrees of yaw "
-              "(hard_view.py)."]
+              + f". {models} {CROPS_NOTE}"]
     return "\n".join(lines)
 
 
@@ -936,16 +945,13 @@ def lineage_section():
                 continue
             files.append(f"results/val_{name}.json")
             scores = _run_scores(m)
-            cells = [f"{100 * np.mean(scores[c]):.3f}" if scores.get(c) else "—" for c in LINEAGE_COLUMNS]
-            delta = ("; ".join(cell.split(";")[0] for cell in _paired_cells(scores, before, LINEAGE_COLUMNS))
-                     if before else "")
+            cells = _nme_cells(scores, LINEAGE_COLUMNS)
+            delta = "; ".join(_paired_cells(scores, before, LINEAGE_COLUMNS, relative=False)) if before else ""
             lines.append(f"| {model} | `{name}` | {change} | " + " | ".join(cells) + f" | {delta} |")
             before = scores
     if not files:
         return "_No run yet._"
-    return "\n".join(lines + ["", "NME % of the float models (best epoch) on the 201 validation crops; the "
-                               "hard view pools its seven kinds, `profile` is the faces turned in 3D to "
-                               "50-75° (hard_view.py). Files: " + ", ".join(files) + "."])
+    return "\n".join(lines + ["", "Files: " + ", ".join(files) + f". NME % of the float models (best epoch) {CROPS_NOTE}"])
 
 
 def pose_wild_section():
