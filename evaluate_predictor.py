@@ -33,6 +33,7 @@ from face_detector import iou
 from layouts import WFLW_ATTRIBUTES, WFLW_TO_300W, layout_for_count
 from geometry import RECROP_SHIFT
 from predict import predictor
+from tflite_model import cpu_info
 
 MIN_IOU = 0.3
 # --profile's frames: faces of 40-160 px (landmark box width), as small as
@@ -309,6 +310,7 @@ def main(argv=None):
     result = {**scores, "faces": len(nmes), "missed": int(np.isnan(nmes).sum()),
               "missed_share": float(np.isnan(nmes).mean()), "unmatched_detections": unmatched,
               "small_faces": model.small_faces, "ms_per_photo_median": float(np.median(times)),
+              "cpu": cpu_info(),
               "model": args.model or "bundled int8",
               "pose_model": str(model.pose_model) if model.pose_model else None,
               "second_model": str(model.second_model) if model.second_model else None,
