@@ -30,18 +30,17 @@ WIDER := --head_channels 160 --stages 64x3,128x2,192x2,256x1
 EPOCHS ?= 160
 TRAIN_FLAGS ?= $(RECIPE) $(WIDER) --stem 32x1 --calm_epochs 40 --wild 0.5
 RUN ?= resnet_v37
-# The large-pose model the predictor pairs with it (run v30): the wider
+# The large-pose model the predictor pairs with it (run v38): the wider
 # network, 200 epochs (the last 50 calm), half of each epoch drawn from the
-# turned faces `make profile` writes (docs/RESEARCH.md, "Two models").
-# Run v38, its candidate successor, is POSE_WILD=0.5 POSE_RUN=resnet_v38
-# (the later --wild wins): better on every view, bundled once it and its
-# retraining on all faces are trained again (docs/RESEARCH.md, run v38).
+# turned faces `make profile` writes (docs/RESEARCH.md, "Two models"), and
+# the main model's milder wild conditions (the later --wild wins; run v30,
+# bundled before it, had 1: docs/RESEARCH.md, run v38).
 POSE_SHARE ?= 0.5
 POSE_EPOCHS ?= 200
-POSE_WILD ?= 1
+POSE_WILD ?= 0.5
 POSE_RECIPE := $(RECIPE) $(WIDER) --calm_epochs 50 --profiled_share $(POSE_SHARE) --wild $(POSE_WILD)
 POSE_FLAGS := $(POSE_RECIPE) --profiled_record tfrecords/profiled.record
-POSE_RUN ?= resnet_v30
+POSE_RUN ?= resnet_v38
 POSE_DIRS ?= --checkpoint_dir checkpoints_pose --qat_checkpoint_dir quantized_checkpoints_pose
 POSE_EXPORT ?= exported_pose
 # The second main model of the ensemble (layouts.ensembled), run v31: the

@@ -66,8 +66,8 @@ DEFAULT_LANDMARK_MODEL = ASSETS / "landmarks_300w_int8.tflite"
 # -0.025, s.e. 0.014: short of 2 s.e., but the same sign as every bundle's
 # since run v20). It was off for run v15's bundle, which it did not help.
 DEFAULT_FLIP = True
-# The large-pose model paired with the bundled one (run v30: the bundled
-# recipe on a wider network, half of each epoch turned faces). A pair runs without
+# The large-pose model paired with the bundled one (run v38: the main
+# recipe, half of each epoch turned faces). A pair runs without
 # the flip test by default: the pair is already two invokes a face, and
 # the flip test added nothing to it on the validation faces (docs/RESEARCH.md).
 DEFAULT_POSE_MODEL = ASSETS / "landmarks_300w_pose_int8.tflite"
