@@ -185,3 +185,18 @@ def test_wild_table_gives_older_files_the_yaw_kind_over_the_unturned_eyes(result
 def test_hard_kinds_are_the_hard_views():
     import hard_view
     assert readme_results.HARD_KINDS == hard_view.KINDS
+
+
+def test_reproduce_times_a_missing_all_faces_run_by_its_stand_in_and_says_so(results, monkeypatch):
+    monkeypatch.setattr(readme_results, "POSE_RUN", "resnet_b")
+    monkeypatch.setattr(readme_results, "POSE_ALL_STAND_IN", "resnet_a_all")
+    training = {"train_minutes": 90.0, "epochs": 200, "images_per_s_median": 70.0, "cpus": ["EPYC"]}
+    _write(results, "val_resnet_a_all.json", training=training)
+    text = readme_results.reproduce_section()
+    assert "run a_all's time: run b_all is not trained yet" in text
+    assert "results/val_resnet_a_all.json" in text
+    # Once the run's own file exists, it is timed by that, and no stand-in is named.
+    _write(results, "val_resnet_b_all.json", training={**training, "train_minutes": 120.0})
+    text = readme_results.reproduce_section()
+    assert "results/val_resnet_b_all.json" in text and "val_resnet_a_all" not in text
+    assert "not trained yet" not in text
