@@ -694,9 +694,9 @@ def reproduce_section():
     if not _load(f"val_{pose_all}.json"):
         # Its retraining on all faces is still to run: the run before it
         # trained the same network for as many epochs.
-        pose_all, pose_all_what = POSE_ALL_STAND_IN, (
-            f"large-pose model on all faces (run {POSE_ALL_STAND_IN.split('_', 1)[1]}'s time: "
-            f"run {POSE_RUN.split('_')[-1]}_all is not trained yet)")
+        pose_all = POSE_ALL_STAND_IN
+        pose_all_what += (f" (run {POSE_ALL_STAND_IN.removeprefix('resnet_')}'s time: "
+                          f"run {POSE_RUN.removeprefix('resnet_')}_all is not trained yet)")
     for run, what in ((BUNDLE_RUN, "main model (`make train`)"),
                       (POSE_RUN, "large-pose model (`make train-pose`)"),
                       (BUNDLE_RUN + "_all", "main model on all 2,012 faces (`make train-all`)"),
@@ -1170,14 +1170,14 @@ def small_section():
         lines.append(f"| results/{name} | {label} | {r['missed']} of {r['faces']} | "
                      f"{r['unmatched_detections']} | {100 * r['nme']:.2f} | {100 * r['fr']:.1f}% | "
                      f"{r['ms_per_photo_median']:.1f} |")
-    small = loaded[0][2]["small"]
+    small, cpu = loaded[0][2]["small"], _cpu(loaded[0][2])
     lines += ["", f"The {loaded[0][2]['faces']} validation photos, each shrunk so its face's "
               f"landmark box is {small['face_widths'][0]:g}-{small['face_widths'][1]:g} px wide, in a "
               f"{small['frame'][0]}×{small['frame'][1]} frame whose margin repeats the photo's edge "
               f"(`evaluate_predictor.py --small tfrecords/test.record`, seed {small['seed']}); the "
               f"bundled int8 pair. A face found both ways gets the same marks, so the NME moves only "
               f"by the faces the squares add. The ms were timed in the two runs, not taking turns"
-              + (f", on {_cpu(loaded[0][2])}." if _cpu(loaded[0][2]) else ".")]
+              + (f", on {cpu}." if cpu else ".")]
     return "\n".join(lines)
 
 
