@@ -1,6 +1,7 @@
 """Keras callbacks of landmark.py's training: throughput, a weight
 average, the calm phase's switch, and the state a resumed run needs."""
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -12,21 +13,68 @@ import tensorflow as tf
 keras = tf.keras
 
 
+class StoppedClock:
+    """Time the process spent stopped (SIGSTOP, a suspended machine), seen
+    as a gap between the ticks of a thread that sleeps `tick` seconds: the
+    trainings here are paused while CI runs, and an epoch's time should not
+    count the pause. Gaps up to `threshold` are a busy machine, not a stop."""
+
+    def __init__(self, tick=1.0, threshold=10.0):
+        self.tick, self.threshold = tick, threshold
+        self.stopped = 0.0
+        self.last = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()  # the thread and the epoch's end both observe
+
+    def observe(self, now):
+        """Account for a tick at monotonic time `now`."""
+        with self._lock:
+            if self.last is not None and now - self.last > self.threshold:
+                self.stopped += now - self.last - self.tick
+            self.last = now
+
+    def _run(self):
+        while not self._done.wait(self.tick):
+            self.observe(time.monotonic())
+
+    def start(self):
+        self.observe(time.monotonic())
+        threading.Thread(target=self._run, daemon=True, name="stopped-clock").start()
+
+    def stop(self):
+        self._done.set()
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Logs training throughput (images/s) and the learning rate into the
-    epoch's logs."""
+    epoch's logs. An epoch's seconds leave out the time the process was
+    stopped (StoppedClock), and the log says when there was any."""
 
     def __init__(self, images_per_epoch):
         super().__init__()
         self.images_per_epoch = images_per_epoch
+        self.clock = StoppedClock()
+
+    def on_train_begin(self, logs=None):
+        self.clock.start()
+
+    def on_train_end(self, logs=None):
+        self.clock.stop()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.start = time.monotonic()
+        self.stopped_at_start = self.clock.stopped
 
     def on_epoch_end(self, epoch, logs=None):
-        logs["epoch_seconds"] = time.perf_counter() - self.start
+        # A tick the thread has not taken yet would hide a stop that just ended.
+        self.clock.observe(time.monotonic())
+        stopped = self.clock.stopped - self.stopped_at_start
+        logs["epoch_seconds"] = time.monotonic() - self.start - stopped
         logs["images_per_s"] = self.images_per_epoch / logs["epoch_seconds"]
         logs["lr"] = float(self.model.optimizer.learning_rate)  # at the epoch's last step
+        if stopped > 0:
+            print(f"\nepoch {epoch + 1}: {stopped:.0f} s with the process stopped, "
+                  f"left out of its epoch_seconds", flush=True)
 
 
 class WeightAverage(keras.callbacks.Callback):

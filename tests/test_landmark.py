@@ -1,6 +1,7 @@
 """End to end on tiny generated datasets, in each format: convert -> train
 one epoch -> evaluate -> export -> reload -> same outputs."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -417,6 +418,55 @@ def test_resume_state_goes_on_as_if_the_run_had_not_stopped(tmp_path):
     other.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
     with pytest.raises(ValueError, match="first.npz: its .* weights do not fit"):
         callbacks.ResumeState.restore(state, other, tmp_path / "first.npz")
+
+
+def test_stopped_clock_counts_only_gaps_past_its_threshold():
+    clock = callbacks.StoppedClock(tick=1.0, threshold=10.0)
+    for now in (0.0, 1.0, 2.5, 3.5):  # a busy machine's late ticks are not a stop
+        clock.observe(now)
+    assert clock.stopped == 0.0
+    clock.observe(43.5)  # stopped for 39 s between two ticks
+    clock.observe(44.5)
+    assert clock.stopped == pytest.approx(39.0)
+
+
+def test_stopped_clock_sees_a_real_sigstop(tmp_path):
+    """A child process's clock counts the time it was held by SIGSTOP."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = ("import sys, time; sys.path.insert(0, %r); import callbacks\n"
+              "clock = callbacks.StoppedClock(tick=0.05, threshold=0.5); clock.start()\n"
+              "print('ready', flush=True); time.sleep(3); print(clock.stopped, flush=True)\n"
+              % str(Path(callbacks.__file__).parent))
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    child.send_signal(signal.SIGSTOP)
+    time.sleep(1.5)
+    child.send_signal(signal.SIGCONT)
+    stopped = float(child.stdout.readline())
+    assert child.wait(30) == 0
+    assert 1.2 < stopped < 1.8
+
+
+def test_epoch_seconds_leave_out_the_time_stopped(monkeypatch, capsys):
+    keras = landmark.keras
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    timer = callbacks.EpochTimer(images_per_epoch=110)
+    timer.set_model(model)
+    now = iter([0.0, 70.0, 70.0])  # the epoch's begin, its end's observation, its end
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: next(now))
+    timer.on_epoch_begin(0)
+    timer.clock.observe(5.0)  # the thread's ticks around a 59 s stop
+    timer.clock.observe(65.0)
+    logs = {}
+    timer.on_epoch_end(0, logs)
+    assert logs["epoch_seconds"] == pytest.approx(11.0)
+    assert logs["images_per_s"] == pytest.approx(10.0)
+    assert "epoch 1: 59 s with the process stopped" in capsys.readouterr().out
 
 
 def test_weight_average_leaves_the_regularisers_metrics_to_keras():
