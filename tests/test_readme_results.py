@@ -200,3 +200,18 @@ def test_reproduce_times_a_missing_all_faces_run_by_its_stand_in_and_says_so(res
     text = readme_results.reproduce_section()
     assert "results/val_resnet_b_all.json" in text and "val_resnet_a_all" not in text
     assert "not trained yet" not in text
+
+
+def test_the_size_row_says_what_the_wider_network_bought(results):
+    """The int8 file is past 1 MB: the headline says by how many parameters
+    and what the widening bought, paired over the same faces, from the two
+    runs' files, and says nothing without them."""
+    small, wide = readme_results.GROWTH_RUNS
+    hard = {"kinds": {"blur": {"nmes": [0.06, 0.07, 0.08]}}}
+    _write(results, f"val_{small}.json", params=890_000, nmes=[0.05, 0.06, 0.07], hard_view=hard)
+    assert readme_results._growth() == ""
+    wider = {"kinds": {"blur": {"nmes": [0.05, 0.065, 0.07]}}}
+    _write(results, f"val_{wide}.json", params=3_430_000, nmes=[0.04, 0.05, 0.07], hard_view=wider)
+    growth = readme_results._growth()
+    assert "3.43 M parameters against run v21's 0.89 M" in growth
+    assert "plain -0.667 (0.333), hard view -0.833 (0.167)" in growth
