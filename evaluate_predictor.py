@@ -32,7 +32,7 @@ import metrics
 from face_detector import iou
 from layouts import WFLW_ATTRIBUTES, WFLW_TO_300W, layout_for_count
 from geometry import RECROP_SHIFT
-from predict import predictor
+from predict import predictor, unwritable
 from tflite_model import cpu_info
 
 MIN_IOU = 0.3
@@ -277,6 +277,9 @@ def main(argv=None):
                         "predictor's default: on)")
     p.add_argument("--out", default="results/predictor_eval.json")
     args = p.parse_args(argv)
+    problem = unwritable(Path(args.out), folder=False)  # before minutes of faces
+    if problem:
+        p.error(f"--out {args.out}: {problem}")
     try:
         # The predictor first: a bad model or setting is named before the faces are made.
         model = predictor(args.detector, args.model, refine=args.refine, flip=args.flip,

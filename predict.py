@@ -42,6 +42,7 @@ face, three a turned one. `second_model_path=False` runs the pair.
 import argparse
 import json
 import numbers
+import os
 import sys
 from pathlib import Path
 
@@ -634,6 +635,21 @@ def run_video(model, video, out_dir, tracker=None, pose=False):
               f"({total - len(marks)} lost: the file is truncated or damaged)")
 
 
+def unwritable(path, folder):
+    """Why `path` (a folder if `folder`, else a file) cannot be written, or
+    None. Nothing is created: an output is made only once the work is done."""
+    if path.exists():
+        if path.is_dir() != folder:
+            return "is a file, not a folder" if folder else "is a folder, not a file"
+        return None if os.access(path, os.W_OK) else "cannot be written (permission denied)"
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    return None if os.access(parent, os.W_OK) else f"{parent} cannot be written (permission denied)"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("inputs", nargs="*", help="images or folders of images")
@@ -688,6 +704,11 @@ def main(argv=None):
     if args.montage and Path(args.montage).suffix.lower() not in IMAGE_SUFFIXES:
         p.error(f"--montage {args.montage}: give an image file name ("
                 + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
+    for flag, path, folder in (("--out", args.out, True), ("--montage", args.montage, False),
+                               ("--speed", args.speed, False)):
+        problem = path and unwritable(Path(path), folder)
+        if problem:
+            p.error(f"{flag} {path}: {problem}")
     try:
         if args.video:
             # Before anything is written: the images' outputs would otherwise

@@ -26,7 +26,7 @@ import dataset
 import landmark
 import metrics
 from layouts import get_layout
-from predict import face_crops, image_paths
+from predict import face_crops, image_paths, unwritable
 from tflite_model import TFLiteModel, cpu_info, latency_ms, weighted_op_dtypes
 
 MODES = ("float32", "dynamic_range", "int8_float_fallback", "int8_only", "float16", "16x8")
@@ -355,6 +355,9 @@ def parse_args(argv=None):
         given = getattr(args, flag)
         if given is not None and not Path(given).is_file():
             p.error(f"--{flag} {given}: no such file")
+    problem = unwritable(Path(args.out_dir), folder=True)  # before minutes of conversions
+    if problem:
+        p.error(f"--out_dir {args.out_dir}: {problem}")
     args.test_record = args.test_record or DEFAULT_TEST_RECORD
     args.rep_record = args.rep_record or DEFAULT_REP_RECORD
     return args

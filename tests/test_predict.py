@@ -375,6 +375,26 @@ def test_an_unreadable_image_leaves_no_output(tmp_path, tiny_models):
         predictor(cnn_model_path=tmp_path / "empty_dir")
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--out", "{f}"], "--out {f}: is a file, not a folder"),
+    (["--out", "{f}/sub"], "--out {f}/sub: {f} is a file, not a folder"),
+    (["--montage", "{f}/m.png"], "--montage {f}/m.png: {f} is a file, not a folder"),
+    (["--speed", "{d}"], "--speed {d}: is a folder, not a file"),
+])
+def test_outputs_that_cannot_be_written_are_named_before_any_work(tmp_path, capsys, flags,
+                                                                  message):
+    from predict import main
+    (tmp_path / "afile").write_text("")
+    names = {"f": tmp_path / "afile", "d": tmp_path}
+    flags = [f.format(**names) for f in flags]
+    out = [] if "--out" in flags else ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_:
+        main([str(PORTRAITS[0]), *out, *flags])
+    assert exit_.value.code == 2
+    assert message.format(**names) in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_cli_writes_annotated_images_marks_and_video(tiny_models, tmp_path):
     import json
 
@@ -674,6 +694,11 @@ def test_wflw_lists_give_clear_errors(tmp_path, capsys):
         (tmp_path / "list.txt").write_text("1 2 3\n")
         with pytest.raises(SystemExit, match=message):
             evaluate_predictor.main(argv + ["--out", str(tmp_path / "out.json")])
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit):
+        evaluate_predictor.main(["--wflw", str(tmp_path / "list.txt"),
+                                 "--out", str(tmp_path / "afile" / "out.json")])
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
     (tmp_path / "WFLW_images").mkdir()
     line = " ".join(["1.5"] * 196) + " 1--a/b.jpg\n"
     (tmp_path / "list.txt").write_text("\n" + line)

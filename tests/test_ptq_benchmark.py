@@ -175,6 +175,15 @@ def test_models_are_timed_taking_turns(models):
     assert len(result) == 3 and all(0 < median <= p90 for median, p90 in result)
 
 
+def test_an_out_dir_that_is_a_file_is_named_before_any_conversion(models, tmp_path, capsys):
+    root, _ = models
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit):
+        pb.main(["--float_model", str(root / "float"), "--qat_model", str(root / "qat"),
+                 "--out_dir", str(tmp_path / "afile")])
+    assert f"--out_dir {tmp_path / 'afile'}: is a file, not a folder" in capsys.readouterr().err
+
+
 def test_a_record_named_but_missing_or_of_the_other_layout_is_an_error(models, tmp_path,
                                                                         make_wflw_tree):
     root, _ = models
