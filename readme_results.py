@@ -94,11 +94,6 @@ def _pct(value):
     return f"{100 * value:.3f}" if value is not None else "—"
 
 
-def _and(words):
-    """'a', 'a and b', 'a, b and c'."""
-    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 2 else words)
-
-
 def _cpu(report):
     """'CPU X (int8 dot product: yes/no)' of a timing file, '' if it recorded none."""
     cpu = report.get("cpu")
