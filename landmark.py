@@ -351,6 +351,9 @@ def read_card(checkpoint_dir):
         return None
 
 
+STOPPED_EPOCH = 10  # an epoch this many times the median's length was a stopped process
+
+
 def training_summary(checkpoint_dir, images_per_epoch):
     """Epochs, best epoch, throughput and training minutes from a run's
     history.csv (an epoch's seconds include its validation pass), with the
@@ -359,11 +362,18 @@ def training_summary(checkpoint_dir, images_per_epoch):
     if not rows:
         return None
     best = min(rows, key=lambda r: float(r["val_nme"]))
-    speeds = [float(r["images_per_s"]) for r in rows]
+    speeds = np.array([float(r["images_per_s"]) for r in rows])
+    median = float(np.median(speeds))
+    # Before EpochTimer left out the time a process was stopped, an epoch
+    # held across a stop logged it all: such an epoch counts at the median.
+    stopped = speeds < median / STOPPED_EPOCH
+    seconds = images_per_epoch / np.where(stopped, median, speeds)
     summary = {"epochs": len(rows), "best_epoch": int(best["epoch"]) + 1,
                "best_val_nme_in_training": float(best["val_nme"]),
-               "images_per_s_median": float(np.median(speeds)),
-               "train_minutes": sum(images_per_epoch / v for v in speeds) / 60}
+               "images_per_s_median": median, "train_minutes": float(seconds.sum()) / 60}
+    if stopped.any():
+        summary["stopped_epochs_at_median"] = [int(r["epoch"]) + 1
+                                               for r, s in zip(rows, stopped) if s]
     cpus = (read_card(checkpoint_dir) or {}).get("cpus")
     return {**summary, "cpus": sorted(set(cpus))} if cpus else summary
 

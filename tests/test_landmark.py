@@ -420,6 +420,20 @@ def test_resume_state_goes_on_as_if_the_run_had_not_stopped(tmp_path):
         callbacks.ResumeState.restore(state, other, tmp_path / "first.npz")
 
 
+def test_training_minutes_count_an_epoch_held_across_a_stop_at_the_median(tmp_path):
+    """History logged before EpochTimer left stops out: one epoch took 40
+    times the others (a process stopped for half an hour)."""
+    speeds = [10.0, 12.0, 10.0, 0.25, 8.0]
+    (tmp_path / "history.csv").write_text("epoch,images_per_s,val_nme\n" + "".join(
+        f"{i},{v},0.05\n" for i, v in enumerate(speeds)))
+    summary = landmark.training_summary(tmp_path, 600)
+    assert summary["images_per_s_median"] == 10.0
+    assert summary["train_minutes"] == pytest.approx((60 + 50 + 60 + 60 + 75) / 60)
+    assert summary["stopped_epochs_at_median"] == [4]
+    (tmp_path / "history.csv").write_text("epoch,images_per_s,val_nme\n0,10,0.05\n1,8,0.05\n")
+    assert "stopped_epochs_at_median" not in landmark.training_summary(tmp_path, 600)
+
+
 def test_stopped_clock_counts_only_gaps_past_its_threshold():
     clock = callbacks.StoppedClock(tick=1.0, threshold=10.0)
     for now in (0.0, 1.0, 2.5, 3.5):  # a busy machine's late ticks are not a stop
