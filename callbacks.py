@@ -67,9 +67,10 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         # A tick the thread has not taken yet would hide a stop that just ended.
-        self.clock.observe(time.monotonic())
+        now = time.monotonic()
+        self.clock.observe(now)
         stopped = self.clock.stopped - self.stopped_at_start
-        logs["epoch_seconds"] = time.monotonic() - self.start - stopped
+        logs["epoch_seconds"] = now - self.start - stopped
         logs["images_per_s"] = self.images_per_epoch / logs["epoch_seconds"]
         logs["lr"] = float(self.model.optimizer.learning_rate)  # at the epoch's last step
         if stopped > 0:

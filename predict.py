@@ -638,16 +638,12 @@ def run_video(model, video, out_dir, tracker=None, pose=False):
 def unwritable(path, folder):
     """Why `path` (a folder if `folder`, else a file) cannot be written, or
     None. Nothing is created: an output is made only once the work is done."""
-    if path.exists():
-        if path.is_dir() != folder:
-            return "is a file, not a folder" if folder else "is a folder, not a file"
-        return None if os.access(path, os.W_OK) else "cannot be written (permission denied)"
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"{parent} is a file, not a folder"
-    return None if os.access(parent, os.W_OK) else f"{parent} cannot be written (permission denied)"
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing == path and path.is_dir() != folder:
+        return "is a file, not a folder" if folder else "is a folder, not a file"
+    if existing != path and not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    return None if os.access(existing, os.W_OK) else f"{existing} cannot be written (permission denied)"
 
 
 def main(argv=None):
