@@ -180,6 +180,16 @@ def test_wild_table_gives_older_files_the_yaw_kind_over_the_unturned_eyes(result
            hard_view=hard([0.05] * 3))
     text = readme_results.wild_section()
     assert "would be 4.500%, within the 4.900%" in text and "still above" not in text
+    # A single recipe run has no lift to set the need against.
+    assert "the target asks for plain faces" not in text
+    # Its hard view is 5.5% over a plain 4%: 4.9% asks for a plain 4.9 / 5.5 * 4 = 3.564%;
+    # from run v21's 5% the plain faces fell 20%.
+    _write(results, "val_resnet_v21.json", nmes=[0.05] * 3, groups=groups,
+           hard_view=hard([0.05] * 3))
+    text = readme_results.wild_section()
+    assert ("its plain NME), the target asks for plain faces at 3.564%, "
+            "11% below its 4.000%; from `resnet_v21` to `resnet_v32` the plain faces fell 20%."
+            ) in text.replace("\n", " ")
 
 
 def test_hard_kinds_are_the_hard_views():
